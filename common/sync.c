@@ -1,0 +1,62 @@
+/*
+ * sync.c - futex waits and events.
+ */
+#include "common/sync.h"
+
+#include <linux/futex.h>
+#include <sys/syscall.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "common/log.h"
+#include "common/time.h"
+
+void eccl_futex_wait(_Atomic uint32_t *word, uint32_t expected, uint64_t timeout_ns, bool shared)
+{
+    struct timespec ts = {.tv_sec = (time_t)(timeout_ns / ECCL_NS_PER_S),
+                          .tv_nsec = (long)(timeout_ns % ECCL_NS_PER_S)};
+    syscall(SYS_futex, (uint32_t *)word, shared ? FUTEX_WAIT : FUTEX_WAIT_PRIVATE, expected, &ts,
+            NULL, 0);
+}
+
+void eccl_futex_wake(_Atomic uint32_t *word, bool shared)
+{
+    syscall(SYS_futex, (uint32_t *)word, shared ? FUTEX_WAKE : FUTEX_WAKE_PRIVATE, INT32_MAX,
+            NULL, NULL, 0);
+}
+
+void eccl_event_reset(struct eccl_event *e)
+{
+    atomic_store_explicit(&e->state, 0, memory_order_relaxed);
+}
+
+void eccl_event_set(struct eccl_event *e)
+{
+    atomic_store_explicit(&e->state, 1, memory_order_release);
+    eccl_futex_wake(&e->state, false);
+}
+
+bool eccl_event_is_set(struct eccl_event *e)
+{
+    return atomic_load_explicit(&e->state, memory_order_acquire) != 0;
+}
+
+ecclResult_t eccl_event_wait(struct eccl_event *e, const _Atomic uint32_t *abort,
+                             uint64_t deadline_ns, const char *what)
+{
+    for (int spin = 0; spin < 200; spin++) {
+        if (atomic_load_explicit(&e->state, memory_order_acquire))
+            return ecclSuccess;
+    }
+    while (!atomic_load_explicit(&e->state, memory_order_acquire)) {
+        if (abort && atomic_load_explicit(abort, memory_order_acquire))
+            return ecclRemoteError;
+        if (eccl_deadline_passed(deadline_ns)) {
+            WARN("timed out waiting for %s", what);
+            return ecclInternalError;
+        }
+        /* Sleep in 10 ms slices so that an abort is seen promptly. */
+        eccl_futex_wait(&e->state, 0, 10 * ECCL_NS_PER_MS, false);
+    }
+    return ecclSuccess;
+}

@@ -1,0 +1,31 @@
+/*
+ * sync.h - waiting on a 32-bit word shared between threads or processes (futex), with a spin
+ * phase, a deadline and an abort flag: the building block of every blocking wait in eccl.
+ */
+#ifndef ECCL_COMMON_SYNC_H
+#define ECCL_COMMON_SYNC_H
+
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "eccl.h"
+
+/* Sleeps while *word == expected, at most timeout_ns; spurious wake-ups allowed. `shared`: the
+ * word lives in memory shared between processes. */
+void eccl_futex_wait(_Atomic uint32_t *word, uint32_t expected, uint64_t timeout_ns, bool shared);
+void eccl_futex_wake(_Atomic uint32_t *word, bool shared);
+
+/* A one-shot or reusable event between threads of one process. */
+struct eccl_event {
+    _Atomic uint32_t state;
+};
+void eccl_event_reset(struct eccl_event *e);
+void eccl_event_set(struct eccl_event *e);
+bool eccl_event_is_set(struct eccl_event *e);
+/* ecclSuccess when set, ecclRemoteError when *abort became nonzero, ecclInternalError (with a
+ * WARN naming `what`) at the deadline. */
+ecclResult_t eccl_event_wait(struct eccl_event *e, const _Atomic uint32_t *abort,
+                             uint64_t deadline_ns, const char *what);
+
+#endif

@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# Installs what eccl needs to build and test on Debian 12. Idempotent: packages already present
+# are left alone, and apt-get runs only when something is missing.
+set -euo pipefail
+
+pkgs=(build-essential pkg-config libcmocka-dev libcurl4-openssl-dev libjansson-dev
+      libibverbs-dev etcd-server etcd-client openssl iproute2 procps clang-format)
+
+missing=()
+for p in "${pkgs[@]}"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+
+if [ "${#missing[@]}" -eq 0 ]; then
+    echo "install-deps: everything is installed"
+    exit 0
+fi
+
+SUDO=""
+[ "$(id -u)" -eq 0 ] || SUDO="sudo"
+echo "install-deps: installing ${missing[*]}"
+$SUDO env DEBIAN_FRONTEND=noninteractive apt-get update -qq
+$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}"
