@@ -540,6 +540,8 @@ ecclResult_t eccl_uds_recv(int sock, void *buf, size_t *len_io, int *fd_out, uin
             WARN("recvmsg failed: %s", strerror(errno));
             return ecclSystemError;
         }
+        if (deadline_ns == 0)
+            return ecclInProgress;
         ECCL_TRY(wait_fd(sock, POLLIN, deadline_ns, abort, "receive on a unix socket"));
     }
 }

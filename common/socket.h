@@ -57,7 +57,8 @@ ecclResult_t eccl_uds_open(const char *name, int *fd_out);
 ecclResult_t eccl_uds_send(int sock, const char *name, const void *buf, size_t len, int fd,
                            uint64_t deadline_ns, const _Atomic uint32_t *abort);
 /* Receives one datagram; *len_io in: capacity, out: length; *fd_out gets a passed descriptor or
- * -1. A datagram that carries more than one descriptor has the extra ones closed. */
+ * -1. A datagram that carries more than one descriptor has the extra ones closed. A deadline of 0
+ * does not wait: ecclInProgress when nothing is there. */
 ecclResult_t eccl_uds_recv(int sock, void *buf, size_t *len_io, int *fd_out, uint64_t deadline_ns,
                            const _Atomic uint32_t *abort);
 

@@ -1,0 +1,780 @@
+/*
+ * comm.c - communicator life cycle and queries: init (rank, config, all, scalable), split,
+ * shrink, finalize, destroy, abort, revoke, errors, registration.
+ *
+ * A communicator is bound to the host (buffers in host memory, the stream ignored, calls return
+ * when their work is done) when ECCL_DEVICE=host, when the config's deviceKind says so, or when
+ * no CUDA device is present. CUDA communicators need the GPU executor, which this build does not
+ * have yet: init says so.
+ *
+ * Destroy and abort never block on a peer: abort raises the abort flag (every wait checks it),
+ * waits a bounded time for in-flight calls on other threads to leave, then frees everything.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/sysinfo.h>
+#include <unistd.h>
+
+#include "common/alloc.h"
+#include "common/check.h"
+#include "common/hash.h"
+#include "common/log.h"
+#include "common/param.h"
+#include "common/time.h"
+#include "core/core_int.h"
+
+#ifdef ECCL_HAVE_CUDA
+#include <cuda_runtime_api.h>
+#endif
+
+ECCL_PARAM_STR(device, "ECCL_DEVICE", NULL)
+ECCL_PARAM_INT(nchannels, "ECCL_NCHANNELS", 0)
+ECCL_PARAM_INT(max_nchannels, "ECCL_MAX_NCHANNELS", 4)
+ECCL_PARAM_INT(timeout_ms, "ECCL_TIMEOUT_MS", 600000)
+ECCL_PARAM_INT(abort_wait_ms, "ECCL_ABORT_WAIT_MS", 1000)
+
+/* --- versions and ids --------------------------------------------------------------------- */
+
+ECCL_API ecclResult_t ecclGetVersion(int *version)
+{
+    ECCL_ARG_CHECK(version != NULL, "ecclGetVersion: version is NULL");
+    *version = ECCL_VERSION_CODE;
+    return ecclSuccess;
+}
+
+static void log_version_once(void)
+{
+    static _Atomic int done;
+    if (atomic_exchange(&done, 1) == 0)
+        INFO(ECCL_LOG_INIT, "ECCL version %s (NCCL API %d.%d.%d)%s", ECCL_RELEASE, ECCL_MAJOR,
+             ECCL_MINOR, ECCL_PATCH,
+#ifdef ECCL_HAVE_CUDA
+             "+cuda"
+#else
+             ""
+#endif
+        );
+}
+
+ECCL_API ecclResult_t ecclGetUniqueId(ecclUniqueId *uniqueId)
+{
+    ECCL_ARG_CHECK(uniqueId != NULL, "ecclGetUniqueId: uniqueId is NULL");
+    log_version_once();
+    return core_bootstrap_id_create(uniqueId);
+}
+
+/* --- errors ------------------------------------------------------------------------------- */
+
+ECCL_API const char *ecclGetErrorString(ecclResult_t code)
+{
+    switch (code) {
+    case ecclSuccess:
+        return "no error";
+    case ecclUnhandledCudaError:
+        return "unhandled cuda error (run with ECCL_DEBUG=INFO for details)";
+    case ecclSystemError:
+        return "unhandled system error (run with ECCL_DEBUG=INFO for details)";
+    case ecclInternalError:
+        return "internal error - please report this issue to the eccl developers";
+    case ecclInvalidArgument:
+        return "invalid argument (run with ECCL_DEBUG=WARN for details)";
+    case ecclInvalidUsage:
+        return "invalid usage (run with ECCL_DEBUG=WARN for details)";
+    case ecclRemoteError:
+        return "remote process exited or there was a network error";
+    case ecclInProgress:
+        return "operation in progress";
+    default:
+        return "unknown result code";
+    }
+}
+
+ECCL_API const char *ecclGetLastError(ecclComm_t comm)
+{
+    const char *mine = eccl_log_last_error();
+    if (mine[0] || !comm || comm->magic != CORE_COMM_MAGIC)
+        return mine;
+    return comm->last_error;
+}
+
+void core_comm_set_error(struct ecclComm *comm, ecclResult_t res)
+{
+    if (res == ecclSuccess)
+        return;
+    int expected = ecclSuccess;
+    if (atomic_compare_exchange_strong(&comm->async_error, &expected, (int)res)) {
+        pthread_mutex_lock(&comm->error_lock);
+        snprintf(comm->last_error, sizeof(comm->last_error), "%s", eccl_log_last_error());
+        pthread_mutex_unlock(&comm->error_lock);
+        INFO(ECCL_LOG_INIT, "comm %p rank %d: failed with %s: %s", (void *)comm, comm->rank,
+             ecclGetErrorString(res), comm->last_error);
+    }
+    atomic_store(&comm->abort, 1);
+    core_exec_wake_all(comm);
+}
+
+ecclResult_t core_comm_check(const struct ecclComm *comm, const char *fn)
+{
+    if (!comm) {
+        WARN("%s: comm is NULL", fn);
+        return ecclInvalidArgument;
+    }
+    if (comm->magic != CORE_COMM_MAGIC) {
+        WARN("%s: comm %p is not a live communicator (destroyed, or not from an init)", fn,
+             (const void *)comm);
+        return ecclInvalidArgument;
+    }
+    return ecclSuccess;
+}
+
+ECCL_API ecclResult_t ecclCommGetAsyncError(ecclComm_t comm, ecclResult_t *asyncError)
+{
+    ECCL_TRY(core_comm_check(comm, "ecclCommGetAsyncError"));
+    ECCL_ARG_CHECK(asyncError != NULL, "ecclCommGetAsyncError: asyncError is NULL");
+    *asyncError = (ecclResult_t)atomic_load(&comm->async_error);
+    return ecclSuccess;
+}
+
+/* --- configuration ------------------------------------------------------------------------ */
+
+/* Copies the fields of the caller's config that its size covers into ours. */
+static ecclResult_t config_read(const ecclConfig_t *in, ecclConfig_t *out)
+{
+    ecclConfig_t def = ECCL_CONFIG_INITIALIZER;
+    *out = def;
+    if (!in)
+        return ecclSuccess;
+    if (in->magic != ECCL_CONFIG_MAGIC) {
+        WARN("config: bad magic 0x%x (expected 0x%x): initialize it with "
+             "ECCL_CONFIG_INITIALIZER",
+             in->magic, ECCL_CONFIG_MAGIC);
+        return ecclInvalidArgument;
+    }
+    size_t min = offsetof(ecclConfig_t, blocking);
+    if (in->size < min || in->size > (1u << 20)) {
+        WARN("config: size %zu is not a config's size (at least %zu): initialize it with "
+             "ECCL_CONFIG_INITIALIZER",
+             in->size, min);
+        return ecclInvalidArgument;
+    }
+    size_t n = in->size < sizeof(*out) ? in->size : sizeof(*out);
+    memcpy(out, in, n);
+    out->size = sizeof(*out);
+    return ecclSuccess;
+}
+
+static int cfg_int(int v, int def)
+{
+    return v == ECCL_CONFIG_UNDEF_INT ? def : v;
+}
+
+/* Decides host or CUDA. */
+static ecclResult_t pick_device(const ecclConfig_t *cfg, bool *host, int *dev)
+{
+    int kind = cfg_int(cfg->deviceKind, ECCL_DEVICE_AUTO);
+    const char *env = eccl_param_device();
+    if (kind == ECCL_DEVICE_AUTO && env) {
+        if (strcasecmp(env, "host") == 0 || strcasecmp(env, "cpu") == 0)
+            kind = ECCL_DEVICE_HOST;
+        else if (strcasecmp(env, "cuda") == 0 || strcasecmp(env, "gpu") == 0)
+            kind = ECCL_DEVICE_CUDA;
+        else if (strcasecmp(env, "auto") != 0) {
+            WARN("ECCL_DEVICE=%s: expected host, cuda or auto", env);
+            return ecclInvalidArgument;
+        }
+    }
+    if (kind != ECCL_DEVICE_AUTO && kind != ECCL_DEVICE_CUDA && kind != ECCL_DEVICE_HOST) {
+        WARN("config: deviceKind %d is not ECCL_DEVICE_AUTO, _CUDA or _HOST", kind);
+        return ecclInvalidArgument;
+    }
+    int ndev = 0;
+#ifdef ECCL_HAVE_CUDA
+    if (kind != ECCL_DEVICE_HOST) {
+        if (cudaGetDeviceCount(&ndev) != cudaSuccess)
+            ndev = 0;
+    }
+#endif
+    if (kind == ECCL_DEVICE_HOST || (kind == ECCL_DEVICE_AUTO && ndev == 0)) {
+        *host = true;
+        *dev = -1;
+        return ecclSuccess;
+    }
+    if (ndev == 0) {
+        WARN("a CUDA communicator was asked for, but no CUDA device is present%s",
+#ifdef ECCL_HAVE_CUDA
+             ""
+#else
+             " (and this build has no CUDA support)"
+#endif
+        );
+        return ecclInvalidUsage;
+    }
+    WARN("CUDA communicators need the GPU executor, which is not part of this build yet: set "
+         "ECCL_DEVICE=host (or config.deviceKind = ECCL_DEVICE_HOST) for host communicators");
+    return ecclInvalidUsage;
+}
+
+static int pick_nchannels(const ecclConfig_t *cfg, int nlocal)
+{
+    int n = cfg_int(cfg->nChannels, (int)eccl_param_nchannels());
+    if (n <= 0) {
+        int cores = get_nprocs();
+        n = cores / (nlocal > 0 ? nlocal : 1);
+        int max = (int)eccl_param_max_nchannels();
+        if (n > max)
+            n = max;
+    }
+    if (n < 1)
+        n = 1;
+    if (n > CORE_MAX_CHANNELS)
+        n = CORE_MAX_CHANNELS;
+    return n;
+}
+
+/* --- create / destroy --------------------------------------------------------------------- */
+
+/* A registration of a host buffer: bookkeeping only, since host transports copy through
+ * connector memory and gain nothing from pinning. The handle is checked on deregister. */
+struct core_reg {
+    struct core_reg *next;
+    void *buff;
+    size_t size;
+};
+
+
+static void comm_free(struct ecclComm *comm)
+{
+    core_exec_stop(comm);
+    core_transport_fini(comm);
+    core_bootstrap_fini(&comm->bs);
+    for (int c = 0; c < CORE_MAX_CHANNELS; c++) {
+        eccl_free(comm->channels[c].kc.p2p_send);
+        eccl_free(comm->channels[c].kc.p2p_recv);
+    }
+    while (comm->regs) {
+        struct core_reg *r = comm->regs;
+        comm->regs = r->next;
+        eccl_free(r);
+    }
+    eccl_pool_fini(&comm->task_pool);
+    eccl_pool_fini(&comm->plan_pool);
+    eccl_memstack_fini(&comm->stack);
+    eccl_arena_fini(&comm->arena);
+    pthread_mutex_destroy(&comm->premulsum_lock);
+    pthread_mutex_destroy(&comm->error_lock);
+    pthread_mutex_destroy(&comm->reg_lock);
+    comm->magic = 0;
+    eccl_free(comm);
+}
+
+ecclResult_t core_comm_create(struct ecclComm **out, int nranks, const ecclUniqueId *id, int rank,
+                              const ecclConfig_t *config)
+{
+    ecclResult_t res = ecclSuccess;
+    ecclConfig_t cfg;
+    log_version_once();
+    ECCL_TRY(config_read(config, &cfg));
+    bool host = true;
+    int dev = -1;
+    ECCL_TRY(pick_device(&cfg, &host, &dev));
+
+    struct ecclComm *comm = eccl_calloc(1, sizeof(*comm), "comm");
+    if (!comm)
+        return ecclSystemError;
+    comm->magic = CORE_COMM_MAGIC;
+    comm->rank = rank;
+    comm->nranks = nranks;
+    comm->host = host;
+    comm->cuda_dev = dev;
+    comm->config = cfg;
+    comm->tp.uds_fd = -1;
+    comm->bs.listen_fd = comm->bs.ring_send_fd = comm->bs.ring_recv_fd = -1;
+    pthread_mutex_init(&comm->premulsum_lock, NULL);
+    pthread_mutex_init(&comm->error_lock, NULL);
+    pthread_mutex_init(&comm->reg_lock, NULL);
+    eccl_arena_init(&comm->arena, 16384, "comm-arena");
+    eccl_memstack_init(&comm->stack, 65536, "comm-stack");
+    eccl_pool_init(&comm->plan_pool, sizeof(struct core_plan), 8, "comm-plans");
+    eccl_pool_init(&comm->task_pool, sizeof(struct core_task), 64, "comm-tasks");
+    eccl_cbq_init(&comm->reclaim_q);
+    eccl_queue_init(&comm->coll_tasks);
+    eccl_queue_init(&comm->p2p_tasks);
+    comm->timeout_ms = cfg_int(cfg.timeoutMs, (int)eccl_param_timeout_ms());
+    const char *cname = cfg.commName ? cfg.commName : "";
+    snprintf(comm->name, sizeof(comm->name), "%s", cname);
+    eccl_log_set_dev(rank);
+
+    struct core_peer_info me;
+    memset(&me, 0, sizeof(me));
+    me.rank = rank;
+    me.pid = (int32_t)getpid();
+    me.host_hash = eccl_host_hash();
+    me.pid_hash = eccl_hash_mix(me.host_hash ^ (uint64_t)getpid());
+    me.cuda_dev = dev;
+    ECCL_TRY_GOTO(core_bootstrap_init(&comm->bs, id, rank, nranks, &me, &comm->abort), res,
+                  err_free);
+    comm->peers = comm->bs.peers;
+    comm->comm_hash = comm->bs.magic;
+    INFO(ECCL_LOG_INIT, "ecclCommInitRank comm %p rank %d nranks %d cudaDev %d commId 0x%llx - "
+         "Init START",
+         (void *)comm, rank, nranks, dev, (unsigned long long)comm->comm_hash);
+
+    int nlocal = 0;
+    for (int i = 0; i < nranks; i++)
+        nlocal += comm->peers[i].host_hash == me.host_hash;
+    comm->nchannels = pick_nchannels(&cfg, nlocal);
+    comm->ring = eccl_arena_alloc(&comm->arena, sizeof(int) * (size_t)nranks, 16);
+    if (!comm->ring) {
+        res = ecclSystemError;
+        goto err_free;
+    }
+    for (int i = 0; i < nranks; i++)
+        comm->ring[i] = i;
+    comm->ring_index = rank;
+    int parent, child[2];
+    core_plan_tree(nranks, comm->ring_index, &parent, child);
+    for (int c = 0; c < comm->nchannels; c++) {
+        struct kern_chan *kc = &comm->channels[c].kc;
+        kc->id = c;
+        kc->rank = rank;
+        kc->nranks = nranks;
+        kc->ring = comm->ring;
+        kc->ring_index = comm->ring_index;
+        kc->tree_parent = parent >= 0 ? comm->ring[parent] : -1;
+        kc->tree_child[0] = child[0] >= 0 ? comm->ring[child[0]] : -1;
+        kc->tree_child[1] = child[1] >= 0 ? comm->ring[child[1]] : -1;
+        kc->p2p_send = eccl_calloc((size_t)nranks, sizeof(*kc->p2p_send), "comm-p2p");
+        kc->p2p_recv = eccl_calloc((size_t)nranks, sizeof(*kc->p2p_recv), "comm-p2p");
+        if (!kc->p2p_send || !kc->p2p_recv) {
+            res = ecclSystemError;
+            goto err_free;
+        }
+    }
+    comm->work_budget = core_group_work_budget();
+    ECCL_TRY_GOTO(core_transport_init(comm), res, err_free);
+    ECCL_TRY_GOTO(core_exec_start(comm), res, err_free);
+    ECCL_TRY_GOTO(core_bootstrap_barrier(&comm->bs), res, err_free);
+    INFO(ECCL_LOG_INIT, "ecclCommInitRank comm %p rank %d nranks %d cudaDev %d nchannels %d - "
+         "Init COMPLETE",
+         (void *)comm, rank, nranks, dev, comm->nchannels);
+    *out = comm;
+    return ecclSuccess;
+err_free:
+    comm_free(comm);
+    return res;
+}
+
+static ecclResult_t check_init_args(ecclComm_t *comm, int nranks, int rank, const char *fn)
+{
+    ECCL_ARG_CHECK(comm != NULL, "%s: comm (the output pointer) is NULL", fn);
+    ECCL_ARG_CHECK(nranks > 0, "%s: nranks %d must be positive", fn, nranks);
+    ECCL_ARG_CHECK(rank >= 0 && rank < nranks, "%s: rank %d out of range for nranks %d", fn, rank,
+                   nranks);
+    return ecclSuccess;
+}
+
+ECCL_API ecclResult_t ecclCommInitRankConfig(ecclComm_t *comm, int nranks, ecclUniqueId commId,
+                                             int rank, ecclConfig_t *config)
+{
+    ECCL_TRY(check_init_args(comm, nranks, rank, "ecclCommInitRankConfig"));
+    if (config) {
+        ecclConfig_t tmp;
+        ECCL_TRY(config_read(config, &tmp));
+    }
+    if (core_group_depth() > 0)
+        return core_group_add_init(comm, nranks, &commId, rank, config);
+    return core_comm_create(comm, nranks, &commId, rank, config);
+}
+
+ECCL_API ecclResult_t ecclCommInitRank(ecclComm_t *comm, int nranks, ecclUniqueId commId,
+                                       int rank)
+{
+    return ecclCommInitRankConfig(comm, nranks, commId, rank, NULL);
+}
+
+ECCL_API ecclResult_t ecclCommInitRankScalable(ecclComm_t *newcomm, int nranks, int myrank,
+                                               int nId, ecclUniqueId *commIds,
+                                               ecclConfig_t *config)
+{
+    ECCL_TRY(check_init_args(newcomm, nranks, myrank, "ecclCommInitRankScalable"));
+    ECCL_ARG_CHECK(nId > 0 && nId <= nranks, "ecclCommInitRankScalable: nId %d out of 1..%d", nId,
+                   nranks);
+    ECCL_ARG_CHECK(commIds != NULL, "ecclCommInitRankScalable: commIds is NULL");
+    /* Every rank meets at the first root; the other roots are not needed at this scale. */
+    return ecclCommInitRankConfig(newcomm, nranks, commIds[0], myrank, config);
+}
+
+ECCL_API ecclResult_t ecclCommInitAll(ecclComm_t *comms, int ndev, const int *devlist)
+{
+    ECCL_ARG_CHECK(comms != NULL, "ecclCommInitAll: comms is NULL");
+    ECCL_ARG_CHECK(ndev > 0, "ecclCommInitAll: ndev %d must be positive", ndev);
+    (void)devlist; /* host communicators have no device; CUDA ones are refused at init */
+    ecclUniqueId id;
+    ECCL_TRY(ecclGetUniqueId(&id));
+    ECCL_TRY(ecclGroupStart());
+    for (int i = 0; i < ndev; i++)
+        comms[i] = NULL;
+    ecclResult_t res = ecclSuccess;
+    for (int i = 0; i < ndev && res == ecclSuccess; i++)
+        res = core_group_add_init(&comms[i], ndev, &id, i, NULL);
+    ecclResult_t end = ecclGroupEnd();
+    if (res == ecclSuccess)
+        res = end;
+    if (res != ecclSuccess) {
+        for (int i = 0; i < ndev; i++) {
+            if (comms[i]) {
+                ecclCommAbort(comms[i]);
+                comms[i] = NULL;
+            }
+        }
+    }
+    return res;
+}
+
+ECCL_API ecclResult_t ecclCommFinalize(ecclComm_t comm)
+{
+    ECCL_TRY(core_comm_check(comm, "ecclCommFinalize"));
+    /* Host work completes before its call returns: nothing is outstanding. */
+    atomic_store(&comm->finalized, true);
+    return ecclSuccess;
+}
+
+/* Waits for calls running on other threads to leave the communicator (they see the abort flag
+ * within milliseconds), at most ECCL_ABORT_WAIT_MS. */
+static void wait_inflight(struct ecclComm *comm)
+{
+    uint64_t deadline = eccl_deadline_ms(eccl_param_abort_wait_ms());
+    while (atomic_load(&comm->inflight) > 0 && !eccl_deadline_passed(deadline))
+        eccl_sleep_us(200);
+    if (atomic_load(&comm->inflight) > 0)
+        WARN("rank %d: calls still running on the communicator after abort; freeing it anyway "
+             "would be unsafe, so its memory is left behind",
+             comm->rank);
+}
+
+static ecclResult_t comm_teardown(struct ecclComm *comm, bool abort, const char *what)
+{
+    int rank = comm->rank, nranks = comm->nranks;
+    if (abort) {
+        atomic_store(&comm->abort, 1);
+        core_exec_wake_all(comm);
+        wait_inflight(comm);
+        if (atomic_load(&comm->inflight) > 0) {
+            comm->magic = 0;
+            return ecclSuccess; /* leaked on purpose: see wait_inflight */
+        }
+    }
+    void *p = comm;
+    comm_free(comm);
+    INFO(ECCL_LOG_INIT, "comm %p rank %d nranks %d - %s COMPLETE", p, rank, nranks, what);
+    return ecclSuccess;
+}
+
+ECCL_API ecclResult_t ecclCommDestroy(ecclComm_t comm)
+{
+    if (!comm)
+        return ecclSuccess; /* as NCCL: destroying NULL is a no-op */
+    ECCL_TRY(core_comm_check(comm, "ecclCommDestroy"));
+    /* A communicator that failed may have work blocked in peers' memory: tear down as abort. */
+    bool failed = atomic_load(&comm->async_error) != ecclSuccess || atomic_load(&comm->abort);
+    return comm_teardown(comm, failed || atomic_load(&comm->inflight) > 0, "Destroy");
+}
+
+ECCL_API ecclResult_t ecclCommAbort(ecclComm_t comm)
+{
+    if (!comm)
+        return ecclSuccess;
+    ECCL_TRY(core_comm_check(comm, "ecclCommAbort"));
+    return comm_teardown(comm, true, "Abort");
+}
+
+ECCL_API ecclResult_t ecclCommRevoke(ecclComm_t comm, int revokeFlags)
+{
+    ECCL_TRY(core_comm_check(comm, "ecclCommRevoke"));
+    ECCL_ARG_CHECK(revokeFlags == 0, "ecclCommRevoke: revokeFlags 0x%x: no flags are defined",
+                   revokeFlags);
+    atomic_store(&comm->revoked, true);
+    atomic_store(&comm->abort, 1);
+    core_exec_wake_all(comm);
+    INFO(ECCL_LOG_INIT, "comm %p rank %d revoked", (void *)comm, comm->rank);
+    return atomic_load(&comm->inflight) > 0 ? ecclInProgress : ecclSuccess;
+}
+
+/* --- split and shrink --------------------------------------------------------------------- */
+
+#define TAG_SPLIT_ID  0x53504c49u
+#define TAG_SHRINK_ID 0x5348524bu
+
+struct split_entry {
+    int32_t color;
+    int32_t key;
+    int32_t rank;
+    int32_t pad;
+};
+
+static int cmp_split(const void *a, const void *b)
+{
+    const struct split_entry *x = a, *y = b;
+    if (x->key != y->key)
+        return x->key < y->key ? -1 : 1;
+    return x->rank < y->rank ? -1 : (x->rank > y->rank);
+}
+
+ECCL_API ecclResult_t ecclCommSplit(ecclComm_t comm, int color, int key, ecclComm_t *newcomm,
+                                    ecclConfig_t *config)
+{
+    ecclResult_t res = ecclSuccess;
+    ECCL_TRY(core_comm_check(comm, "ecclCommSplit"));
+    ECCL_ARG_CHECK(newcomm != NULL, "ecclCommSplit: newcomm is NULL");
+    ECCL_ARG_CHECK(color >= 0 || color == ECCL_SPLIT_NOCOLOR,
+                   "ecclCommSplit: color %d must be >= 0 or ECCL_SPLIT_NOCOLOR", color);
+    ecclConfig_t cfg;
+    ECCL_TRY(config_read(config ? config : &comm->config, &cfg));
+    int n = comm->nranks;
+    struct split_entry *all = eccl_calloc((size_t)n, sizeof(*all), "split");
+    if (!all)
+        return ecclSystemError;
+    all[comm->rank].color = color;
+    all[comm->rank].key = key;
+    all[comm->rank].rank = comm->rank;
+    ECCL_TRY_GOTO(core_bootstrap_allgather(&comm->bs, all, sizeof(*all)), res, out);
+    if (color == ECCL_SPLIT_NOCOLOR) {
+        *newcomm = NULL;
+        goto out;
+    }
+    /* Members of my color, ordered by key then old rank. */
+    int m = 0;
+    for (int i = 0; i < n; i++)
+        if (all[i].color == color)
+            all[m++] = all[i];
+    qsort(all, (size_t)m, sizeof(*all), cmp_split);
+    int newrank = 0;
+    for (int i = 0; i < m; i++)
+        if (all[i].rank == comm->rank)
+            newrank = i;
+    ecclUniqueId id;
+    if (newrank == 0) {
+        ECCL_TRY_GOTO(ecclGetUniqueId(&id), res, out);
+        for (int i = 1; i < m; i++)
+            ECCL_TRY_GOTO(core_bootstrap_send(&comm->bs, all[i].rank, TAG_SPLIT_ID, &id,
+                                              sizeof(id)),
+                          res, out);
+    } else {
+        ECCL_TRY_GOTO(core_bootstrap_recv(&comm->bs, all[0].rank, TAG_SPLIT_ID, &id, sizeof(id)),
+                      res, out);
+    }
+    res = core_comm_create(newcomm, m, &id, newrank, &cfg);
+out:
+    eccl_free(all);
+    return res;
+}
+
+ECCL_API ecclResult_t ecclCommShrink(ecclComm_t comm, int *excludeRanksList,
+                                     int excludeRanksCount, ecclComm_t *newcomm,
+                                     ecclConfig_t *config, int shrinkFlags)
+{
+    ecclResult_t res = ecclSuccess;
+    ECCL_TRY(core_comm_check(comm, "ecclCommShrink"));
+    ECCL_ARG_CHECK(newcomm != NULL, "ecclCommShrink: newcomm is NULL");
+    ECCL_ARG_CHECK(excludeRanksCount >= 0 && excludeRanksCount < comm->nranks,
+                   "ecclCommShrink: excludeRanksCount %d out of 0..%d", excludeRanksCount,
+                   comm->nranks - 1);
+    ECCL_ARG_CHECK(excludeRanksCount == 0 || excludeRanksList != NULL,
+                   "ecclCommShrink: excludeRanksList is NULL");
+    ECCL_ARG_CHECK(shrinkFlags == ECCL_SHRINK_DEFAULT || shrinkFlags == ECCL_SHRINK_ABORT,
+                   "ecclCommShrink: unknown shrinkFlags 0x%x", shrinkFlags);
+    ecclConfig_t cfg;
+    ECCL_TRY(config_read(config ? config : &comm->config, &cfg));
+    int n = comm->nranks;
+    char *excluded = eccl_calloc((size_t)n, 1, "shrink");
+    if (!excluded)
+        return ecclSystemError;
+    for (int i = 0; i < excludeRanksCount; i++) {
+        int r = excludeRanksList[i];
+        if (r < 0 || r >= n) {
+            WARN("ecclCommShrink: excluded rank %d out of range", r);
+            res = ecclInvalidArgument;
+            goto out;
+        }
+        if (r == comm->rank) {
+            WARN("ecclCommShrink: rank %d excludes itself", r);
+            res = ecclInvalidArgument;
+            goto out;
+        }
+        excluded[r] = 1;
+    }
+    if (shrinkFlags == ECCL_SHRINK_ABORT) {
+        /* Stop whatever is in flight on the parent; its peers may be dead. */
+        atomic_store(&comm->abort, 1);
+        core_exec_wake_all(comm);
+        wait_inflight(comm);
+    }
+    /* Survivors keep their relative order; the lowest survivor makes the new root and sends
+     * its id to each survivor over one-shot connections, which never touch excluded ranks. */
+    int newrank = 0, m = 0, leader = -1;
+    for (int i = 0; i < n; i++) {
+        if (excluded[i])
+            continue;
+        if (leader < 0)
+            leader = i;
+        if (i == comm->rank)
+            newrank = m;
+        m++;
+    }
+    ecclUniqueId id;
+    if (comm->rank == leader) {
+        ECCL_TRY_GOTO(ecclGetUniqueId(&id), res, out);
+        for (int i = 0; i < n; i++)
+            if (!excluded[i] && i != leader)
+                ECCL_TRY_GOTO(core_bootstrap_send(&comm->bs, i, TAG_SHRINK_ID, &id, sizeof(id)),
+                              res, out);
+    } else {
+        /* The bootstrap's own waits check the abort flag, which ABORT raised: use a private
+         * one for this exchange. */
+        const _Atomic uint32_t *saved = comm->bs.abort;
+        static const _Atomic uint32_t never = 0;
+        comm->bs.abort = &never;
+        res = core_bootstrap_recv(&comm->bs, leader, TAG_SHRINK_ID, &id, sizeof(id));
+        comm->bs.abort = saved;
+        if (res != ecclSuccess)
+            goto out;
+    }
+    res = core_comm_create(newcomm, m, &id, newrank, &cfg);
+out:
+    eccl_free(excluded);
+    return res;
+}
+
+/* --- queries ------------------------------------------------------------------------------ */
+
+ECCL_API ecclResult_t ecclCommCount(const ecclComm_t comm, int *count)
+{
+    ECCL_TRY(core_comm_check(comm, "ecclCommCount"));
+    ECCL_ARG_CHECK(count != NULL, "ecclCommCount: count is NULL");
+    *count = comm->nranks;
+    return ecclSuccess;
+}
+
+ECCL_API ecclResult_t ecclCommCuDevice(const ecclComm_t comm, int *device)
+{
+    ECCL_TRY(core_comm_check(comm, "ecclCommCuDevice"));
+    ECCL_ARG_CHECK(device != NULL, "ecclCommCuDevice: device is NULL");
+    *device = comm->cuda_dev;
+    return ecclSuccess;
+}
+
+ECCL_API ecclResult_t ecclCommUserRank(const ecclComm_t comm, int *rank)
+{
+    ECCL_TRY(core_comm_check(comm, "ecclCommUserRank"));
+    ECCL_ARG_CHECK(rank != NULL, "ecclCommUserRank: rank is NULL");
+    *rank = comm->rank;
+    return ecclSuccess;
+}
+
+ecclResult_t core_comm_schedule(ecclComm_t comm, uint64_t *coll_seq, uint64_t *fingerprint)
+{
+    ECCL_TRY(core_comm_check(comm, "core_comm_schedule"));
+    if (coll_seq)
+        *coll_seq = comm->coll_seq;
+    if (fingerprint)
+        *fingerprint = comm->sched_hash;
+    return ecclSuccess;
+}
+
+/* --- registration and memory -------------------------------------------------------------- */
+
+ECCL_API ecclResult_t ecclCommRegister(const ecclComm_t comm, void *buff, size_t size,
+                                       void **handle)
+{
+    ECCL_TRY(core_comm_check(comm, "ecclCommRegister"));
+    ECCL_ARG_CHECK(handle != NULL, "ecclCommRegister: handle is NULL");
+    ECCL_ARG_CHECK(buff != NULL || size == 0, "ecclCommRegister: buff is NULL");
+    struct core_reg *r = eccl_calloc(1, sizeof(*r), "comm-reg");
+    if (!r)
+        return ecclSystemError;
+    r->buff = buff;
+    r->size = size;
+    pthread_mutex_lock(&comm->reg_lock);
+    r->next = comm->regs;
+    comm->regs = r;
+    pthread_mutex_unlock(&comm->reg_lock);
+    *handle = r;
+    return ecclSuccess;
+}
+
+ECCL_API ecclResult_t ecclCommDeregister(const ecclComm_t comm, void *handle)
+{
+    ECCL_TRY(core_comm_check(comm, "ecclCommDeregister"));
+    pthread_mutex_lock(&comm->reg_lock);
+    struct core_reg **pp = &comm->regs;
+    while (*pp && *pp != handle)
+        pp = &(*pp)->next;
+    struct core_reg *r = *pp;
+    if (r)
+        *pp = r->next;
+    pthread_mutex_unlock(&comm->reg_lock);
+    if (!r) {
+        WARN("ecclCommDeregister: handle %p is not a registration of this communicator", handle);
+        return ecclInvalidArgument;
+    }
+    eccl_free(r);
+    return ecclSuccess;
+}
+
+ECCL_API ecclResult_t ecclCommWindowRegister(ecclComm_t comm, void *buff, size_t size,
+                                             ecclWindow_t *win, int winFlags)
+{
+    (void)buff;
+    (void)size;
+    (void)winFlags;
+    ECCL_TRY(core_comm_check(comm, "ecclCommWindowRegister"));
+    ECCL_ARG_CHECK(win != NULL, "ecclCommWindowRegister: win is NULL");
+    WARN("ecclCommWindowRegister: symmetric memory windows need CUDA communicators and the GPU "
+         "executor, which this build does not have yet");
+    return ecclInvalidUsage;
+}
+
+ECCL_API ecclResult_t ecclCommWindowDeregister(ecclComm_t comm, ecclWindow_t win)
+{
+    (void)win;
+    ECCL_TRY(core_comm_check(comm, "ecclCommWindowDeregister"));
+    WARN("ecclCommWindowDeregister: no window was registered (windows need CUDA communicators)");
+    return ecclInvalidUsage;
+}
+
+ECCL_API ecclResult_t ecclMemAlloc(void **ptr, size_t size)
+{
+    ECCL_ARG_CHECK(ptr != NULL, "ecclMemAlloc: ptr is NULL");
+    ECCL_ARG_CHECK(size > 0, "ecclMemAlloc: size is 0");
+#ifdef ECCL_HAVE_CUDA
+    int ndev = 0;
+    if (cudaGetDeviceCount(&ndev) == cudaSuccess && ndev > 0) {
+        cudaError_t e = cudaMalloc(ptr, size);
+        if (e != cudaSuccess) {
+            WARN("ecclMemAlloc: cudaMalloc of %zu bytes failed: %s", size, cudaGetErrorString(e));
+            return ecclUnhandledCudaError;
+        }
+        return ecclSuccess;
+    }
+#endif
+    WARN("ecclMemAlloc allocates CUDA device memory, and no CUDA device is present; host "
+         "communicators use ordinary host memory");
+    return ecclInvalidUsage;
+}
+
+ECCL_API ecclResult_t ecclMemFree(void *ptr)
+{
+    ECCL_ARG_CHECK(ptr != NULL, "ecclMemFree: ptr is NULL");
+#ifdef ECCL_HAVE_CUDA
+    cudaError_t e = cudaFree(ptr);
+    if (e != cudaSuccess) {
+        WARN("ecclMemFree: cudaFree failed: %s", cudaGetErrorString(e));
+        return ecclUnhandledCudaError;
+    }
+    return ecclSuccess;
+#else
+    WARN("ecclMemFree: this build has no CUDA support, so no memory came from ecclMemAlloc");
+    return ecclInvalidUsage;
+#endif
+}

@@ -1,0 +1,236 @@
+/*
+ * core_int.h - core/'s private declarations: the communicator and what hangs off it.
+ *
+ * Not included from any other folder. elastic/ and tools/ see a communicator only through
+ * include/eccl.h and core/core.h.
+ */
+#ifndef ECCL_CORE_INT_H
+#define ECCL_CORE_INT_H
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "common/mem.h"
+#include "common/queue.h"
+#include "common/socket.h"
+#include "common/sync.h"
+#include "core/core.h"
+#include "eccl.h"
+#include "kernels/host_exec.h"
+#include "kernels/reduce.h"
+#include "kernels/work.h"
+
+#define CORE_COMM_MAGIC    0x6563636c6f6d6d31ULL /* "ecclomm1" */
+#define CORE_MAX_CHANNELS  16
+#define CORE_MAX_PREMULSUM 256
+
+/* What every rank learns about every other at bootstrap. Fixed layout: it crosses the wire. */
+struct core_peer_info {
+    int32_t rank;
+    int32_t pid;
+    uint64_t host_hash;
+    uint64_t pid_hash; /* identifies the process across hosts: host hash ^ pid ^ start time */
+    union eccl_sockaddr listen_addr; /* bootstrap listener */
+    int32_t cuda_dev;
+    int32_t pad;
+};
+
+/* --- bootstrap (core/bootstrap.c) --- */
+
+struct bootstrap_msg;
+
+struct core_bootstrap {
+    int rank;
+    int nranks;
+    uint64_t magic;
+    int listen_fd;
+    int ring_send_fd; /* to rank + 1 */
+    int ring_recv_fd; /* from rank - 1 */
+    struct core_peer_info *peers; /* nranks entries */
+    struct bootstrap_msg *unexpected; /* point-to-point messages not asked for yet */
+    const _Atomic uint32_t *abort;
+    int64_t timeout_ms;
+};
+
+ecclResult_t core_bootstrap_id_create(ecclUniqueId *id);
+/* Meets the other ranks through the root named by id: every rank gets every peer's info. */
+ecclResult_t core_bootstrap_init(struct core_bootstrap *bs, const ecclUniqueId *id, int rank,
+                                 int nranks, const struct core_peer_info *mine,
+                                 const _Atomic uint32_t *abort);
+void core_bootstrap_fini(struct core_bootstrap *bs);
+ecclResult_t core_bootstrap_allgather(struct core_bootstrap *bs, void *data, size_t size_each);
+ecclResult_t core_bootstrap_barrier(struct core_bootstrap *bs);
+ecclResult_t core_bootstrap_send(struct core_bootstrap *bs, int peer, uint32_t tag,
+                                 const void *data, size_t size);
+ecclResult_t core_bootstrap_recv(struct core_bootstrap *bs, int peer, uint32_t tag, void *data,
+                                 size_t size);
+
+/* --- shared segments and connectors (core/transport.c) --- */
+
+struct core_seg;
+
+struct core_conn_set {
+    /* per channel */
+    struct eccl_conn_ctrl *ring_recv;
+    struct eccl_conn_ctrl *ring_send;
+    struct eccl_conn_ctrl *tree_up_recv[2];
+    struct eccl_conn_ctrl *tree_up_send;
+    struct eccl_conn_ctrl *tree_down_recv;
+    struct eccl_conn_ctrl *tree_down_send[2];
+};
+
+struct core_transport {
+    int uds_fd;
+    char uds_name[96];
+    struct core_seg *segs; /* every segment mapped, owned or imported */
+    struct core_uds_msg *stash;
+    uint32_t nslots;
+    uint32_t slot_bytes;
+    uint32_t p2p_slot_bytes;
+};
+
+/* --- tasks and plans (core/enqueue.c, core/planner.c) --- */
+
+struct core_task {
+    struct eccl_qnode node;
+    uint8_t func; /* enum eccl_func */
+    uint8_t dtype;
+    struct eccl_redop op;
+    int root; /* root, or peer for p2p */
+    size_t count;
+    const void *sendbuff;
+    void *recvbuff;
+};
+
+struct core_plan {
+    struct eccl_qnode node;
+    struct eccl_callback reclaim; /* posted by the executor when done */
+    struct ecclComm *comm;
+    int nchannels;
+    int nwork[CORE_MAX_CHANNELS];
+    struct eccl_work *work[CORE_MAX_CHANNELS]; /* in the comm's memory stack frame */
+    int ncoll; /* collective operations in the plan */
+    uint64_t fingerprint;
+    _Atomic int pending; /* channels still running */
+    ecclResult_t result;
+};
+
+/* --- channels and their executor threads (core/exec.c) --- */
+
+struct core_channel {
+    struct kern_chan kc;
+    struct ecclComm *comm;
+    pthread_t thread;
+    bool thread_started;
+    struct eccl_event go;   /* a plan was posted */
+    struct eccl_event done; /* the plan finished on this channel */
+    struct core_plan *plan; /* protected by go/done */
+    ecclResult_t result;
+    int failed_peer;
+};
+
+/* --- the communicator --- */
+
+struct premulsum_slot {
+    bool used;
+    struct eccl_redop op;
+};
+
+struct ecclComm {
+    uint64_t magic; /* CORE_COMM_MAGIC while alive */
+    int rank;
+    int nranks;
+    int cuda_dev; /* -1 for host communicators */
+    bool host;
+    uint64_t comm_hash;
+    char name[64];
+    ecclConfig_t config; /* effective values, our layout */
+
+    struct core_bootstrap bs;
+    struct core_peer_info *peers;
+    struct core_transport tp;
+
+    int nchannels;
+    struct core_channel channels[CORE_MAX_CHANNELS];
+    int *ring; /* ranks in ring order */
+    int ring_index;
+    int64_t timeout_ms;
+
+    /* Memory: permanent arena, scoped stack for launch preparation, pools. */
+    struct eccl_arena arena;
+    struct eccl_memstack stack;
+    struct eccl_pool plan_pool;
+    struct eccl_pool task_pool;
+    struct eccl_cbq reclaim_q;
+
+    /* Group state: tasks gathered until the group ends (owner thread). */
+    struct eccl_queue coll_tasks;
+    struct eccl_queue p2p_tasks;
+    bool in_group_list;
+    struct ecclComm *group_next;
+    size_t work_budget; /* work descriptors per normal plan */
+
+    /* Schedule state, identical on every rank. */
+    uint64_t coll_seq;       /* collectives completed */
+    uint64_t sched_hash;     /* chained plan fingerprints */
+    uint64_t plans_launched;
+
+    struct premulsum_slot premulsum[CORE_MAX_PREMULSUM];
+    pthread_mutex_t premulsum_lock;
+
+    /* Failure state, shared with other threads. */
+    _Atomic uint32_t abort;    /* set by abort, revoke or a failure: every wait checks it */
+    _Atomic int async_error;   /* ecclResult_t */
+    _Atomic int inflight;      /* API calls executing work on this comm */
+    _Atomic bool revoked;
+    _Atomic bool finalized;
+    char last_error[512];
+    pthread_mutex_t error_lock;
+
+    /* Registrations (host: bookkeeping only). */
+    struct core_reg *regs;
+    pthread_mutex_t reg_lock;
+};
+
+/* comm.c */
+ecclResult_t core_comm_check(const struct ecclComm *comm, const char *fn);
+void core_comm_set_error(struct ecclComm *comm, ecclResult_t res);
+ecclResult_t core_comm_create(struct ecclComm **out, int nranks, const ecclUniqueId *id, int rank,
+                              const ecclConfig_t *config);
+
+/* transport.c */
+ecclResult_t core_transport_init(struct ecclComm *comm);
+void core_transport_fini(struct ecclComm *comm);
+/* Connects point-to-point connectors that `tasks` need and that are not there yet. */
+ecclResult_t core_transport_p2p_connect(struct ecclComm *comm, const struct eccl_queue *tasks);
+
+/* planner.c */
+ecclResult_t core_plan_build(struct ecclComm *comm, struct eccl_queue *coll,
+                             struct eccl_queue *p2p, size_t budget, struct eccl_queue *plans);
+void core_plan_tree(int nranks, int pos, int *parent, int child[2]);
+int core_p2p_channel(const struct ecclComm *comm, int peer);
+
+/* exec.c */
+ecclResult_t core_exec_start(struct ecclComm *comm);
+void core_exec_stop(struct ecclComm *comm);
+/* Runs every plan of the queue in order on comm's channels; `inline0` runs channel 0 on the
+ * calling thread. Reclaims the plans. */
+ecclResult_t core_exec_plans(struct ecclComm *comm, struct eccl_queue *plans);
+ecclResult_t core_exec_post(struct ecclComm *comm, struct core_plan *plan, bool inline0);
+ecclResult_t core_exec_wait(struct ecclComm *comm, struct core_plan *plan, bool inline0);
+void core_exec_wake_all(struct ecclComm *comm);
+
+/* group.c */
+ecclResult_t core_group_add_task(struct ecclComm *comm, struct core_task *task);
+int core_group_depth(void);
+/* Records the first failed call inside a group; GroupEnd then drops the group and returns it. */
+void core_group_record_error(ecclResult_t res);
+/* An init called inside a group: it runs at the group's end, concurrently with the others. */
+ecclResult_t core_group_add_init(ecclComm_t *out, int nranks, const ecclUniqueId *id, int rank,
+                                 const ecclConfig_t *config);
+/* Work descriptors a normal plan may hold: half of ECCL_WORK_FIFO_BYTES. */
+size_t core_group_work_budget(void);
+
+#endif

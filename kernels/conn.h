@@ -1,0 +1,46 @@
+/*
+ * conn.h - a connector: the one-way FIFO through which an executor sends steps to one peer.
+ *
+ * The receiver owns the memory (a shared-memory segment between processes, ordinary memory
+ * between threads); the sender maps it. `tail` counts steps posted by the sender, `head` steps
+ * consumed by the receiver; both only grow (32-bit, compared modulo 2^32) and both are futex
+ * words, so a side that has nothing to do sleeps instead of spinning. Slot i % nslots holds step
+ * i: `sizes[slot]` bytes at data + slot * slot_bytes.
+ */
+#ifndef ECCL_KERNELS_CONN_H
+#define ECCL_KERNELS_CONN_H
+
+#include <stdatomic.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#define ECCL_CONN_MAGIC     0x65636f6e /* "econ" */
+#define ECCL_CONN_MAX_SLOTS 16
+
+struct eccl_conn_ctrl {
+    /* Written by the sender. */
+    _Alignas(64) _Atomic uint32_t tail;
+    _Atomic uint32_t tail_waiters; /* receivers sleeping on tail */
+    /* Written by the receiver. */
+    _Alignas(64) _Atomic uint32_t head;
+    _Atomic uint32_t head_waiters; /* senders sleeping on head */
+    /* Set at creation, read-only after. */
+    _Alignas(64) uint32_t magic;
+    uint32_t nslots;
+    uint32_t slot_bytes;
+    uint32_t pad;
+    _Atomic uint32_t sizes[ECCL_CONN_MAX_SLOTS];
+};
+
+/* Bytes a connector with these parameters occupies (control block + data, 64-byte aligned). */
+static inline size_t eccl_conn_bytes(uint32_t nslots, uint32_t slot_bytes)
+{
+    return ((sizeof(struct eccl_conn_ctrl) + 63) & ~(size_t)63) + (size_t)nslots * slot_bytes;
+}
+
+static inline char *eccl_conn_data(struct eccl_conn_ctrl *c)
+{
+    return (char *)c + ((sizeof(struct eccl_conn_ctrl) + 63) & ~(size_t)63);
+}
+
+#endif

@@ -1,0 +1,734 @@
+/*
+ * host_exec.c - ring and tree algorithms, and point-to-point, on host memory.
+ *
+ * The algorithms are NCCL's: a ring AllReduce is a ReduceScatter followed by an AllGather over
+ * the ring, pipelined chunk by chunk through the connector slots; Broadcast and Reduce are chains
+ * along the ring from (to) the root; the tree AllReduce reduces up a binary tree and broadcasts
+ * down. Every rank computes the same chunk sizes, and the receiver checks the size of each step
+ * it receives, so mismatched calls between ranks give an error instead of corrupt data.
+ *
+ * The pre-operation of PREMULSUM is applied where a rank's own data enters the reduction; the
+ * post-operation of SUMPOSTDIV where a chunk's reduction completes.
+ */
+#include "kernels/host_exec.h"
+
+#include <sched.h>
+#include <string.h>
+
+#include "common/alloc.h"
+#include "common/check.h"
+#include "common/log.h"
+#include "common/sync.h"
+#include "common/time.h"
+#include "kernels/reduce.h"
+
+#define YIELDS_BEFORE_SLEEP 16
+#define SLEEP_SLICE_NS      (5 * ECCL_NS_PER_MS)
+
+static inline void cpu_relax(void)
+{
+#if defined(__x86_64__) || defined(__i386__)
+    __builtin_ia32_pause();
+#elif defined(__aarch64__)
+    __asm__ __volatile__("yield");
+#endif
+}
+
+/* Checks abort and watchdog; *start is the time the wait began (0: not yet). */
+static ecclResult_t wait_check(struct kern_ctx *ctx, uint64_t *start, int peer, const char *what)
+{
+    if (atomic_load_explicit(ctx->abort, memory_order_acquire)) {
+        ctx->failed_peer = peer;
+        return ecclRemoteError;
+    }
+    if (ctx->timeout_ns) {
+        uint64_t now = eccl_now_ns();
+        if (*start == 0) {
+            *start = now;
+        } else if (now - *start > ctx->timeout_ns) {
+            WARN("no progress from rank %d for %llu ms while waiting for %s", peer,
+                 (unsigned long long)((now - *start) / ECCL_NS_PER_MS), what);
+            ctx->failed_peer = peer;
+            return ecclRemoteError;
+        }
+    }
+    return ecclSuccess;
+}
+
+/* Waits until `word` differs from `value` (data) or until tail - head < nslots (space). */
+static ecclResult_t wait_data(struct eccl_conn_ctrl *c, uint32_t head, struct kern_ctx *ctx,
+                              int peer)
+{
+    for (uint32_t i = 0; i < ctx->spin; i++) {
+        if (atomic_load_explicit(&c->tail, memory_order_acquire) != head)
+            return ecclSuccess;
+        cpu_relax();
+    }
+    uint64_t start = 0;
+    for (int round = 0;; round++) {
+        if (atomic_load_explicit(&c->tail, memory_order_acquire) != head)
+            return ecclSuccess;
+        ECCL_TRY(wait_check(ctx, &start, peer, "data"));
+        if (round < YIELDS_BEFORE_SLEEP) {
+            sched_yield();
+            continue;
+        }
+        atomic_fetch_add_explicit(&c->tail_waiters, 1, memory_order_seq_cst);
+        if (atomic_load_explicit(&c->tail, memory_order_seq_cst) == head)
+            eccl_futex_wait(&c->tail, head, SLEEP_SLICE_NS, true);
+        atomic_fetch_sub_explicit(&c->tail_waiters, 1, memory_order_relaxed);
+    }
+}
+
+static ecclResult_t wait_space(struct eccl_conn_ctrl *c, uint32_t tail, struct kern_ctx *ctx,
+                               int peer)
+{
+    uint32_t nslots = c->nslots;
+    for (uint32_t i = 0; i < ctx->spin; i++) {
+        if (tail - atomic_load_explicit(&c->head, memory_order_acquire) < nslots)
+            return ecclSuccess;
+        cpu_relax();
+    }
+    uint64_t start = 0;
+    for (int round = 0;; round++) {
+        uint32_t head = atomic_load_explicit(&c->head, memory_order_acquire);
+        if (tail - head < nslots)
+            return ecclSuccess;
+        ECCL_TRY(wait_check(ctx, &start, peer, "buffer space"));
+        if (round < YIELDS_BEFORE_SLEEP) {
+            sched_yield();
+            continue;
+        }
+        atomic_fetch_add_explicit(&c->head_waiters, 1, memory_order_seq_cst);
+        if (atomic_load_explicit(&c->head, memory_order_seq_cst) == head)
+            eccl_futex_wait(&c->head, head, SLEEP_SLICE_NS, true);
+        atomic_fetch_sub_explicit(&c->head_waiters, 1, memory_order_relaxed);
+    }
+}
+
+void kern_conn_wake_all(struct eccl_conn_ctrl *c)
+{
+    if (!c)
+        return;
+    eccl_futex_wake(&c->tail, true);
+    eccl_futex_wake(&c->head, true);
+}
+
+/* --- steps ------------------------------------------------------------------------------ */
+
+struct peer_send {
+    struct eccl_conn_ctrl *c;
+    int peer;
+};
+
+struct peer_recv {
+    struct eccl_conn_ctrl *c;
+    int peer;
+};
+
+static ecclResult_t send_begin(struct peer_send s, struct kern_ctx *ctx, char **slot)
+{
+    uint32_t tail = atomic_load_explicit(&s.c->tail, memory_order_relaxed);
+    ECCL_TRY(wait_space(s.c, tail, ctx, s.peer));
+    *slot = eccl_conn_data(s.c) + (size_t)(tail % s.c->nslots) * s.c->slot_bytes;
+    return ecclSuccess;
+}
+
+static void send_commit(struct peer_send s, size_t bytes)
+{
+    uint32_t tail = atomic_load_explicit(&s.c->tail, memory_order_relaxed);
+    atomic_store_explicit(&s.c->sizes[tail % s.c->nslots], (uint32_t)bytes, memory_order_relaxed);
+    atomic_store_explicit(&s.c->tail, tail + 1, memory_order_release);
+    atomic_thread_fence(memory_order_seq_cst);
+    if (atomic_load_explicit(&s.c->tail_waiters, memory_order_relaxed))
+        eccl_futex_wake(&s.c->tail, true);
+}
+
+static ecclResult_t recv_begin(struct peer_recv r, struct kern_ctx *ctx, size_t expect,
+                               const char **slot)
+{
+    uint32_t head = atomic_load_explicit(&r.c->head, memory_order_relaxed);
+    ECCL_TRY(wait_data(r.c, head, ctx, r.peer));
+    uint32_t got = atomic_load_explicit(&r.c->sizes[head % r.c->nslots], memory_order_relaxed);
+    if (got != expect) {
+        WARN("rank %d sent a step of %u bytes where %zu were expected: the ranks called "
+             "different operations or counts",
+             r.peer, got, expect);
+        ctx->failed_peer = r.peer;
+        return ecclInvalidUsage;
+    }
+    *slot = eccl_conn_data(r.c) + (size_t)(head % r.c->nslots) * r.c->slot_bytes;
+    return ecclSuccess;
+}
+
+static void recv_commit(struct peer_recv r)
+{
+    uint32_t head = atomic_load_explicit(&r.c->head, memory_order_relaxed);
+    atomic_store_explicit(&r.c->head, head + 1, memory_order_release);
+    atomic_thread_fence(memory_order_seq_cst);
+    if (atomic_load_explicit(&r.c->head_waiters, memory_order_relaxed))
+        eccl_futex_wake(&r.c->head, true);
+}
+
+/* The common shape of one step: what to receive, what to send, what to do between. */
+enum step_kind {
+    STEP_SEND,             /* slot = pre(in) */
+    STEP_RECV,             /* out = prev */
+    STEP_RECV_REDUCE_SEND, /* slot = pre(in) + prev */
+    STEP_RECV_REDUCE_COPY, /* out = post(pre(in) + prev) */
+    STEP_RECV_REDUCE_COPY_SEND, /* out = post(pre(in) + prev); slot = out */
+    STEP_RECV_COPY_SEND,   /* out = prev; slot = prev */
+    STEP_COPY_SEND,        /* out = in (unless aliased); slot = in: no pre-op (AllGather, Bcast) */
+};
+
+struct step_io {
+    struct peer_recv from;
+    struct peer_send to;
+    const struct eccl_redop *op;
+    struct kern_ctx *ctx;
+};
+
+static ecclResult_t do_step(const struct step_io *io, enum step_kind kind, const char *in,
+                            char *out, size_t nelem, size_t ts)
+{
+    size_t bytes = nelem * ts;
+    const char *prev = NULL;
+    char *slot = NULL;
+    bool recv = kind != STEP_SEND && kind != STEP_COPY_SEND;
+    bool send = kind != STEP_RECV && kind != STEP_RECV_REDUCE_COPY;
+    if (recv)
+        ECCL_TRY(recv_begin(io->from, io->ctx, bytes, &prev));
+    if (send)
+        ECCL_TRY(send_begin(io->to, io->ctx, &slot));
+    switch (kind) {
+    case STEP_SEND:
+        eccl_reduce_pre(slot, in, nelem, io->op);
+        break;
+    case STEP_COPY_SEND:
+        if (out && out != in)
+            memcpy(out, in, bytes);
+        memcpy(slot, in, bytes);
+        break;
+    case STEP_RECV:
+        memcpy(out, prev, bytes);
+        break;
+    case STEP_RECV_REDUCE_SEND:
+        eccl_reduce_local(slot, in, prev, nelem, io->op);
+        break;
+    case STEP_RECV_REDUCE_COPY:
+        eccl_reduce_local(out, in, prev, nelem, io->op);
+        eccl_reduce_post(out, out, nelem, io->op);
+        break;
+    case STEP_RECV_REDUCE_COPY_SEND:
+        eccl_reduce_local(out, in, prev, nelem, io->op);
+        eccl_reduce_post(out, out, nelem, io->op);
+        memcpy(slot, out, bytes);
+        break;
+    case STEP_RECV_COPY_SEND:
+        memcpy(out, prev, bytes);
+        memcpy(slot, prev, bytes);
+        break;
+    }
+    if (recv)
+        recv_commit(io->from);
+    if (send)
+        send_commit(io->to, bytes);
+    return ecclSuccess;
+}
+
+/* --- ring algorithms ---------------------------------------------------------------------- */
+
+struct ring_op {
+    struct kern_chan *ch;
+    const struct eccl_work *w;
+    struct eccl_redop op;
+    size_t ts;
+    size_t chunk; /* elements per step */
+    struct step_io io;
+};
+
+static void ring_op_init(struct ring_op *r, struct kern_chan *ch, const struct eccl_work *w,
+                         struct kern_ctx *ctx)
+{
+    r->ch = ch;
+    r->w = w;
+    r->op.kind = w->redop;
+    r->op.dtype = w->dtype;
+    r->op.scalar = w->scalar;
+    r->ts = eccl_dtype_size(w->dtype);
+    int n = ch->nranks;
+    r->io.from.c = ch->ring_recv;
+    r->io.from.peer = ch->ring[(ch->ring_index + n - 1) % n];
+    r->io.to.c = ch->ring_send;
+    r->io.to.peer = ch->ring[(ch->ring_index + 1) % n];
+    r->io.op = &r->op;
+    r->io.ctx = ctx;
+    uint32_t slot = ch->ring_recv ? ch->ring_recv->slot_bytes : 0;
+    if (ch->ring_send && ch->ring_send->slot_bytes < slot)
+        slot = ch->ring_send->slot_bytes;
+    r->chunk = r->ts ? slot / r->ts : 0;
+}
+
+/* One rank alone: out = post(pre(in)) for reductions, a copy otherwise. */
+static void single_rank(const struct eccl_work *w, const struct eccl_redop *op, const char *in,
+                        char *out, size_t nelem, int reduces)
+{
+    if (reduces) {
+        eccl_reduce_pre(out, in, nelem, op);
+        eccl_reduce_post(out, out, nelem, op);
+    } else if (out != in) {
+        memcpy(out, in, nelem * eccl_dtype_size(w->dtype));
+    }
+}
+
+static ecclResult_t ring_allreduce(struct ring_op *r)
+{
+    const struct eccl_work *w = r->w;
+    int n = r->ch->nranks, idx = r->ch->ring_index;
+    size_t ts = r->ts, cnt = w->chan_count;
+    const char *in = (const char *)(uintptr_t)w->sendbuff + w->chan_offset * ts;
+    char *out = (char *)(uintptr_t)w->recvbuff + w->chan_offset * ts;
+    if (n == 1) {
+        single_rank(w, &r->op, in, out, cnt, 1);
+        return ecclSuccess;
+    }
+    size_t loop_elems = (size_t)n * r->chunk;
+    for (size_t loop = 0; loop < cnt; loop += loop_elems) {
+        size_t rem = cnt - loop;
+        size_t cc = ECCL_MIN(r->chunk, ECCL_DIV_UP(rem, (size_t)n));
+#define CHUNK_OFF(c) (loop + (size_t)(c)*cc)
+#define CHUNK_N(c) ((size_t)(c)*cc >= rem ? 0 : ECCL_MIN(cc, rem - (size_t)(c)*cc))
+        int c = (idx + n - 1) % n;
+        ECCL_TRY(do_step(&r->io, STEP_SEND, in + CHUNK_OFF(c) * ts, NULL, CHUNK_N(c), ts));
+        for (int j = 2; j < n; j++) {
+            c = (idx + n - j) % n;
+            ECCL_TRY(do_step(&r->io, STEP_RECV_REDUCE_SEND, in + CHUNK_OFF(c) * ts, NULL,
+                             CHUNK_N(c), ts));
+        }
+        c = idx;
+        ECCL_TRY(do_step(&r->io, STEP_RECV_REDUCE_COPY_SEND, in + CHUNK_OFF(c) * ts,
+                         out + CHUNK_OFF(c) * ts, CHUNK_N(c), ts));
+        for (int j = 1; j < n - 1; j++) {
+            c = (idx + n - j) % n;
+            ECCL_TRY(do_step(&r->io, STEP_RECV_COPY_SEND, NULL, out + CHUNK_OFF(c) * ts,
+                             CHUNK_N(c), ts));
+        }
+        c = (idx + 1) % n;
+        ECCL_TRY(do_step(&r->io, STEP_RECV, NULL, out + CHUNK_OFF(c) * ts, CHUNK_N(c), ts));
+#undef CHUNK_OFF
+#undef CHUNK_N
+    }
+    return ecclSuccess;
+}
+
+static ecclResult_t ring_reducescatter(struct ring_op *r)
+{
+    const struct eccl_work *w = r->w;
+    int n = r->ch->nranks, idx = r->ch->ring_index;
+    size_t ts = r->ts, cnt = w->chan_count, block = w->count * ts;
+    const char *in = (const char *)(uintptr_t)w->sendbuff + w->chan_offset * ts;
+    char *out = (char *)(uintptr_t)w->recvbuff + w->chan_offset * ts;
+    const int *ring = r->ch->ring;
+    if (n == 1) {
+        single_rank(w, &r->op, in, out, cnt, 1);
+        return ecclSuccess;
+    }
+    for (size_t loop = 0; loop < cnt; loop += r->chunk) {
+        size_t ne = ECCL_MIN(r->chunk, cnt - loop);
+        size_t off = loop * ts;
+        int p = (idx + n - 1) % n;
+        ECCL_TRY(do_step(&r->io, STEP_SEND, in + (size_t)ring[p] * block + off, NULL, ne, ts));
+        for (int j = 2; j < n; j++) {
+            p = (idx + n - j) % n;
+            ECCL_TRY(do_step(&r->io, STEP_RECV_REDUCE_SEND, in + (size_t)ring[p] * block + off,
+                             NULL, ne, ts));
+        }
+        ECCL_TRY(do_step(&r->io, STEP_RECV_REDUCE_COPY, in + (size_t)ring[idx] * block + off,
+                         out + off, ne, ts));
+    }
+    return ecclSuccess;
+}
+
+static ecclResult_t ring_allgather(struct ring_op *r)
+{
+    const struct eccl_work *w = r->w;
+    int n = r->ch->nranks, idx = r->ch->ring_index;
+    size_t ts = r->ts, cnt = w->chan_count, block = w->count * ts;
+    const char *in = (const char *)(uintptr_t)w->sendbuff + w->chan_offset * ts;
+    char *out = (char *)(uintptr_t)w->recvbuff + w->chan_offset * ts;
+    const int *ring = r->ch->ring;
+    if (n == 1) {
+        single_rank(w, &r->op, in, out + (size_t)ring[0] * block, cnt, 0);
+        return ecclSuccess;
+    }
+    for (size_t loop = 0; loop < cnt; loop += r->chunk) {
+        size_t ne = ECCL_MIN(r->chunk, cnt - loop);
+        size_t off = loop * ts;
+        ECCL_TRY(do_step(&r->io, STEP_COPY_SEND, in + off, out + (size_t)ring[idx] * block + off,
+                         ne, ts));
+        for (int j = 1; j < n - 1; j++) {
+            int p = (idx + n - j) % n;
+            ECCL_TRY(do_step(&r->io, STEP_RECV_COPY_SEND, NULL,
+                             out + (size_t)ring[p] * block + off, ne, ts));
+        }
+        int p = (idx + 1) % n;
+        ECCL_TRY(do_step(&r->io, STEP_RECV, NULL, out + (size_t)ring[p] * block + off, ne, ts));
+    }
+    return ecclSuccess;
+}
+
+static int ring_index_of(const struct kern_chan *ch, int rank)
+{
+    for (int i = 0; i < ch->nranks; i++)
+        if (ch->ring[i] == rank)
+            return i;
+    return 0;
+}
+
+static ecclResult_t ring_broadcast(struct ring_op *r)
+{
+    const struct eccl_work *w = r->w;
+    int n = r->ch->nranks;
+    size_t ts = r->ts, cnt = w->chan_count;
+    const char *in = (const char *)(uintptr_t)w->sendbuff + w->chan_offset * ts;
+    char *out = (char *)(uintptr_t)w->recvbuff + w->chan_offset * ts;
+    int d = (r->ch->ring_index - ring_index_of(r->ch, w->root) + n) % n;
+    if (n == 1) {
+        single_rank(w, &r->op, in, out, cnt, 0);
+        return ecclSuccess;
+    }
+    for (size_t loop = 0; loop < cnt; loop += r->chunk) {
+        size_t ne = ECCL_MIN(r->chunk, cnt - loop);
+        size_t off = loop * ts;
+        if (d == 0)
+            ECCL_TRY(do_step(&r->io, STEP_COPY_SEND, in + off, out + off, ne, ts));
+        else if (d == n - 1)
+            ECCL_TRY(do_step(&r->io, STEP_RECV, NULL, out + off, ne, ts));
+        else
+            ECCL_TRY(do_step(&r->io, STEP_RECV_COPY_SEND, NULL, out + off, ne, ts));
+    }
+    return ecclSuccess;
+}
+
+static ecclResult_t ring_reduce(struct ring_op *r)
+{
+    const struct eccl_work *w = r->w;
+    int n = r->ch->nranks;
+    size_t ts = r->ts, cnt = w->chan_count;
+    const char *in = (const char *)(uintptr_t)w->sendbuff + w->chan_offset * ts;
+    char *out = (char *)(uintptr_t)w->recvbuff + w->chan_offset * ts;
+    int d = (r->ch->ring_index - ring_index_of(r->ch, w->root) + n) % n;
+    if (n == 1) {
+        single_rank(w, &r->op, in, out, cnt, 1);
+        return ecclSuccess;
+    }
+    for (size_t loop = 0; loop < cnt; loop += r->chunk) {
+        size_t ne = ECCL_MIN(r->chunk, cnt - loop);
+        size_t off = loop * ts;
+        if (d == 1)
+            ECCL_TRY(do_step(&r->io, STEP_SEND, in + off, NULL, ne, ts));
+        else if (d == 0)
+            ECCL_TRY(do_step(&r->io, STEP_RECV_REDUCE_COPY, in + off, out + off, ne, ts));
+        else
+            ECCL_TRY(do_step(&r->io, STEP_RECV_REDUCE_SEND, in + off, NULL, ne, ts));
+    }
+    return ecclSuccess;
+}
+
+/* --- tree AllReduce ----------------------------------------------------------------------- */
+
+static ecclResult_t tree_allreduce(struct ring_op *r)
+{
+    struct kern_chan *ch = r->ch;
+    const struct eccl_work *w = r->w;
+    struct kern_ctx *ctx = r->io.ctx;
+    size_t ts = r->ts, cnt = w->chan_count;
+    const char *in = (const char *)(uintptr_t)w->sendbuff + w->chan_offset * ts;
+    char *out = (char *)(uintptr_t)w->recvbuff + w->chan_offset * ts;
+    if (ch->nranks == 1) {
+        single_rank(w, &r->op, in, out, cnt, 1);
+        return ecclSuccess;
+    }
+    int nchild = (ch->tree_child[0] >= 0) + (ch->tree_child[1] >= 0);
+    struct peer_recv up[2], down = {ch->tree_down_recv, ch->tree_parent};
+    struct peer_send to_parent = {ch->tree_up_send, ch->tree_parent}, to_child[2];
+    size_t chunk = SIZE_MAX;
+    for (int i = 0; i < nchild; i++) {
+        up[i].c = ch->tree_up_recv[i];
+        up[i].peer = ch->tree_child[i];
+        to_child[i].c = ch->tree_down_send[i];
+        to_child[i].peer = ch->tree_child[i];
+        chunk = ECCL_MIN(chunk, up[i].c->slot_bytes / ts);
+        chunk = ECCL_MIN(chunk, to_child[i].c->slot_bytes / ts);
+    }
+    if (ch->tree_parent >= 0) {
+        chunk = ECCL_MIN(chunk, to_parent.c->slot_bytes / ts);
+        chunk = ECCL_MIN(chunk, down.c->slot_bytes / ts);
+    }
+    for (size_t loop = 0; loop < cnt; loop += chunk) {
+        size_t ne = ECCL_MIN(chunk, cnt - loop);
+        size_t bytes = ne * ts, off = loop * ts;
+        const char *cin[2] = {NULL, NULL};
+        for (int i = 0; i < nchild; i++)
+            ECCL_TRY(recv_begin(up[i], ctx, bytes, &cin[i]));
+        char *dst = out + off;
+        if (ch->tree_parent >= 0)
+            ECCL_TRY(send_begin(to_parent, ctx, &dst));
+        if (nchild == 0)
+            eccl_reduce_pre(dst, in + off, ne, &r->op);
+        else
+            eccl_reduce_local(dst, in + off, cin[0], ne, &r->op);
+        if (nchild == 2)
+            eccl_reduce_combine(dst, dst, cin[1], ne, &r->op);
+        for (int i = 0; i < nchild; i++)
+            recv_commit(up[i]);
+        if (ch->tree_parent >= 0) {
+            send_commit(to_parent, bytes);
+            const char *res;
+            ECCL_TRY(recv_begin(down, ctx, bytes, &res));
+            memcpy(out + off, res, bytes);
+            recv_commit(down);
+        } else {
+            eccl_reduce_post(out + off, out + off, ne, &r->op);
+        }
+        for (int i = 0; i < nchild; i++) {
+            char *slot;
+            ECCL_TRY(send_begin(to_child[i], ctx, &slot));
+            memcpy(slot, out + off, bytes);
+            send_commit(to_child[i], bytes);
+        }
+    }
+    return ecclSuccess;
+}
+
+/* --- point to point ----------------------------------------------------------------------- */
+
+struct p2p_state {
+    const struct eccl_work *w;
+    size_t done;   /* bytes moved */
+    size_t total;  /* bytes to move */
+    bool finished;
+};
+
+static bool p2p_blocked_by_earlier(const struct p2p_state *st, int i)
+{
+    for (int j = 0; j < i; j++)
+        if (!st[j].finished && st[j].w->func == st[i].w->func && st[j].w->root == st[i].w->root)
+            return true;
+    return false;
+}
+
+/* Sends and receives to self: the i-th send matches the i-th receive. */
+static ecclResult_t p2p_self(struct p2p_state *st, int n, int rank)
+{
+    int s = 0, r = 0;
+    for (;;) {
+        while (s < n && (st[s].w->func != ECCL_FUNC_SEND || st[s].w->root != rank))
+            s++;
+        while (r < n && (st[r].w->func != ECCL_FUNC_RECV || st[r].w->root != rank))
+            r++;
+        if (s == n && r == n)
+            return ecclSuccess;
+        if (s == n || r == n) {
+            WARN("rank %d: a send to itself has no matching receive from itself, or the reverse",
+                 rank);
+            return ecclInvalidUsage;
+        }
+        if (st[s].total != st[r].total) {
+            WARN("rank %d: send to itself of %zu bytes, receive from itself of %zu bytes", rank,
+                 st[s].total, st[r].total);
+            return ecclInvalidUsage;
+        }
+        if (st[s].total) {
+            char *dst = (char *)(uintptr_t)st[r].w->recvbuff;
+            const char *src = (const char *)(uintptr_t)st[s].w->sendbuff;
+            if (dst != src)
+                memmove(dst, src, st[s].total);
+        }
+        st[s].finished = st[r].finished = true;
+        s++;
+        r++;
+    }
+}
+
+static ecclResult_t p2p_run(struct kern_chan *ch, const struct eccl_work *works, int n,
+                            struct kern_ctx *ctx, struct p2p_state *st)
+{
+    int left = 0;
+    for (int i = 0; i < n; i++) {
+        size_t ts = eccl_dtype_size(works[i].dtype);
+        st[i].w = &works[i];
+        st[i].done = 0;
+        st[i].total = works[i].chan_count * ts;
+        st[i].finished = false;
+        int peer = works[i].root;
+        if (peer != ch->rank) {
+            struct eccl_conn_ctrl *c = works[i].func == ECCL_FUNC_SEND ? ch->p2p_send[peer]
+                                                                      : ch->p2p_recv[peer];
+            if (!c) {
+                WARN("no connection to rank %d for point-to-point work", peer);
+                return ecclInternalError;
+            }
+            left++;
+        }
+    }
+    ECCL_TRY(p2p_self(st, n, ch->rank));
+    uint64_t start = 0;
+    int idle = 0;
+    while (left > 0) {
+        bool progressed = false;
+        struct eccl_conn_ctrl *sleep_on = NULL;
+        int sleep_peer = -1;
+        bool sleep_on_tail = false;
+        uint32_t sleep_val = 0;
+        for (int i = 0; i < n; i++) {
+            if (st[i].finished || p2p_blocked_by_earlier(st, i))
+                continue;
+            const struct eccl_work *w = st[i].w;
+            int peer = w->root;
+            if (w->func == ECCL_FUNC_SEND) {
+                struct eccl_conn_ctrl *c = ch->p2p_send[peer];
+                uint32_t tail = atomic_load_explicit(&c->tail, memory_order_relaxed);
+                uint32_t head = atomic_load_explicit(&c->head, memory_order_acquire);
+                while (tail - head < c->nslots && !st[i].finished) {
+                    size_t bytes = ECCL_MIN((size_t)c->slot_bytes, st[i].total - st[i].done);
+                    char *slot = eccl_conn_data(c) + (size_t)(tail % c->nslots) * c->slot_bytes;
+                    memcpy(slot, (const char *)(uintptr_t)w->sendbuff + st[i].done, bytes);
+                    struct peer_send s = {c, peer};
+                    send_commit(s, bytes);
+                    tail++;
+                    st[i].done += bytes;
+                    progressed = true;
+                    if (st[i].done == st[i].total) {
+                        st[i].finished = true;
+                        left--;
+                    }
+                }
+                if (!st[i].finished && !sleep_on) {
+                    sleep_on = c;
+                    sleep_on_tail = false;
+                    sleep_val = head;
+                    sleep_peer = peer;
+                }
+            } else {
+                struct eccl_conn_ctrl *c = ch->p2p_recv[peer];
+                uint32_t head = atomic_load_explicit(&c->head, memory_order_relaxed);
+                while (atomic_load_explicit(&c->tail, memory_order_acquire) != head &&
+                       !st[i].finished) {
+                    size_t bytes = ECCL_MIN((size_t)c->slot_bytes, st[i].total - st[i].done);
+                    uint32_t got =
+                        atomic_load_explicit(&c->sizes[head % c->nslots], memory_order_relaxed);
+                    if (got != bytes) {
+                        WARN("rank %d sent %u bytes in a step where %zu were expected: send and "
+                             "receive counts differ",
+                             peer, got, bytes);
+                        ctx->failed_peer = peer;
+                        return ecclInvalidUsage;
+                    }
+                    const char *slot =
+                        eccl_conn_data(c) + (size_t)(head % c->nslots) * c->slot_bytes;
+                    memcpy((char *)(uintptr_t)w->recvbuff + st[i].done, slot, bytes);
+                    struct peer_recv rv = {c, peer};
+                    recv_commit(rv);
+                    head++;
+                    st[i].done += bytes;
+                    progressed = true;
+                    if (st[i].done == st[i].total) {
+                        st[i].finished = true;
+                        left--;
+                    }
+                }
+                if (!st[i].finished && !sleep_on) {
+                    sleep_on = c;
+                    sleep_on_tail = true;
+                    sleep_val = head;
+                    sleep_peer = peer;
+                }
+            }
+        }
+        if (progressed) {
+            start = 0;
+            idle = 0;
+            continue;
+        }
+        ECCL_TRY(wait_check(ctx, &start, sleep_peer, "point-to-point data"));
+        if (++idle < (int)ctx->spin / 64 + YIELDS_BEFORE_SLEEP) {
+            if (idle > YIELDS_BEFORE_SLEEP)
+                sched_yield();
+            else
+                cpu_relax();
+            continue;
+        }
+        if (sleep_on) {
+            _Atomic uint32_t *word = sleep_on_tail ? &sleep_on->tail : &sleep_on->head;
+            _Atomic uint32_t *waiters =
+                sleep_on_tail ? &sleep_on->tail_waiters : &sleep_on->head_waiters;
+            atomic_fetch_add_explicit(waiters, 1, memory_order_seq_cst);
+            if (atomic_load_explicit(word, memory_order_seq_cst) == sleep_val)
+                eccl_futex_wait(word, sleep_val, ECCL_NS_PER_MS, true);
+            atomic_fetch_sub_explicit(waiters, 1, memory_order_relaxed);
+        }
+    }
+    return ecclSuccess;
+}
+
+/* --- entry -------------------------------------------------------------------------------- */
+
+static ecclResult_t run_coll(struct kern_chan *ch, const struct eccl_work *w, struct kern_ctx *ctx)
+{
+    struct ring_op r;
+    ring_op_init(&r, ch, w, ctx);
+    if (r.ts == 0 || (ch->nranks > 1 && r.chunk == 0)) {
+        WARN("bad work descriptor: datatype %d, channel %d", w->dtype, ch->id);
+        return ecclInternalError;
+    }
+    switch (w->func) {
+    case ECCL_FUNC_ALLREDUCE:
+        return w->algo == ECCL_ALGO_TREE ? tree_allreduce(&r) : ring_allreduce(&r);
+    case ECCL_FUNC_REDUCESCATTER:
+        return ring_reducescatter(&r);
+    case ECCL_FUNC_ALLGATHER:
+        return ring_allgather(&r);
+    case ECCL_FUNC_BROADCAST:
+        return ring_broadcast(&r);
+    case ECCL_FUNC_REDUCE:
+        return ring_reduce(&r);
+    default:
+        WARN("bad work descriptor: function %d", w->func);
+        return ecclInternalError;
+    }
+}
+
+ecclResult_t kern_host_run(struct kern_chan *ch, const struct eccl_work *works, int nworks,
+                           struct kern_ctx *ctx)
+{
+    int i = 0;
+    for (; i < nworks; i++) {
+        if (works[i].func == ECCL_FUNC_SEND || works[i].func == ECCL_FUNC_RECV)
+            break;
+        ECCL_TRY(run_coll(ch, &works[i], ctx));
+    }
+    if (i == nworks)
+        return ecclSuccess;
+    /* The rest is point-to-point (the planner puts it last). */
+    int np = nworks - i;
+    struct p2p_state stack_st[64];
+    struct p2p_state *st = stack_st;
+    if (np > (int)ECCL_ARRAY_SIZE(stack_st)) {
+        st = eccl_calloc((size_t)np, sizeof(*st), "p2p-state");
+        if (!st)
+            return ecclSystemError;
+    }
+    for (int j = i; j < nworks; j++) {
+        if (works[j].func != ECCL_FUNC_SEND && works[j].func != ECCL_FUNC_RECV) {
+            WARN("collective work after point-to-point work in one channel's list");
+            if (st != stack_st)
+                eccl_free(st);
+            return ecclInternalError;
+        }
+    }
+    ecclResult_t res = p2p_run(ch, works + i, np, ctx, st);
+    if (st != stack_st)
+        eccl_free(st);
+    return res;
+}

@@ -1,0 +1,55 @@
+/*
+ * host_exec.h - the host executor: runs work descriptors (kernels/work.h) on host memory, moving
+ * data through connectors (kernels/conn.h) the way the CUDA kernels will on a GPU.
+ *
+ * One call runs one channel's list of work descriptors for one plan, in order; the collectives
+ * block until done, the point-to-point descriptors at the end of the list are progressed
+ * together so that their order between peers cannot deadlock. Every wait checks the abort flag
+ * and the no-progress watchdog.
+ */
+#ifndef ECCL_KERNELS_HOST_EXEC_H
+#define ECCL_KERNELS_HOST_EXEC_H
+
+#include <stdatomic.h>
+#include <stdint.h>
+
+#include "eccl.h"
+#include "kernels/conn.h"
+#include "kernels/work.h"
+
+/* The connectors and topology of one channel, as the executor sees them. */
+struct kern_chan {
+    int id;
+    int rank;
+    int nranks;
+    const int *ring;  /* ranks in ring order (nranks entries) */
+    int ring_index;   /* my position in ring */
+    struct eccl_conn_ctrl *ring_recv; /* from the previous rank of the ring */
+    struct eccl_conn_ctrl *ring_send; /* to the next rank */
+    /* Binary tree over ring positions: position p has children 2p+1 and 2p+2. */
+    int tree_parent;                        /* rank, -1 at the root */
+    int tree_child[2];                      /* ranks, -1 where absent */
+    struct eccl_conn_ctrl *tree_up_recv[2]; /* from each child */
+    struct eccl_conn_ctrl *tree_up_send;    /* to the parent */
+    struct eccl_conn_ctrl *tree_down_recv;  /* from the parent */
+    struct eccl_conn_ctrl *tree_down_send[2];
+    /* Point to point, indexed by peer rank; NULL until connected. */
+    struct eccl_conn_ctrl **p2p_send;
+    struct eccl_conn_ctrl **p2p_recv;
+};
+
+struct kern_ctx {
+    const _Atomic uint32_t *abort; /* nonzero: stop waiting, return ecclRemoteError */
+    uint64_t timeout_ns;           /* no progress for this long: ecclRemoteError (0: none) */
+    uint32_t spin;                 /* polls before yielding the CPU */
+    /* Set when a wait gave up: the peer rank and what was awaited, for the error text. */
+    int failed_peer;
+};
+
+ecclResult_t kern_host_run(struct kern_chan *ch, const struct eccl_work *works, int nworks,
+                           struct kern_ctx *ctx);
+
+/* Wakes every sleeper on a connector (abort). */
+void kern_conn_wake_all(struct eccl_conn_ctrl *c);
+
+#endif
