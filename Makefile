@@ -82,13 +82,19 @@ TEST_BINS := $(TEST_SRCS:%.c=$(BUILD)/%)
 BENCH_SRCS := $(wildcard bench/*.c)
 BENCH_BINS := $(BENCH_SRCS:%.c=$(BUILD)/%)
 
-.PHONY: all lib tools tests test test-gpu check-layers format clean bench
-all: lib tools
+# Examples link against the shared library, as users' programs do.
+EXAMPLE_SRCS := $(wildcard examples/*.c)
+EXAMPLE_BINS := $(EXAMPLE_SRCS:%.c=$(BUILD)/%)
+
+.PHONY: all lib tools tests test test-gpu check check-layers check-env-docs format clean bench \
+	examples
+all: lib tools examples
 
 lib: $(BUILD)/lib/libeccl.so $(BUILD)/lib/libeccl.a
 tools: $(TOOL_BINS)
 tests: $(TEST_BINS)
 bench: $(BENCH_BINS)
+examples: $(EXAMPLE_BINS)
 
 $(OBJ)/%.o: %.c $(CONFIG_STAMP)
 	@mkdir -p $(dir $@)
@@ -113,7 +119,8 @@ $(BUILD)/lib/libeccl.so: $(LIB_OBJS)
 
 # A tool is every .c file in tools/<name>/, linked statically against libeccl.a.
 .SECONDEXPANSION:
-$(BUILD)/bin/%: $$(patsubst %.c,$(OBJ)/%.o,$$(wildcard tools/$$*/*.c)) $(BUILD)/lib/libeccl.a
+# (foreach, not patsubst: a % in a pattern rule's prerequisites is replaced by the stem.)
+$(BUILD)/bin/%: $$(foreach f,$$(wildcard tools/$$*/*.c),$(OBJ)/$$(basename $$(f)).o) $(BUILD)/lib/libeccl.a
 	@mkdir -p $(dir $@)
 	@$(if $(Q),echo "  LD      $@")
 	$(Q)$(CC) $(LDFLAGS) $(CFLAGS) -o $@ $(filter %.o,$^) $(BUILD)/lib/libeccl.a $(LDLIBS)
@@ -128,7 +135,15 @@ $(BUILD)/bench/%: $(OBJ)/bench/%.o $(BUILD)/lib/libeccl.a
 	@mkdir -p $(dir $@)
 	$(Q)$(CC) $(LDFLAGS) $(CFLAGS) -o $@ $< $(BUILD)/lib/libeccl.a $(LDLIBS)
 
-test: all tests
+$(BUILD)/examples/%: examples/%.c $(BUILD)/lib/libeccl.so
+	@mkdir -p $(dir $@)
+	@$(if $(Q),echo "  LD      $@")
+	$(Q)$(CC) -Iinclude $(filter-out -fvisibility=hidden,$(CFLAGS)) $(LDFLAGS) -o $@ $< \
+		$(BUILD)/lib/libeccl.so -Wl,-rpath,'$$ORIGIN/../lib'
+
+check: check-layers check-env-docs
+
+test: all tests check
 	$(Q)ECCL_BUILD=$(BUILD) SAN="$(SAN)" tests/run.sh
 
 test-gpu: all tests
@@ -136,6 +151,9 @@ test-gpu: all tests
 
 check-layers:
 	$(Q)tools/check-layers.sh
+
+check-env-docs:
+	$(Q)tools/check-env-docs.sh
 
 format:
 	$(Q)clang-format -i $$(git ls-files '*.c' '*.h' '*.cu')

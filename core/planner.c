@@ -121,6 +121,7 @@ static ecclResult_t plan_coll(struct plan_builder *b, const struct core_task *t)
     size_t bytes = t->count * ts;
     size_t min_bytes = (size_t)ECCL_MAX(eccl_param_min_chan_bytes(), 4096);
     size_t nparts = ECCL_MIN((size_t)comm->nchannels, ECCL_MAX((size_t)1, bytes / min_bytes));
+    nparts = ECCL_MIN(nparts, b->budget);
     ECCL_TRY(plan_reserve(b, nparts));
     struct core_plan *p = b->cur;
     struct eccl_work w;
