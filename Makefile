@@ -51,7 +51,8 @@ CPPFLAGS += -DECCL_HAVE_CUDA -I$(CUDA_HOME)/include
 NVCC_GENCODE ?= -gencode arch=compute_80,code=sm_80 -gencode arch=compute_90,code=sm_90
 NVCCFLAGS := -std=c++17 -O3 $(NVCC_GENCODE) -Iinclude -I. -DECCL_HAVE_CUDA \
 	-Xcompiler -fPIC,-fvisibility=hidden,-Wall,-Wextra,-Werror -Werror all-warnings
-LDLIBS += -L$(CUDA_HOME)/lib64 -lcudart_static
+# nvcc host code (CUDA 13 kernel launch stubs) needs the C++ runtime: guarded statics, EH.
+LDLIBS += -L$(CUDA_HOME)/lib64 -lcudart_static -lstdc++
 endif
 
 # Everything a build depends on besides sources: a change of knobs rebuilds everything.

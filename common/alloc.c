@@ -15,9 +15,9 @@
 #include "common/fault.h"
 #include "common/log.h"
 
-#define ALLOC_MAGIC     0x65636c41u /* "Alce" */
-#define ALLOC_DEAD      0x64656164u
-#define ALLOC_MAX_TAGS  256
+#define ALLOC_MAGIC    0x65636c41u /* "Alce" */
+#define ALLOC_DEAD     0x64656164u
+#define ALLOC_MAX_TAGS 256
 
 struct alloc_hdr {
     uint32_t magic;

@@ -46,13 +46,26 @@ static const struct {
     const char *name;
     uint64_t mask;
 } subsys_names[] = {
-    {"INIT", ECCL_LOG_INIT},       {"COLL", ECCL_LOG_COLL},       {"P2P", ECCL_LOG_P2P},
-    {"SHM", ECCL_LOG_SHM},         {"NET", ECCL_LOG_NET},         {"GRAPH", ECCL_LOG_GRAPH},
-    {"TUNING", ECCL_LOG_TUNING},   {"ENV", ECCL_LOG_ENV},         {"ALLOC", ECCL_LOG_ALLOC},
-    {"CALL", ECCL_LOG_CALL},       {"PROXY", ECCL_LOG_PROXY},     {"NVLS", ECCL_LOG_NVLS},
-    {"BOOTSTRAP", ECCL_LOG_BOOTSTRAP}, {"REG", ECCL_LOG_REG},     {"PROFILE", ECCL_LOG_PROFILE},
-    {"RAS", ECCL_LOG_RAS},         {"DESTROY", ECCL_LOG_DESTROY}, {"STORE", ECCL_LOG_STORE},
-    {"ELASTIC", ECCL_LOG_ELASTIC}, {"ALL", ECCL_LOG_ALL},
+    {"INIT", ECCL_LOG_INIT},
+    {"COLL", ECCL_LOG_COLL},
+    {"P2P", ECCL_LOG_P2P},
+    {"SHM", ECCL_LOG_SHM},
+    {"NET", ECCL_LOG_NET},
+    {"GRAPH", ECCL_LOG_GRAPH},
+    {"TUNING", ECCL_LOG_TUNING},
+    {"ENV", ECCL_LOG_ENV},
+    {"ALLOC", ECCL_LOG_ALLOC},
+    {"CALL", ECCL_LOG_CALL},
+    {"PROXY", ECCL_LOG_PROXY},
+    {"NVLS", ECCL_LOG_NVLS},
+    {"BOOTSTRAP", ECCL_LOG_BOOTSTRAP},
+    {"REG", ECCL_LOG_REG},
+    {"PROFILE", ECCL_LOG_PROFILE},
+    {"RAS", ECCL_LOG_RAS},
+    {"DESTROY", ECCL_LOG_DESTROY},
+    {"STORE", ECCL_LOG_STORE},
+    {"ELASTIC", ECCL_LOG_ELASTIC},
+    {"ALL", ECCL_LOG_ALL},
 };
 
 static uint64_t parse_subsys(const char *s)
@@ -154,6 +167,11 @@ const char *eccl_log_last_error(void)
 void eccl_log_clear_last_error(void)
 {
     last_error[0] = '\0';
+}
+
+void eccl_log_set_last_error(const char *text)
+{
+    snprintf(last_error, sizeof(last_error), "%s", text ? text : "");
 }
 
 void eccl_log(int level, uint64_t subsys, const char *file, int line, const char *func,

@@ -53,20 +53,22 @@ int eccl_log_get_dev(void);
 /* The calling thread's last WARN text ("" if none). */
 const char *eccl_log_last_error(void);
 void eccl_log_clear_last_error(void);
+/* Sets the calling thread's last-error text (to carry a failure's text across threads). */
+void eccl_log_set_last_error(const char *text);
 
 /* Re-reads ECCL_DEBUG* (tests). */
 void eccl_log_reset(void);
 
 #define WARN(...) eccl_log(ECCL_LOG_WARN, ECCL_LOG_ALL, __FILE__, __LINE__, __func__, __VA_ARGS__)
-#define INFO(subsys, ...)                                                                          \
-    do {                                                                                           \
-        if (eccl_log_level_cached < 0 || eccl_log_level_cached >= ECCL_LOG_INFO)                   \
-            eccl_log(ECCL_LOG_INFO, (subsys), __FILE__, __LINE__, __func__, __VA_ARGS__);          \
+#define INFO(subsys, ...)                                                                 \
+    do {                                                                                  \
+        if (eccl_log_level_cached < 0 || eccl_log_level_cached >= ECCL_LOG_INFO)          \
+            eccl_log(ECCL_LOG_INFO, (subsys), __FILE__, __LINE__, __func__, __VA_ARGS__); \
     } while (0)
-#define TRACE(subsys, ...)                                                                         \
-    do {                                                                                           \
-        if (eccl_log_level_cached < 0 || eccl_log_level_cached >= ECCL_LOG_TRACE)                  \
-            eccl_log(ECCL_LOG_TRACE, (subsys), __FILE__, __LINE__, __func__, __VA_ARGS__);         \
+#define TRACE(subsys, ...)                                                                 \
+    do {                                                                                   \
+        if (eccl_log_level_cached < 0 || eccl_log_level_cached >= ECCL_LOG_TRACE)          \
+            eccl_log(ECCL_LOG_TRACE, (subsys), __FILE__, __LINE__, __func__, __VA_ARGS__); \
     } while (0)
 
 #endif

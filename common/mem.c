@@ -88,7 +88,8 @@ void *eccl_arena_alloc(struct eccl_arena *a, size_t size, size_t align)
     void *p = chunk_carve(a->chunks, size, align);
     if (p)
         return p;
-    struct eccl_mem_chunk *c = chunk_new(size + align > a->chunk_size ? size + align : a->chunk_size, a->tag);
+    struct eccl_mem_chunk *c =
+        chunk_new(size + align > a->chunk_size ? size + align : a->chunk_size, a->tag);
     if (!c)
         return NULL;
     c->next = a->chunks;

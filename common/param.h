@@ -17,16 +17,16 @@ const char *eccl_param_read_str(const char *name, const char *def);
 void eccl_param_reset(void);
 uint64_t eccl_param_generation(void);
 
-#define ECCL_PARAM_INT(fn, name, def)                                                              \
-    static inline int64_t eccl_param_##fn(void)                                                    \
-    {                                                                                              \
-        return eccl_param_read_int(name, def);                                                     \
+#define ECCL_PARAM_INT(fn, name, def)           \
+    static inline int64_t eccl_param_##fn(void) \
+    {                                           \
+        return eccl_param_read_int(name, def);  \
     }
 
-#define ECCL_PARAM_STR(fn, name, def)                                                              \
-    static inline const char *eccl_param_##fn(void)                                                \
-    {                                                                                              \
-        return eccl_param_read_str(name, def);                                                     \
+#define ECCL_PARAM_STR(fn, name, def)               \
+    static inline const char *eccl_param_##fn(void) \
+    {                                               \
+        return eccl_param_read_str(name, def);      \
     }
 
 #endif

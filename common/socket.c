@@ -109,8 +109,7 @@ ecclResult_t eccl_sockaddr_parse(const char *text, union eccl_sockaddr *out)
             WARN("cannot resolve '%s': %s", host, gai_strerror(rc));
             return ecclInvalidArgument;
         }
-        memcpy(&a, res->ai_addr,
-               res->ai_addrlen < sizeof(a) ? res->ai_addrlen : sizeof(a));
+        memcpy(&a, res->ai_addr, res->ai_addrlen < sizeof(a) ? res->ai_addrlen : sizeof(a));
         freeaddrinfo(res);
         if (a.sa.sa_family == AF_INET)
             a.sin.sin_port = htons((uint16_t)port);
@@ -284,8 +283,7 @@ ecclResult_t eccl_socket_accept(int listen_fd, int *fd_out, uint64_t deadline_ns
             *fd_out = fd;
             return ecclSuccess;
         }
-        if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR &&
-            errno != ECONNABORTED) {
+        if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR && errno != ECONNABORTED) {
             WARN("accept failed: %s", strerror(errno));
             return ecclSystemError;
         }
@@ -293,8 +291,8 @@ ecclResult_t eccl_socket_accept(int listen_fd, int *fd_out, uint64_t deadline_ns
     }
 }
 
-ecclResult_t eccl_socket_connect(const union eccl_sockaddr *addr, int *fd_out,
-                                 uint64_t deadline_ns, const _Atomic uint32_t *abort)
+ecclResult_t eccl_socket_connect(const union eccl_sockaddr *addr, int *fd_out, uint64_t deadline_ns,
+                                 const _Atomic uint32_t *abort)
 {
     char buf[80];
     int backoff_ms = 1;
@@ -324,8 +322,8 @@ ecclResult_t eccl_socket_connect(const union eccl_sockaddr *addr, int *fd_out,
             return ecclSuccess;
         }
         close(fd);
-        if (err != ECONNREFUSED && err != ETIMEDOUT && err != ENETUNREACH &&
-            err != EHOSTUNREACH && err != ECONNRESET && err != EAGAIN) {
+        if (err != ECONNREFUSED && err != ETIMEDOUT && err != ENETUNREACH && err != EHOSTUNREACH &&
+            err != ECONNRESET && err != EAGAIN) {
             WARN("connect to %s failed: %s", eccl_sockaddr_str(addr, buf, sizeof(buf)),
                  strerror(err));
             return ecclSystemError;

@@ -43,8 +43,8 @@ ecclResult_t eccl_socket_listen(union eccl_sockaddr *addr, int *fd_out);
 ecclResult_t eccl_socket_accept(int listen_fd, int *fd_out, uint64_t deadline_ns,
                                 const _Atomic uint32_t *abort);
 /* Connects, retrying refused/unreachable connections until the deadline. */
-ecclResult_t eccl_socket_connect(const union eccl_sockaddr *addr, int *fd_out,
-                                 uint64_t deadline_ns, const _Atomic uint32_t *abort);
+ecclResult_t eccl_socket_connect(const union eccl_sockaddr *addr, int *fd_out, uint64_t deadline_ns,
+                                 const _Atomic uint32_t *abort);
 ecclResult_t eccl_socket_send_all(int fd, const void *buf, size_t len, uint64_t deadline_ns,
                                   const _Atomic uint32_t *abort);
 ecclResult_t eccl_socket_recv_all(int fd, void *buf, size_t len, uint64_t deadline_ns,

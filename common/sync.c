@@ -21,8 +21,8 @@ void eccl_futex_wait(_Atomic uint32_t *word, uint32_t expected, uint64_t timeout
 
 void eccl_futex_wake(_Atomic uint32_t *word, bool shared)
 {
-    syscall(SYS_futex, (uint32_t *)word, shared ? FUTEX_WAKE : FUTEX_WAKE_PRIVATE, INT32_MAX,
-            NULL, NULL, 0);
+    syscall(SYS_futex, (uint32_t *)word, shared ? FUTEX_WAKE : FUTEX_WAKE_PRIVATE, INT32_MAX, NULL,
+            NULL, 0);
 }
 
 void eccl_event_reset(struct eccl_event *e)

@@ -25,12 +25,12 @@
 
 ECCL_PARAM_INT(bootstrap_timeout, "ECCL_BOOTSTRAP_TIMEOUT", 120000)
 
-#define BOOTSTRAP_VERSION    1
-#define BOOTSTRAP_ID_MAGIC   0x65636369u /* "ecci" */
-#define BOOTSTRAP_MAX_MSG    (1u << 20)
-#define BOOTSTRAP_MAX_RANKS  (1 << 20)
-#define CONN_RING 1u
-#define CONN_MSG  2u
+#define BOOTSTRAP_VERSION   1
+#define BOOTSTRAP_ID_MAGIC  0x65636369u /* "ecci" */
+#define BOOTSTRAP_MAX_MSG   (1u << 20)
+#define BOOTSTRAP_MAX_RANKS (1 << 20)
+#define CONN_RING           1u
+#define CONN_MSG            2u
 
 /* The opaque ecclUniqueId. */
 struct bootstrap_id {
@@ -81,6 +81,7 @@ struct bootstrap_root {
     int listen_fd;
     uint64_t magic;
     uint64_t deadline_ns;
+    pid_t pid;    /* the process that runs the thread: a forked child inherits the list */
     bool claimed; /* a rank of this process will join the thread */
     bool done;
 };
@@ -125,9 +126,9 @@ static void *root_main(void *arg)
             if (nranks < 0) {
                 snprintf(text, sizeof(text), "bootstrap timed out: no rank arrived");
             } else {
-                int o = snprintf(text, sizeof(text),
-                                 "bootstrap timed out after %d of %d ranks arrived; missing:",
-                                 arrived, nranks);
+                int o = snprintf(
+                    text, sizeof(text),
+                    "bootstrap timed out after %d of %d ranks arrived; missing:", arrived, nranks);
                 for (int i = 0; i < nranks && o < (int)sizeof(text) - 12; i++)
                     if (fds[i] < 0)
                         o += snprintf(text + o, sizeof(text) - (size_t)o, " %d", i);
@@ -171,16 +172,15 @@ static void *root_main(void *arg)
         if (h.nranks != nranks) {
             status = ecclInvalidUsage;
             snprintf(text, sizeof(text),
-                     "bootstrap: rank %d says the communicator has %d ranks, others say %d",
-                     h.rank, h.nranks, nranks);
+                     "bootstrap: rank %d says the communicator has %d ranks, others say %d", h.rank,
+                     h.nranks, nranks);
             extra_fd = fd;
             break;
         }
         if (fds[h.rank] >= 0) {
             status = ecclInvalidUsage;
             snprintf(text, sizeof(text),
-                     "bootstrap: rank %d joined twice (a second init with the same rank)",
-                     h.rank);
+                     "bootstrap: rank %d joined twice (a second init with the same rank)", h.rank);
             extra_fd = fd;
             break;
         }
@@ -228,7 +228,7 @@ static void root_join(uint64_t magic, bool wait)
 {
     pthread_mutex_lock(&roots_lock);
     struct bootstrap_root **pp = &roots;
-    while (*pp && ((*pp)->magic != magic || (*pp)->claimed))
+    while (*pp && ((*pp)->magic != magic || (*pp)->claimed || (*pp)->pid != getpid()))
         pp = &(*pp)->next;
     struct bootstrap_root *root = *pp;
     if (root && !root->done && wait) {
@@ -264,6 +264,7 @@ ecclResult_t core_bootstrap_id_create(ecclUniqueId *out)
     if (!root)
         return ecclSystemError;
     root->magic = id.magic;
+    root->pid = getpid();
     root->deadline_ns = eccl_deadline_ms(eccl_param_bootstrap_timeout());
     ECCL_TRY_GOTO(eccl_socket_listen(&id.root, &root->listen_fd), res, err_free_root);
     pthread_mutex_lock(&roots_lock);
@@ -438,8 +439,8 @@ ecclResult_t core_bootstrap_init(struct core_bootstrap *bs, const ecclUniqueId *
             eccl_socket_connect(&bs->peers[next].listen_addr, &bs->ring_send_fd, deadline, abort),
             res, err_free_peers);
         struct conn_hdr ch = {.magic = bs->magic, .type = CONN_RING, .from = rank};
-        ECCL_TRY_GOTO(eccl_socket_send_all(bs->ring_send_fd, &ch, sizeof(ch), deadline, abort),
-                      res, err_free_peers);
+        ECCL_TRY_GOTO(eccl_socket_send_all(bs->ring_send_fd, &ch, sizeof(ch), deadline, abort), res,
+                      err_free_peers);
         while (bs->ring_recv_fd < 0)
             ECCL_TRY_GOTO(accept_one(bs, deadline), res, err_free_peers);
     }
@@ -489,10 +490,10 @@ ecclResult_t core_bootstrap_allgather(struct core_bootstrap *bs, void *data, siz
     for (int i = 0; i < n - 1; i++) {
         int sblock = (rank - i + n) % n;
         int rblock = (rank - i - 1 + n) % n;
-        ECCL_TRY(eccl_socket_send_all(bs->ring_send_fd, (char *)data + (size_t)sblock * size,
-                                      size, deadline, bs->abort));
-        ECCL_TRY(eccl_socket_recv_all(bs->ring_recv_fd, (char *)data + (size_t)rblock * size,
-                                      size, deadline, bs->abort));
+        ECCL_TRY(eccl_socket_send_all(bs->ring_send_fd, (char *)data + (size_t)sblock * size, size,
+                                      deadline, bs->abort));
+        ECCL_TRY(eccl_socket_recv_all(bs->ring_recv_fd, (char *)data + (size_t)rblock * size, size,
+                                      deadline, bs->abort));
     }
     return ecclSuccess;
 }

@@ -242,7 +242,6 @@ struct core_reg {
     size_t size;
 };
 
-
 static void comm_free(struct ecclComm *comm)
 {
     core_exec_stop(comm);
@@ -316,7 +315,8 @@ ecclResult_t core_comm_create(struct ecclComm **out, int nranks, const ecclUniqu
                   err_free);
     comm->peers = comm->bs.peers;
     comm->comm_hash = comm->bs.magic;
-    INFO(ECCL_LOG_INIT, "ecclCommInitRank comm %p rank %d nranks %d cudaDev %d commId 0x%llx - "
+    INFO(ECCL_LOG_INIT,
+         "ecclCommInitRank comm %p rank %d nranks %d cudaDev %d commId 0x%llx - "
          "Init START",
          (void *)comm, rank, nranks, dev, (unsigned long long)comm->comm_hash);
 
@@ -355,7 +355,8 @@ ecclResult_t core_comm_create(struct ecclComm **out, int nranks, const ecclUniqu
     ECCL_TRY_GOTO(core_transport_init(comm), res, err_free);
     ECCL_TRY_GOTO(core_exec_start(comm), res, err_free);
     ECCL_TRY_GOTO(core_bootstrap_barrier(&comm->bs), res, err_free);
-    INFO(ECCL_LOG_INIT, "ecclCommInitRank comm %p rank %d nranks %d cudaDev %d nchannels %d - "
+    INFO(ECCL_LOG_INIT,
+         "ecclCommInitRank comm %p rank %d nranks %d cudaDev %d nchannels %d - "
          "Init COMPLETE",
          (void *)comm, rank, nranks, dev, comm->nchannels);
     *out = comm;
@@ -387,15 +388,13 @@ ECCL_API ecclResult_t ecclCommInitRankConfig(ecclComm_t *comm, int nranks, ecclU
     return core_comm_create(comm, nranks, &commId, rank, config);
 }
 
-ECCL_API ecclResult_t ecclCommInitRank(ecclComm_t *comm, int nranks, ecclUniqueId commId,
-                                       int rank)
+ECCL_API ecclResult_t ecclCommInitRank(ecclComm_t *comm, int nranks, ecclUniqueId commId, int rank)
 {
     return ecclCommInitRankConfig(comm, nranks, commId, rank, NULL);
 }
 
-ECCL_API ecclResult_t ecclCommInitRankScalable(ecclComm_t *newcomm, int nranks, int myrank,
-                                               int nId, ecclUniqueId *commIds,
-                                               ecclConfig_t *config)
+ECCL_API ecclResult_t ecclCommInitRankScalable(ecclComm_t *newcomm, int nranks, int myrank, int nId,
+                                               ecclUniqueId *commIds, ecclConfig_t *config)
 {
     ECCL_TRY(check_init_args(newcomm, nranks, myrank, "ecclCommInitRankScalable"));
     ECCL_ARG_CHECK(nId > 0 && nId <= nranks, "ecclCommInitRankScalable: nId %d out of 1..%d", nId,
@@ -557,9 +556,9 @@ ECCL_API ecclResult_t ecclCommSplit(ecclComm_t comm, int color, int key, ecclCom
     if (newrank == 0) {
         ECCL_TRY_GOTO(ecclGetUniqueId(&id), res, out);
         for (int i = 1; i < m; i++)
-            ECCL_TRY_GOTO(core_bootstrap_send(&comm->bs, all[i].rank, TAG_SPLIT_ID, &id,
-                                              sizeof(id)),
-                          res, out);
+            ECCL_TRY_GOTO(
+                core_bootstrap_send(&comm->bs, all[i].rank, TAG_SPLIT_ID, &id, sizeof(id)), res,
+                out);
     } else {
         ECCL_TRY_GOTO(core_bootstrap_recv(&comm->bs, all[0].rank, TAG_SPLIT_ID, &id, sizeof(id)),
                       res, out);
@@ -570,9 +569,8 @@ out:
     return res;
 }
 
-ECCL_API ecclResult_t ecclCommShrink(ecclComm_t comm, int *excludeRanksList,
-                                     int excludeRanksCount, ecclComm_t *newcomm,
-                                     ecclConfig_t *config, int shrinkFlags)
+ECCL_API ecclResult_t ecclCommShrink(ecclComm_t comm, int *excludeRanksList, int excludeRanksCount,
+                                     ecclComm_t *newcomm, ecclConfig_t *config, int shrinkFlags)
 {
     ecclResult_t res = ecclSuccess;
     ECCL_TRY(core_comm_check(comm, "ecclCommShrink"));

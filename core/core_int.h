@@ -46,9 +46,9 @@ struct core_bootstrap {
     int nranks;
     uint64_t magic;
     int listen_fd;
-    int ring_send_fd; /* to rank + 1 */
-    int ring_recv_fd; /* from rank - 1 */
-    struct core_peer_info *peers; /* nranks entries */
+    int ring_send_fd;                 /* to rank + 1 */
+    int ring_recv_fd;                 /* from rank - 1 */
+    struct core_peer_info *peers;     /* nranks entries */
     struct bootstrap_msg *unexpected; /* point-to-point messages not asked for yet */
     const _Atomic uint32_t *abort;
     int64_t timeout_ms;
@@ -111,7 +111,7 @@ struct core_plan {
     int nchannels;
     int nwork[CORE_MAX_CHANNELS];
     struct eccl_work *work[CORE_MAX_CHANNELS]; /* in the comm's memory stack frame */
-    int ncoll; /* collective operations in the plan */
+    int ncoll;                                 /* collective operations in the plan */
     uint64_t fingerprint;
     _Atomic int pending; /* channels still running */
     ecclResult_t result;
@@ -173,17 +173,17 @@ struct ecclComm {
     size_t work_budget; /* work descriptors per normal plan */
 
     /* Schedule state, identical on every rank. */
-    uint64_t coll_seq;       /* collectives completed */
-    uint64_t sched_hash;     /* chained plan fingerprints */
+    uint64_t coll_seq;   /* collectives completed */
+    uint64_t sched_hash; /* chained plan fingerprints */
     uint64_t plans_launched;
 
     struct premulsum_slot premulsum[CORE_MAX_PREMULSUM];
     pthread_mutex_t premulsum_lock;
 
     /* Failure state, shared with other threads. */
-    _Atomic uint32_t abort;    /* set by abort, revoke or a failure: every wait checks it */
-    _Atomic int async_error;   /* ecclResult_t */
-    _Atomic int inflight;      /* API calls executing work on this comm */
+    _Atomic uint32_t abort;  /* set by abort, revoke or a failure: every wait checks it */
+    _Atomic int async_error; /* ecclResult_t */
+    _Atomic int inflight;    /* API calls executing work on this comm */
     _Atomic bool revoked;
     _Atomic bool finalized;
     char last_error[512];
@@ -207,8 +207,8 @@ void core_transport_fini(struct ecclComm *comm);
 ecclResult_t core_transport_p2p_connect(struct ecclComm *comm, const struct eccl_queue *tasks);
 
 /* planner.c */
-ecclResult_t core_plan_build(struct ecclComm *comm, struct eccl_queue *coll,
-                             struct eccl_queue *p2p, size_t budget, struct eccl_queue *plans);
+ecclResult_t core_plan_build(struct ecclComm *comm, struct eccl_queue *coll, struct eccl_queue *p2p,
+                             size_t budget, struct eccl_queue *plans);
 void core_plan_tree(int nranks, int pos, int *parent, int child[2]);
 int core_p2p_channel(const struct ecclComm *comm, int peer);
 

@@ -72,9 +72,9 @@ static ecclResult_t resolve_op(struct ecclComm *comm, ecclRedOp_t op, ecclDataTy
     return ecclInvalidArgument;
 }
 
-static ecclResult_t add_task(struct ecclComm *comm, int func, const void *sendbuff,
-                             void *recvbuff, size_t count, ecclDataType_t dtype,
-                             const struct eccl_redop *op, int root)
+static ecclResult_t add_task(struct ecclComm *comm, int func, const void *sendbuff, void *recvbuff,
+                             size_t count, ecclDataType_t dtype, const struct eccl_redop *op,
+                             int root)
 {
     struct core_task *t = eccl_pool_get(&comm->task_pool);
     if (!t)
@@ -147,8 +147,8 @@ static ecclResult_t enqueue_coll(int func, const void *sendbuff, void *recvbuff,
                                  ecclDataType_t dtype, ecclRedOp_t op, int root, ecclComm_t comm)
 {
     const char *fn = func_name(func);
-    bool reduces = func == ECCL_FUNC_REDUCE || func == ECCL_FUNC_ALLREDUCE ||
-                   func == ECCL_FUNC_REDUCESCATTER;
+    bool reduces =
+        func == ECCL_FUNC_REDUCE || func == ECCL_FUNC_ALLREDUCE || func == ECCL_FUNC_REDUCESCATTER;
     size_t mult = 1;
     ECCL_TRY(core_comm_check(comm, fn));
     if (func == ECCL_FUNC_ALLGATHER || func == ECCL_FUNC_REDUCESCATTER)
@@ -187,8 +187,8 @@ ECCL_API ecclResult_t ecclAllReduce(const void *sendbuff, void *recvbuff, size_t
 }
 
 ECCL_API ecclResult_t ecclReduce(const void *sendbuff, void *recvbuff, size_t count,
-                                 ecclDataType_t datatype, ecclRedOp_t op, int root,
-                                 ecclComm_t comm, cudaStream_t stream)
+                                 ecclDataType_t datatype, ecclRedOp_t op, int root, ecclComm_t comm,
+                                 cudaStream_t stream)
 {
     (void)stream;
     return enqueue_coll(ECCL_FUNC_REDUCE, sendbuff, recvbuff, count, datatype, op, root, comm);
@@ -210,8 +210,7 @@ ECCL_API ecclResult_t ecclBcast(void *buff, size_t count, ecclDataType_t datatyp
 }
 
 ECCL_API ecclResult_t ecclAllGather(const void *sendbuff, void *recvbuff, size_t sendcount,
-                                    ecclDataType_t datatype, ecclComm_t comm,
-                                    cudaStream_t stream)
+                                    ecclDataType_t datatype, ecclComm_t comm, cudaStream_t stream)
 {
     (void)stream;
     return enqueue_coll(ECCL_FUNC_ALLGATHER, sendbuff, recvbuff, sendcount, datatype, ecclSum, 0,
@@ -237,9 +236,9 @@ static ecclResult_t enqueue_p2p(int func, const void *buf, size_t count, ecclDat
     bool implicit = core_group_depth() == 0;
     if (implicit)
         ecclGroupStart();
-    ecclResult_t res = add_task(comm, func, func == ECCL_FUNC_SEND ? buf : NULL,
-                                func == ECCL_FUNC_RECV ? (void *)buf : NULL, count, dtype, NULL,
-                                peer);
+    ecclResult_t res =
+        add_task(comm, func, func == ECCL_FUNC_SEND ? buf : NULL,
+                 func == ECCL_FUNC_RECV ? (void *)buf : NULL, count, dtype, NULL, peer);
     if (res != ecclSuccess && implicit)
         ecclGroupEnd();
     return finish(res, implicit);
@@ -292,8 +291,8 @@ static ecclResult_t enqueue_pattern(int kind, const void *sendbuff, void *recvbu
     ecclGroupStart();
     for (int p = 0; p < n && res == ecclSuccess; p++) {
         if (kind == 0) {
-            res = add_task(comm, ECCL_FUNC_SEND, s + (size_t)p * bytes, NULL, count, dtype, NULL,
-                           p);
+            res =
+                add_task(comm, ECCL_FUNC_SEND, s + (size_t)p * bytes, NULL, count, dtype, NULL, p);
             if (res == ecclSuccess)
                 res = add_task(comm, ECCL_FUNC_RECV, NULL, r + (size_t)p * bytes, count, dtype,
                                NULL, p);
@@ -384,8 +383,8 @@ ECCL_API ecclResult_t ecclRedOpCreatePreMulSum(ecclRedOp_t *op, void *scalar,
     }
     pthread_mutex_unlock(&comm->premulsum_lock);
     if (idx < 0) {
-        WARN("%s: all %d PreMulSum ops of the communicator are in use; destroy some",
-             fn, CORE_MAX_PREMULSUM);
+        WARN("%s: all %d PreMulSum ops of the communicator are in use; destroy some", fn,
+             CORE_MAX_PREMULSUM);
         return ecclInvalidUsage;
     }
     *op = (ecclRedOp_t)(ecclNumOps + idx);

@@ -7,6 +7,7 @@
  * communicator on a thread of its own, since their work depends on each other. Communicator
  * inits called inside a group run at the group's end, concurrently.
  */
+#include <stdio.h>
 #include <string.h>
 
 #include "common/alloc.h"
@@ -26,6 +27,7 @@ struct group_init {
     ecclConfig_t config;
     bool has_config;
     ecclResult_t result;
+    char error[256]; /* the init thread's last-error text */
     pthread_t thread;
 };
 
@@ -100,9 +102,9 @@ static ecclResult_t comm_launch(struct ecclComm *comm)
     ECCL_TRY_GOTO(eccl_memstack_push(&comm->stack), res, out_drop);
     if (comm->p2p_tasks.len)
         ECCL_TRY_GOTO(core_transport_p2p_connect(comm, &comm->p2p_tasks), res, out_pop);
-    ECCL_TRY_GOTO(core_plan_build(comm, &comm->coll_tasks, &comm->p2p_tasks, comm->work_budget,
-                                  &plans),
-                  res, out_pop);
+    ECCL_TRY_GOTO(
+        core_plan_build(comm, &comm->coll_tasks, &comm->p2p_tasks, comm->work_budget, &plans), res,
+        out_pop);
     res = core_exec_plans(comm, &plans);
 out_pop:
     /* Plans not run (a failure while building) go back to the pool. */
@@ -121,6 +123,7 @@ out_drop:
 struct launch_job {
     struct ecclComm *comm;
     ecclResult_t result;
+    char error[256];
     pthread_t thread;
 };
 
@@ -128,6 +131,8 @@ static void *launch_main(void *arg)
 {
     struct launch_job *j = arg;
     j->result = comm_launch(j->comm);
+    if (j->result != ecclSuccess)
+        snprintf(j->error, sizeof(j->error), "%s", eccl_log_last_error());
     return NULL;
 }
 
@@ -136,6 +141,8 @@ static void *init_main(void *arg)
     struct group_init *g = arg;
     g->result =
         core_comm_create(g->out, g->nranks, &g->id, g->rank, g->has_config ? &g->config : NULL);
+    if (g->result != ecclSuccess)
+        snprintf(g->error, sizeof(g->error), "%s", eccl_log_last_error());
     return NULL;
 }
 
@@ -176,8 +183,10 @@ static ecclResult_t run_inits(void)
     for (struct group_init *g = list; g; g = g->next) {
         if (g->thread)
             pthread_join(g->thread, NULL);
-        if (g->result != ecclSuccess && res == ecclSuccess)
+        if (g->result != ecclSuccess && res == ecclSuccess) {
             res = g->result;
+            eccl_log_set_last_error(g->error); /* the caller asks its own thread's text */
+        }
     }
     while (list) {
         struct group_init *n = list->next;
@@ -268,8 +277,10 @@ static ecclResult_t group_end(bool simulate, ecclSimInfo_t *sim)
     for (i = 0; i < ncomms; i++) {
         if (jobs[i].thread)
             pthread_join(jobs[i].thread, NULL);
-        if (jobs[i].result != ecclSuccess && res == ecclSuccess)
+        if (jobs[i].result != ecclSuccess && res == ecclSuccess) {
             res = jobs[i].result;
+            eccl_log_set_last_error(jobs[i].error);
+        }
     }
     eccl_free(jobs);
     return res;

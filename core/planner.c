@@ -60,7 +60,7 @@ struct plan_builder {
     struct eccl_queue *plans;
     struct core_plan *cur;
     size_t budget;
-    size_t cap; /* descriptors each channel array can hold */
+    size_t cap;   /* descriptors each channel array can hold */
     size_t nwork; /* descriptors in cur */
     uint64_t load[CORE_MAX_CHANNELS];
 };
@@ -220,8 +220,8 @@ static ecclResult_t plan_p2p(struct plan_builder *b, struct eccl_queue *p2p)
     return ecclSuccess;
 }
 
-ecclResult_t core_plan_build(struct ecclComm *comm, struct eccl_queue *coll,
-                             struct eccl_queue *p2p, size_t budget, struct eccl_queue *plans)
+ecclResult_t core_plan_build(struct ecclComm *comm, struct eccl_queue *coll, struct eccl_queue *p2p,
+                             size_t budget, struct eccl_queue *plans)
 {
     struct plan_builder b;
     memset(&b, 0, sizeof(b));

@@ -211,12 +211,13 @@ static ecclResult_t conn_recv_desc(struct ecclComm *comm, int peer, uint32_t tag
             } else {
                 res = seg_map(&comm->tp, m->fd, m->h.size, &p);
             }
+            struct uds_hdr h = m->h;
             close(m->fd);
             eccl_free(m);
             ECCL_TRY(res);
             struct eccl_conn_ctrl *c = p;
-            if (c->magic != ECCL_CONN_MAGIC || c->nslots != m->h.nslots ||
-                c->slot_bytes != m->h.slot_bytes) {
+            if (c->magic != ECCL_CONN_MAGIC || c->nslots != h.nslots ||
+                c->slot_bytes != h.slot_bytes) {
                 WARN("connector from rank %d does not match its header", peer);
                 return ecclRemoteError;
             }

@@ -172,13 +172,13 @@ static void recv_commit(struct peer_recv r)
 
 /* The common shape of one step: what to receive, what to send, what to do between. */
 enum step_kind {
-    STEP_SEND,             /* slot = pre(in) */
-    STEP_RECV,             /* out = prev */
-    STEP_RECV_REDUCE_SEND, /* slot = pre(in) + prev */
-    STEP_RECV_REDUCE_COPY, /* out = post(pre(in) + prev) */
+    STEP_SEND,                  /* slot = pre(in) */
+    STEP_RECV,                  /* out = prev */
+    STEP_RECV_REDUCE_SEND,      /* slot = pre(in) + prev */
+    STEP_RECV_REDUCE_COPY,      /* out = post(pre(in) + prev) */
     STEP_RECV_REDUCE_COPY_SEND, /* out = post(pre(in) + prev); slot = out */
-    STEP_RECV_COPY_SEND,   /* out = prev; slot = prev */
-    STEP_COPY_SEND,        /* out = in (unless aliased); slot = in: no pre-op (AllGather, Bcast) */
+    STEP_RECV_COPY_SEND,        /* out = prev; slot = prev */
+    STEP_COPY_SEND, /* out = in (unless aliased); slot = in: no pre-op (AllGather, Bcast) */
 };
 
 struct step_io {
@@ -236,6 +236,13 @@ static ecclResult_t do_step(const struct step_io *io, enum step_kind kind, const
     return ecclSuccess;
 }
 
+/* base + off, or NULL for a buffer the rank does not have (Reduce's recvbuff off the root,
+ * Broadcast's sendbuff): never dereferenced then, and no arithmetic on NULL. */
+static char *buf_at(uint64_t base, size_t off)
+{
+    return base ? (char *)(uintptr_t)base + off : NULL;
+}
+
 /* --- ring algorithms ---------------------------------------------------------------------- */
 
 struct ring_op {
@@ -286,8 +293,8 @@ static ecclResult_t ring_allreduce(struct ring_op *r)
     const struct eccl_work *w = r->w;
     int n = r->ch->nranks, idx = r->ch->ring_index;
     size_t ts = r->ts, cnt = w->chan_count;
-    const char *in = (const char *)(uintptr_t)w->sendbuff + w->chan_offset * ts;
-    char *out = (char *)(uintptr_t)w->recvbuff + w->chan_offset * ts;
+    const char *in = buf_at(w->sendbuff, w->chan_offset * ts);
+    char *out = buf_at(w->recvbuff, w->chan_offset * ts);
     if (n == 1) {
         single_rank(w, &r->op, in, out, cnt, 1);
         return ecclSuccess;
@@ -297,7 +304,7 @@ static ecclResult_t ring_allreduce(struct ring_op *r)
         size_t rem = cnt - loop;
         size_t cc = ECCL_MIN(r->chunk, ECCL_DIV_UP(rem, (size_t)n));
 #define CHUNK_OFF(c) (loop + (size_t)(c)*cc)
-#define CHUNK_N(c) ((size_t)(c)*cc >= rem ? 0 : ECCL_MIN(cc, rem - (size_t)(c)*cc))
+#define CHUNK_N(c)   ((size_t)(c)*cc >= rem ? 0 : ECCL_MIN(cc, rem - (size_t)(c)*cc))
         int c = (idx + n - 1) % n;
         ECCL_TRY(do_step(&r->io, STEP_SEND, in + CHUNK_OFF(c) * ts, NULL, CHUNK_N(c), ts));
         for (int j = 2; j < n; j++) {
@@ -310,8 +317,8 @@ static ecclResult_t ring_allreduce(struct ring_op *r)
                          out + CHUNK_OFF(c) * ts, CHUNK_N(c), ts));
         for (int j = 1; j < n - 1; j++) {
             c = (idx + n - j) % n;
-            ECCL_TRY(do_step(&r->io, STEP_RECV_COPY_SEND, NULL, out + CHUNK_OFF(c) * ts,
-                             CHUNK_N(c), ts));
+            ECCL_TRY(do_step(&r->io, STEP_RECV_COPY_SEND, NULL, out + CHUNK_OFF(c) * ts, CHUNK_N(c),
+                             ts));
         }
         c = (idx + 1) % n;
         ECCL_TRY(do_step(&r->io, STEP_RECV, NULL, out + CHUNK_OFF(c) * ts, CHUNK_N(c), ts));
@@ -326,8 +333,8 @@ static ecclResult_t ring_reducescatter(struct ring_op *r)
     const struct eccl_work *w = r->w;
     int n = r->ch->nranks, idx = r->ch->ring_index;
     size_t ts = r->ts, cnt = w->chan_count, block = w->count * ts;
-    const char *in = (const char *)(uintptr_t)w->sendbuff + w->chan_offset * ts;
-    char *out = (char *)(uintptr_t)w->recvbuff + w->chan_offset * ts;
+    const char *in = buf_at(w->sendbuff, w->chan_offset * ts);
+    char *out = buf_at(w->recvbuff, w->chan_offset * ts);
     const int *ring = r->ch->ring;
     if (n == 1) {
         single_rank(w, &r->op, in, out, cnt, 1);
@@ -354,8 +361,8 @@ static ecclResult_t ring_allgather(struct ring_op *r)
     const struct eccl_work *w = r->w;
     int n = r->ch->nranks, idx = r->ch->ring_index;
     size_t ts = r->ts, cnt = w->chan_count, block = w->count * ts;
-    const char *in = (const char *)(uintptr_t)w->sendbuff + w->chan_offset * ts;
-    char *out = (char *)(uintptr_t)w->recvbuff + w->chan_offset * ts;
+    const char *in = buf_at(w->sendbuff, w->chan_offset * ts);
+    char *out = buf_at(w->recvbuff, w->chan_offset * ts);
     const int *ring = r->ch->ring;
     if (n == 1) {
         single_rank(w, &r->op, in, out + (size_t)ring[0] * block, cnt, 0);
@@ -368,8 +375,8 @@ static ecclResult_t ring_allgather(struct ring_op *r)
                          ne, ts));
         for (int j = 1; j < n - 1; j++) {
             int p = (idx + n - j) % n;
-            ECCL_TRY(do_step(&r->io, STEP_RECV_COPY_SEND, NULL,
-                             out + (size_t)ring[p] * block + off, ne, ts));
+            ECCL_TRY(do_step(&r->io, STEP_RECV_COPY_SEND, NULL, out + (size_t)ring[p] * block + off,
+                             ne, ts));
         }
         int p = (idx + 1) % n;
         ECCL_TRY(do_step(&r->io, STEP_RECV, NULL, out + (size_t)ring[p] * block + off, ne, ts));
@@ -390,8 +397,8 @@ static ecclResult_t ring_broadcast(struct ring_op *r)
     const struct eccl_work *w = r->w;
     int n = r->ch->nranks;
     size_t ts = r->ts, cnt = w->chan_count;
-    const char *in = (const char *)(uintptr_t)w->sendbuff + w->chan_offset * ts;
-    char *out = (char *)(uintptr_t)w->recvbuff + w->chan_offset * ts;
+    const char *in = buf_at(w->sendbuff, w->chan_offset * ts);
+    char *out = buf_at(w->recvbuff, w->chan_offset * ts);
     int d = (r->ch->ring_index - ring_index_of(r->ch, w->root) + n) % n;
     if (n == 1) {
         single_rank(w, &r->op, in, out, cnt, 0);
@@ -415,8 +422,8 @@ static ecclResult_t ring_reduce(struct ring_op *r)
     const struct eccl_work *w = r->w;
     int n = r->ch->nranks;
     size_t ts = r->ts, cnt = w->chan_count;
-    const char *in = (const char *)(uintptr_t)w->sendbuff + w->chan_offset * ts;
-    char *out = (char *)(uintptr_t)w->recvbuff + w->chan_offset * ts;
+    const char *in = buf_at(w->sendbuff, w->chan_offset * ts);
+    char *out = buf_at(w->recvbuff, w->chan_offset * ts);
     int d = (r->ch->ring_index - ring_index_of(r->ch, w->root) + n) % n;
     if (n == 1) {
         single_rank(w, &r->op, in, out, cnt, 1);
@@ -443,8 +450,8 @@ static ecclResult_t tree_allreduce(struct ring_op *r)
     const struct eccl_work *w = r->w;
     struct kern_ctx *ctx = r->io.ctx;
     size_t ts = r->ts, cnt = w->chan_count;
-    const char *in = (const char *)(uintptr_t)w->sendbuff + w->chan_offset * ts;
-    char *out = (char *)(uintptr_t)w->recvbuff + w->chan_offset * ts;
+    const char *in = buf_at(w->sendbuff, w->chan_offset * ts);
+    char *out = buf_at(w->recvbuff, w->chan_offset * ts);
     if (ch->nranks == 1) {
         single_rank(w, &r->op, in, out, cnt, 1);
         return ecclSuccess;
@@ -505,8 +512,8 @@ static ecclResult_t tree_allreduce(struct ring_op *r)
 
 struct p2p_state {
     const struct eccl_work *w;
-    size_t done;   /* bytes moved */
-    size_t total;  /* bytes to move */
+    size_t done;  /* bytes moved */
+    size_t total; /* bytes to move */
     bool finished;
 };
 
@@ -563,8 +570,8 @@ static ecclResult_t p2p_run(struct kern_chan *ch, const struct eccl_work *works,
         st[i].finished = false;
         int peer = works[i].root;
         if (peer != ch->rank) {
-            struct eccl_conn_ctrl *c = works[i].func == ECCL_FUNC_SEND ? ch->p2p_send[peer]
-                                                                      : ch->p2p_recv[peer];
+            struct eccl_conn_ctrl *c =
+                works[i].func == ECCL_FUNC_SEND ? ch->p2p_send[peer] : ch->p2p_recv[peer];
             if (!c) {
                 WARN("no connection to rank %d for point-to-point work", peer);
                 return ecclInternalError;

@@ -22,8 +22,8 @@ struct kern_chan {
     int id;
     int rank;
     int nranks;
-    const int *ring;  /* ranks in ring order (nranks entries) */
-    int ring_index;   /* my position in ring */
+    const int *ring;                  /* ranks in ring order (nranks entries) */
+    int ring_index;                   /* my position in ring */
     struct eccl_conn_ctrl *ring_recv; /* from the previous rank of the ring */
     struct eccl_conn_ctrl *ring_send; /* to the next rank */
     /* Binary tree over ring positions: position p has children 2p+1 and 2p+2. */

@@ -72,6 +72,10 @@ struct eccl_work {
     uint64_t scalar;
 };
 
+#ifdef __cplusplus
+static_assert(sizeof(struct eccl_work) == 64, "work descriptors are 64 bytes");
+#else
 _Static_assert(sizeof(struct eccl_work) == 64, "work descriptors are 64 bytes");
+#endif
 
 #endif

@@ -16,7 +16,7 @@
 #include "common/alloc.h"
 #include "core/core_int.h"
 
-#define NRANKS 4
+#define NRANKS   4
 #define MAXPLANS 64
 
 struct fake {
@@ -143,9 +143,9 @@ static void check_identical(size_t budget, int nchannels)
         assert_non_null(f);
         fake_init(f, r, nchannels);
         add_calls(f, r);
-        assert_int_equal(core_plan_build(&f->comm, &f->comm.coll_tasks, &f->comm.p2p_tasks, budget,
-                                         &f->plans),
-                         ecclSuccess);
+        assert_int_equal(
+            core_plan_build(&f->comm, &f->comm.coll_tasks, &f->comm.p2p_tasks, budget, &f->plans),
+            ecclSuccess);
         summarize(f, &sum[r], budget);
         fake_fini(f);
         eccl_free(f);
@@ -187,9 +187,9 @@ static void test_least_loaded_channels(void **state)
     add(f, ECCL_FUNC_ALLREDUCE, 4 << 20, ecclFloat32, 0);
     add(f, ECCL_FUNC_ALLREDUCE, 10, ecclFloat32, 0);
     add(f, ECCL_FUNC_ALLREDUCE, 10, ecclFloat32, 0);
-    assert_int_equal(core_plan_build(&f->comm, &f->comm.coll_tasks, &f->comm.p2p_tasks, 1000,
-                                     &f->plans),
-                     ecclSuccess);
+    assert_int_equal(
+        core_plan_build(&f->comm, &f->comm.coll_tasks, &f->comm.p2p_tasks, 1000, &f->plans),
+        ecclSuccess);
     assert_int_equal(f->plans.len, 1);
     struct core_plan *p = eccl_container_of(f->plans.head, struct core_plan, node);
     assert_int_equal(p->nwork[0], 2);
@@ -214,9 +214,9 @@ static void test_different_calls_differ(void **state)
         struct fake *f = eccl_calloc(1, sizeof(*f), "test-fake");
         fake_init(f, r, 2);
         add(f, ECCL_FUNC_ALLREDUCE, r == 0 ? 1000 : 1001, ecclFloat32, 0);
-        assert_int_equal(core_plan_build(&f->comm, &f->comm.coll_tasks, &f->comm.p2p_tasks, 100,
-                                         &f->plans),
-                         ecclSuccess);
+        assert_int_equal(
+            core_plan_build(&f->comm, &f->comm.coll_tasks, &f->comm.p2p_tasks, 100, &f->plans),
+            ecclSuccess);
         fp[r] = eccl_container_of(f->plans.head, struct core_plan, node)->fingerprint;
         fake_fini(f);
         eccl_free(f);
