@@ -98,7 +98,9 @@ ECCL_API const char *ecclGetLastError(ecclComm_t comm)
     return comm->last_error;
 }
 
-void core_comm_set_error(struct ecclComm *comm, ecclResult_t res)
+/* Marks comm failed with the calling thread's last WARN text; `propagate`: tell the other
+ * ranks of this host, so that those blocked with healthy peers stop too. */
+static void set_error(struct ecclComm *comm, ecclResult_t res, bool propagate)
 {
     if (res == ecclSuccess)
         return;
@@ -109,9 +111,25 @@ void core_comm_set_error(struct ecclComm *comm, ecclResult_t res)
         pthread_mutex_unlock(&comm->error_lock);
         INFO(ECCL_LOG_INIT, "comm %p rank %d: failed with %s: %s", (void *)comm, comm->rank,
              ecclGetErrorString(res), comm->last_error);
+        if (propagate)
+            proxy_service_revoke(comm->svc, -1, comm->last_error);
     }
     atomic_store(&comm->abort, 1);
     core_exec_wake_all(comm);
+}
+
+void core_comm_set_error(struct ecclComm *comm, ecclResult_t res)
+{
+    set_error(comm, res, true);
+}
+
+/* The UDS service saw a local peer die, stall, or report a failure. */
+static void on_peer_failure(void *arg, int peer, const char *text)
+{
+    struct ecclComm *comm = arg;
+    (void)peer;
+    eccl_log_set_last_error(text);
+    set_error(comm, ecclRemoteError, false);
 }
 
 ecclResult_t core_comm_check(const struct ecclComm *comm, const char *fn)
@@ -244,6 +262,9 @@ struct core_reg {
 
 static void comm_free(struct ecclComm *comm)
 {
+    bool clean = atomic_load(&comm->async_error) == ecclSuccess && !atomic_load(&comm->abort);
+    proxy_service_destroy(comm->svc, clean);
+    comm->svc = NULL;
     core_exec_stop(comm);
     core_transport_fini(comm);
     core_bootstrap_fini(&comm->bs);
@@ -352,7 +373,25 @@ ecclResult_t core_comm_create(struct ecclComm **out, int nranks, const ecclUniqu
         }
     }
     comm->work_budget = core_group_work_budget();
+    ECCL_TRY_GOTO(
+        proxy_service_create(&comm->svc, comm->comm_hash, rank, nranks, on_peer_failure, comm), res,
+        err_free);
+    /* Opens the connector socket, waits for every rank's listeners (a barrier), connects. */
     ECCL_TRY_GOTO(core_transport_init(comm), res, err_free);
+    {
+        bool *local = eccl_calloc((size_t)nranks, sizeof(*local), "comm-init");
+        if (!local) {
+            res = ecclSystemError;
+            goto err_free;
+        }
+        for (int i = 0; i < nranks; i++)
+            local[i] = comm->peers[i].host_hash == me.host_hash;
+        res = proxy_service_connect(comm->svc, local, eccl_deadline_ms(comm->bs.timeout_ms),
+                                    &comm->abort);
+        eccl_free(local);
+        if (res != ecclSuccess)
+            goto err_free;
+    }
     ECCL_TRY_GOTO(core_exec_start(comm), res, err_free);
     ECCL_TRY_GOTO(core_bootstrap_barrier(&comm->bs), res, err_free);
     INFO(ECCL_LOG_INIT,
@@ -620,24 +659,23 @@ ECCL_API ecclResult_t ecclCommShrink(ecclComm_t comm, int *excludeRanksList, int
             newrank = m;
         m++;
     }
+    /* The parent's abort flag is up after a failure (or ABORT): the exchange below talks only
+     * to survivors, bounded by the bootstrap timeout, so it must not stop at that flag. */
+    static const _Atomic uint32_t never = 0;
+    const _Atomic uint32_t *saved = comm->bs.abort;
+    comm->bs.abort = &never;
     ecclUniqueId id;
     if (comm->rank == leader) {
-        ECCL_TRY_GOTO(ecclGetUniqueId(&id), res, out);
-        for (int i = 0; i < n; i++)
+        res = ecclGetUniqueId(&id);
+        for (int i = 0; i < n && res == ecclSuccess; i++)
             if (!excluded[i] && i != leader)
-                ECCL_TRY_GOTO(core_bootstrap_send(&comm->bs, i, TAG_SHRINK_ID, &id, sizeof(id)),
-                              res, out);
+                res = core_bootstrap_send(&comm->bs, i, TAG_SHRINK_ID, &id, sizeof(id));
     } else {
-        /* The bootstrap's own waits check the abort flag, which ABORT raised: use a private
-         * one for this exchange. */
-        const _Atomic uint32_t *saved = comm->bs.abort;
-        static const _Atomic uint32_t never = 0;
-        comm->bs.abort = &never;
         res = core_bootstrap_recv(&comm->bs, leader, TAG_SHRINK_ID, &id, sizeof(id));
-        comm->bs.abort = saved;
-        if (res != ecclSuccess)
-            goto out;
     }
+    comm->bs.abort = saved;
+    if (res != ecclSuccess)
+        goto out;
     res = core_comm_create(newcomm, m, &id, newrank, &cfg);
 out:
     eccl_free(excluded);

@@ -21,6 +21,7 @@
 #include "kernels/host_exec.h"
 #include "kernels/reduce.h"
 #include "kernels/work.h"
+#include "proxy/service.h"
 
 #define CORE_COMM_MAGIC    0x6563636c6f6d6d31ULL /* "ecclomm1" */
 #define CORE_MAX_CHANNELS  16
@@ -151,6 +152,7 @@ struct ecclComm {
     struct core_bootstrap bs;
     struct core_peer_info *peers;
     struct core_transport tp;
+    struct proxy_service *svc; /* liveness of the ranks of this host */
 
     int nchannels;
     struct core_channel channels[CORE_MAX_CHANNELS];

@@ -1,0 +1,40 @@
+/*
+ * service.h - the per-rank UDS service: a thread that keeps a stream connection to every other
+ * rank of the same host and turns a vanished peer into a failure report within milliseconds.
+ *
+ * A rank process that dies (SIGKILL, OOM) has its sockets closed by the kernel; its peers see
+ * EOF at once. The service reports that to core (a callback) and tells every other local peer
+ * (REVOKE), so that ranks blocked in a collective with healthy peers stop as well. A rank that
+ * leaves cleanly (destroy) says BYE first and is not reported. A service thread that stops
+ * answering pings within ECCL_PROXY_HEARTBEAT_MS x 4 is reported like a dead peer.
+ * docs/internals/uds-service.md describes the messages.
+ */
+#ifndef ECCL_PROXY_SERVICE_H
+#define ECCL_PROXY_SERVICE_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "eccl.h"
+
+struct proxy_service;
+
+/* Called on the service thread, once per failed peer: `peer` is the rank that failed (or -1
+ * when unknown), `text` says what was seen. */
+typedef void (*proxy_failure_fn)(void *arg, int peer, const char *text);
+
+/* Opens the listener @eccl-<magic>-<rank>-svc. Every local rank must have opened its listener
+ * (a bootstrap barrier) before any calls proxy_service_connect. */
+ecclResult_t proxy_service_create(struct proxy_service **out, uint64_t comm_magic, int rank,
+                                  int nranks, proxy_failure_fn fn, void *arg);
+/* Connects to every rank in local[] (true: on this host) and accepts their connections, then
+ * starts the service thread. Bounded by deadline_ns; checks *abort. */
+ecclResult_t proxy_service_connect(struct proxy_service *svc, const bool *local,
+                                   uint64_t deadline_ns, const _Atomic uint32_t *abort);
+/* Tells every connected peer that `peer` failed (peer -1: this rank gave up). */
+void proxy_service_revoke(struct proxy_service *svc, int peer, const char *why);
+/* Stops the thread and closes everything; `clean`: say BYE first. Safe on a service that was
+ * only created, and on NULL. */
+void proxy_service_destroy(struct proxy_service *svc, bool clean);
+
+#endif
