@@ -211,7 +211,10 @@ static void test_callback_queue(void **state)
     int order[5], n = 0;
     struct reclaim_item items[5];
     for (int i = 0; i < 5; i++) {
-        items[i] = (struct reclaim_item){.cb.fn = reclaim_fn, .id = i, .order = order, .n = &n,
+        items[i] = (struct reclaim_item){.cb.fn = reclaim_fn,
+                                         .id = i,
+                                         .order = order,
+                                         .n = &n,
                                          .ret = i == 2 ? ecclSystemError : ecclSuccess};
         eccl_cbq_push(&q, &items[i].cb);
     }
