@@ -92,12 +92,12 @@ static ecclResult_t comm_launch(struct ecclComm *comm)
         WARN("rank %d: the communicator has failed (%s); abort or shrink it", comm->rank,
              ecclGetErrorString((ecclResult_t)err));
         res = (ecclResult_t)err;
-        goto out_drop;
+        goto out_refused;
     }
     if (atomic_load(&comm->revoked)) {
         WARN("rank %d: the communicator was revoked", comm->rank);
         res = ecclInvalidUsage;
-        goto out_drop;
+        goto out_refused;
     }
     ECCL_TRY_GOTO(eccl_memstack_push(&comm->stack), res, out_drop);
     if (comm->p2p_tasks.len)
@@ -113,9 +113,12 @@ out_pop:
                       eccl_container_of(eccl_queue_pop(&plans), struct core_plan, node));
     eccl_memstack_pop(&comm->stack);
 out_drop:
-    drop_tasks(comm);
+    /* Work was planned or started: a failure now leaves peers waiting, so the communicator
+     * fails and the other ranks are told. */
     if (res != ecclSuccess)
         core_comm_set_error(comm, res == ecclInvalidArgument ? ecclInvalidUsage : res);
+out_refused:
+    drop_tasks(comm);
     atomic_fetch_sub(&comm->inflight, 1);
     return res;
 }

@@ -12,9 +12,10 @@
  *
  * Rules common to every call: a deadline (absolute, from eccl_deadline_ms; ECCL_NO_DEADLINE for
  * none) bounds the whole call including retries; the result is an ecclResult_t (ecclRemoteError
- * when the store cannot be reached or failed, ecclInvalidArgument for bad arguments, ecclInternalError
- * with "timed out" at the deadline, ecclInvalidUsage when the store refused the request, with the
- * store's own message in the last-error text); output parameters are written only on success.
+ * when the store cannot be reached or failed, ecclInvalidArgument for bad arguments,
+ * ecclInternalError with "timed out" at the deadline, ecclInvalidUsage when the store refused the
+ * request, with the store's own message in the last-error text); output parameters are written
+ * only on success.
  * Retries happen only where the request cannot have been applied (connection errors before the
  * request was sent, or reads). A store handle may be used by several threads at once.
  */
@@ -52,6 +53,8 @@ struct store_kvs {
 };
 
 void store_kv_free(struct store_kv *kv);
+/* Frees the key and value of a kv that lives in the caller's memory (an array element). */
+void store_kv_fini(struct store_kv *kv);
 void store_kvs_free(struct store_kvs *kvs);
 
 /* ---- open / close ---- */
@@ -66,7 +69,8 @@ const char *store_backend_name(const struct store *s);
 
 /* ---- keys ---- */
 
-/* Puts key=value, attached to `lease` (0: none). *rev_out (may be NULL) gets the write's revision. */
+/* Puts key=value, attached to `lease` (0: none). *rev_out (may be NULL) gets the write's
+ * revision. */
 ecclResult_t store_put(struct store *s, const void *key, size_t key_len, const void *value,
                        size_t value_len, int64_t lease, uint64_t deadline_ns, int64_t *rev_out);
 /* Reads one key. *kv_out gets a new kv (free with store_kv_free) or NULL when the key is absent.
@@ -78,8 +82,8 @@ ecclResult_t store_get(struct store *s, const void *key, size_t key_len, uint64_
  * again with from = last key + "\0" (store_kvs.more says whether there is one). *out gets a new
  * result (free with store_kvs_free). */
 ecclResult_t store_get_prefix(struct store *s, const void *prefix, size_t prefix_len,
-                              const void *from, size_t from_len, size_t limit,
-                              uint64_t deadline_ns, struct store_kvs **out);
+                              const void *from, size_t from_len, size_t limit, uint64_t deadline_ns,
+                              struct store_kvs **out);
 /* Deletes one key, or every key that starts with it when `prefix` is true. *deleted_out and
  * *rev_out may be NULL. Deleting nothing is a success with 0 deleted. */
 ecclResult_t store_delete(struct store *s, const void *key, size_t key_len, bool prefix,
@@ -106,7 +110,7 @@ struct store_cmp {
     size_t key_len;
     enum store_cmp_target target;
     enum store_cmp_result result;
-    int64_t number; /* for VERSION, CREATE, MOD */
+    int64_t number;    /* for VERSION, CREATE, MOD */
     const void *value; /* for VALUE */
     size_t value_len;
 };
@@ -207,7 +211,10 @@ typedef void (*store_watch_fn)(void *arg, const struct store_event *events, size
  * store_watch_poll. Survives store outages: the watch reconnects and resumes from the last
  * revision it delivered, so no event is lost or repeated (unless that revision was compacted
  * meanwhile: then the watch ends with an error as above). Returns once the store has accepted the
- * watch (before the deadline).
+ * watch (before the deadline). A watch that resumes on a store whose revision went back (a store
+ * that lost its state) ends with ecclRemoteError. A start revision that is already compacted
+ * gives ecclInvalidUsage ("compacted") either here or as the watch's first result, depending on
+ * the backend.
  */
 ecclResult_t store_watch_create(struct store *s, const void *key, size_t key_len, bool prefix,
                                 int64_t start_rev, store_watch_fn cb, void *arg,
@@ -240,6 +247,9 @@ struct store_server;
 ecclResult_t store_server_start(const char *listen, struct store_server **out, int *port_out);
 /* Stops the server: closes every connection and joins every thread. NULL is fine. */
 void store_server_stop(struct store_server *srv);
+/* Closes every client connection (the state stays): what a network blip does. Clients reconnect
+ * and watches resume. For tests and operators. */
+void store_server_drop_connections(struct store_server *srv);
 /* The server's current revision (tests, the CLI). */
 int64_t store_server_revision(struct store_server *srv);
 

@@ -26,8 +26,8 @@ struct store_backend {
     const char *name;
     /* Parses the part of the URL after "scheme://" up to the prefix (hosts, options), connects
      * and checks the store answers. Sets s->priv. */
-    ecclResult_t (*open)(struct store *s, const char *scheme, const char *hosts,
-                         const char *query, uint64_t deadline_ns);
+    ecclResult_t (*open)(struct store *s, const char *scheme, const char *hosts, const char *query,
+                         uint64_t deadline_ns);
     void (*close)(struct store *s);
     ecclResult_t (*range)(struct store *s, const void *key, size_t key_len, const void *end,
                           size_t end_len, size_t limit, uint64_t deadline_ns,
@@ -47,8 +47,7 @@ struct store_backend {
     ecclResult_t (*lease_revoke)(struct store *s, int64_t id, uint64_t deadline_ns);
     ecclResult_t (*lease_keepalive)(struct store *s, int64_t id, uint64_t deadline_ns,
                                     int64_t *ttl_out);
-    ecclResult_t (*lease_ttl)(struct store *s, int64_t id, uint64_t deadline_ns,
-                              int64_t *ttl_out);
+    ecclResult_t (*lease_ttl)(struct store *s, int64_t id, uint64_t deadline_ns, int64_t *ttl_out);
     /* The body of a watch's thread: runs until w->stop, reconnecting as needed, resuming from
      * w->last_rev + 1. Reports creation with store_watch_created, events with
      * store_watch_deliver, a terminal error with store_watch_fail (then returns). */
@@ -58,8 +57,8 @@ struct store_backend {
 struct store_kept_lease {
     int64_t id;
     int64_t ttl_s;
-    uint64_t next_ns;      /* next keepalive due */
-    uint64_t expires_ns;   /* last confirmed expiry */
+    uint64_t next_ns;    /* next keepalive due */
+    uint64_t expires_ns; /* last confirmed expiry */
     store_lease_lost_fn lost;
     void *arg;
 };
@@ -69,15 +68,17 @@ struct store {
     void *priv; /* the backend's */
     char *prefix;
     size_t prefix_len;
+    /* Set by store_close first: calls in flight (the keepalive thread's) give up at once. */
+    _Atomic uint32_t closing;
 
     /* Keepalive thread and the leases it keeps. */
     pthread_mutex_t ka_lock;
     pthread_cond_t ka_cond;
     pthread_t ka_thread;
-    bool ka_started;                 /* protected by ka_lock */
-    bool ka_stop;                    /* protected by ka_lock */
-    struct store_kept_lease *kept;   /* protected by ka_lock */
-    size_t nkept, kept_cap;          /* protected by ka_lock */
+    bool ka_started;               /* protected by ka_lock */
+    bool ka_stop;                  /* protected by ka_lock */
+    struct store_kept_lease *kept; /* protected by ka_lock */
+    size_t nkept, kept_cap;        /* protected by ka_lock */
 
     /* Live watches, destroyed by store_close. */
     pthread_mutex_t watch_lock;
@@ -100,20 +101,21 @@ struct store_watch {
 
     pthread_mutex_t lock;
     pthread_cond_t cond;
-    bool created;             /* protected by lock */
-    bool failed;              /* protected by lock */
-    ecclResult_t fail_res;    /* protected by lock */
-    char fail_msg[256];       /* protected by lock */
-    struct store_event *q;    /* poll mode queue, protected by lock */
+    bool created;          /* protected by lock */
+    bool failed;           /* protected by lock */
+    ecclResult_t fail_res; /* protected by lock */
+    char fail_msg[256];    /* protected by lock */
+    struct store_event *q; /* poll mode queue, protected by lock */
     size_t q_head, q_len, q_cap;
 };
 
 /* For watch backends. */
-void store_watch_created(struct store_watch *w, int64_t revision);
+/* Called at each (re)creation with the store's current revision. False (and the watch failed)
+ * when the revision went back since the last event: the store lost its state. */
+bool store_watch_created(struct store_watch *w, int64_t revision);
 /* Events with full keys, in revision order; those at or below last_rev are dropped. Returns the
  * result of queueing (ecclSystemError if memory ran out: the watch then fails). */
-ecclResult_t store_watch_deliver(struct store_watch *w, const struct store_event *events,
-                                 size_t n);
+ecclResult_t store_watch_deliver(struct store_watch *w, const struct store_event *events, size_t n);
 void store_watch_fail(struct store_watch *w, ecclResult_t res, const char *msg);
 bool store_watch_stopping(struct store_watch *w);
 
@@ -122,10 +124,9 @@ bool store_watch_stopping(struct store_watch *w);
  * set. An empty prefix or one of only 0xff bytes gives "\0" (all keys). */
 void store_range_end(const void *prefix, size_t prefix_len, char *end, size_t *end_len);
 
-/* kv helpers: copies bytes into a kv (NUL-terminated copies), frees its buffers. */
+/* Copies bytes into a kv (NUL-terminated copies). */
 ecclResult_t store_kv_set(struct store_kv *kv, const void *key, size_t key_len, const void *value,
                           size_t value_len);
-void store_kv_fini(struct store_kv *kv);
 /* Appends a zeroed kv to an array, growing it; returns NULL when out of memory. */
 struct store_kv *store_kvs_append(struct store_kv **kvs, size_t *count, size_t *cap);
 
