@@ -3,6 +3,8 @@
 #   make                    build/lib/libeccl.so, build/lib/libeccl.a, build/bin/*
 #   make test               every test a machine without a GPU can run (tests/run.sh)
 #   make test-gpu           the GPU tests (skip cleanly where no GPU is present)
+#   make test-fault         the fault-injection tests, in a FAULT=1 build under build/fault
+#   make fuzz               the libFuzzer targets, FUZZ_SECONDS each (default 60)
 #   make check-layers       the include rules of DESIGN.md
 #   make format             clang-format every source file
 #
@@ -87,7 +89,7 @@ BENCH_BINS := $(BENCH_SRCS:%.c=$(BUILD)/%)
 EXAMPLE_SRCS := $(wildcard examples/*.c)
 EXAMPLE_BINS := $(EXAMPLE_SRCS:%.c=$(BUILD)/%)
 
-.PHONY: all lib tools tests test test-gpu check check-layers check-env-docs format clean bench \
+.PHONY: all lib tools tests test test-fault fuzz test-gpu check check-layers check-env-docs format clean bench \
 	examples
 all: lib tools examples
 
@@ -146,6 +148,14 @@ check: check-layers check-env-docs
 
 test: all tests check
 	$(Q)ECCL_BUILD=$(BUILD) SAN="$(SAN)" tests/run.sh
+
+# Tests whose fault sites need FAULT=1, in their own build folder so that build/ is untouched.
+test-fault:
+	$(Q)$(MAKE) --no-print-directory BUILD=$(BUILD)/fault FAULT=1 all tests
+	$(Q)ECCL_BUILD=$(BUILD)/fault tests/run.sh unit/
+
+fuzz:
+	$(Q)FUZZ_BUILD=$(BUILD)/fuzz tests/unit/store/fuzz/run.sh
 
 test-gpu: all tests
 	$(Q)ECCL_BUILD=$(BUILD) tests/gpu/run.sh

@@ -4,7 +4,8 @@
 set -euo pipefail
 
 pkgs=(build-essential pkg-config libcmocka-dev libcurl4-openssl-dev libjansson-dev
-      libibverbs-dev etcd-server etcd-client openssl iproute2 procps clang-format)
+      libibverbs-dev etcd-server etcd-client openssl iproute2 procps clang-format
+      clang libclang-rt-14-dev)
 
 missing=()
 for p in "${pkgs[@]}"; do

@@ -53,9 +53,15 @@ static ecclResult_t run_one(enum which which, ecclComm_t comm, int rank, float *
     case BROADCAST:
         return ecclBroadcast(a, b, COUNT, ecclFloat, 0, comm, NULL);
     case SENDRECV: {
+        /* Every rank exchanges with every other one, so every survivor depends on the victim
+         * (in a ring, two survivors could finish without it: p2p is not collective). */
         ecclGroupStart();
-        ecclSend(a, COUNT, ecclFloat, (rank + 1) % NRANKS, comm, NULL);
-        ecclRecv(b, COUNT, ecclFloat, (rank + NRANKS - 1) % NRANKS, comm, NULL);
+        for (int p = 0; p < NRANKS; p++) {
+            if (p == rank)
+                continue;
+            ecclSend(a, COUNT / 2, ecclFloat, p, comm, NULL);
+            ecclRecv(b + (size_t)p * COUNT, COUNT / 2, ecclFloat, p, comm, NULL);
+        }
         return ecclGroupEnd();
     }
     }
@@ -126,8 +132,15 @@ static int rank_main(int rank, int nranks, const ecclUniqueId *id, void *arg)
         printf("rank %d: barrier failed\n", rank);
         return 1;
     }
-    if (rank == VICTIM)
+    if (rank == VICTIM) {
+        /* The fault time, taken just before the parent acts (a survivor can see the fault
+         * before the parent could record it after acting). */
+        double now = mp_now_ms();
+        uint64_t bits;
+        memcpy(&bits, &now, sizeof(bits));
+        atomic_store(&c->sh->kill_ms_bits, bits);
         mp_point("victim");
+    }
     r = run_one(c->which, comm, rank, a, b);
     double t_done = mp_now_ms();
     if (rank == VICTIM) {
@@ -176,18 +189,6 @@ static int rank_main(int rank, int nranks, const ecclUniqueId *id, void *arg)
     return bad;
 }
 
-static void on_point(int rank, const char *point, int hit, void *arg)
-{
-    (void)rank;
-    (void)point;
-    (void)hit;
-    struct ctx *c = arg;
-    double now = mp_now_ms();
-    uint64_t bits;
-    memcpy(&bits, &now, sizeof(bits));
-    atomic_store(&c->sh->kill_ms_bits, bits);
-}
-
 static void run_case(enum which which, enum mp_action_kind kind, double bound_ms)
 {
     struct ctx c = {.which = which, .bound_ms = bound_ms};
@@ -205,9 +206,7 @@ static void run_case(enum which which, enum mp_action_kind kind, double bound_ms
                         .arg = &c,
                         .timeout_ms = 60000,
                         .actions = &act,
-                        .nactions = 1,
-                        .on_point = on_point,
-                        .on_point_arg = &c};
+                        .nactions = 1};
     struct mp_report rep;
     int rc = mp_run_opts(&o, &rep);
     double max = 0;
