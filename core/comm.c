@@ -33,6 +33,7 @@ ECCL_PARAM_INT(nchannels, "ECCL_NCHANNELS", 0)
 ECCL_PARAM_INT(max_nchannels, "ECCL_MAX_NCHANNELS", 4)
 ECCL_PARAM_INT(timeout_ms, "ECCL_TIMEOUT_MS", 600000)
 ECCL_PARAM_INT(abort_wait_ms, "ECCL_ABORT_WAIT_MS", 1000)
+ECCL_PARAM_INT(spin, "ECCL_SPIN", -1)
 
 /* --- versions and ids --------------------------------------------------------------------- */
 
@@ -345,6 +346,12 @@ ecclResult_t core_comm_create(struct ecclComm **out, int nranks, const ecclUniqu
     for (int i = 0; i < nranks; i++)
         nlocal += comm->peers[i].host_hash == me.host_hash;
     comm->nchannels = pick_nchannels(&cfg, nlocal);
+    /* Spinning pays while every rank has a core; with more ranks than cores it steals the CPU
+     * from the very peer being waited for: poll briefly, then sleep. */
+    int64_t spin = eccl_param_spin();
+    if (spin < 0)
+        spin = nlocal > get_nprocs() ? 100 : 2000;
+    comm->spin = (uint32_t)ECCL_MIN(spin, (int64_t)UINT32_MAX);
     comm->ring = eccl_arena_alloc(&comm->arena, sizeof(int) * (size_t)nranks, 16);
     if (!comm->ring) {
         res = ecclSystemError;

@@ -159,6 +159,7 @@ struct ecclComm {
     int *ring; /* ranks in ring order */
     int ring_index;
     int64_t timeout_ms;
+    uint32_t spin; /* connector polls before yielding (ECCL_SPIN, or by oversubscription) */
 
     /* Memory: permanent arena, scoped stack for launch preparation, pools. */
     struct eccl_arena arena;

@@ -16,13 +16,11 @@
 #include "common/time.h"
 #include "core/core_int.h"
 
-ECCL_PARAM_INT(spin, "ECCL_SPIN", 2000)
-
 static void fill_ctx(const struct ecclComm *comm, struct kern_ctx *ctx)
 {
     ctx->abort = &comm->abort;
     ctx->timeout_ns = comm->timeout_ms > 0 ? (uint64_t)comm->timeout_ms * ECCL_NS_PER_MS : 0;
-    ctx->spin = (uint32_t)ECCL_MAX(eccl_param_spin(), 0);
+    ctx->spin = comm->spin;
     ctx->failed_peer = -1;
 }
 
