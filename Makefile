@@ -153,6 +153,7 @@ test: all tests check
 test-fault:
 	$(Q)$(MAKE) --no-print-directory BUILD=$(BUILD)/fault FAULT=1 all tests
 	$(Q)ECCL_BUILD=$(BUILD)/fault tests/run.sh unit/
+	$(Q)ECCL_BUILD=$(BUILD)/fault tests/run.sh fault/
 
 fuzz:
 	$(Q)FUZZ_BUILD=$(BUILD)/fuzz tests/unit/store/fuzz/run.sh

@@ -116,7 +116,7 @@ static void set_error(struct ecclComm *comm, ecclResult_t res, bool propagate)
             proxy_service_revoke(comm->svc, -1, comm->last_error);
     }
     atomic_store(&comm->abort, 1);
-    core_exec_wake_all(comm);
+    core_exec_close_all(comm);
 }
 
 void core_comm_set_error(struct ecclComm *comm, ecclResult_t res)
@@ -503,7 +503,7 @@ static ecclResult_t comm_teardown(struct ecclComm *comm, bool abort, const char 
     int rank = comm->rank, nranks = comm->nranks;
     if (abort) {
         atomic_store(&comm->abort, 1);
-        core_exec_wake_all(comm);
+        core_exec_close_all(comm);
         wait_inflight(comm);
         if (atomic_load(&comm->inflight) > 0) {
             comm->magic = 0;
@@ -541,7 +541,7 @@ ECCL_API ecclResult_t ecclCommRevoke(ecclComm_t comm, int revokeFlags)
                    revokeFlags);
     atomic_store(&comm->revoked, true);
     atomic_store(&comm->abort, 1);
-    core_exec_wake_all(comm);
+    core_exec_close_all(comm);
     INFO(ECCL_LOG_INIT, "comm %p rank %d revoked", (void *)comm, comm->rank);
     return atomic_load(&comm->inflight) > 0 ? ecclInProgress : ecclSuccess;
 }
@@ -651,7 +651,7 @@ ECCL_API ecclResult_t ecclCommShrink(ecclComm_t comm, int *excludeRanksList, int
     if (shrinkFlags == ECCL_SHRINK_ABORT) {
         /* Stop whatever is in flight on the parent; its peers may be dead. */
         atomic_store(&comm->abort, 1);
-        core_exec_wake_all(comm);
+        core_exec_close_all(comm);
         wait_inflight(comm);
     }
     /* Survivors keep their relative order; the lowest survivor makes the new root and sends

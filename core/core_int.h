@@ -223,7 +223,7 @@ void core_exec_stop(struct ecclComm *comm);
 ecclResult_t core_exec_plans(struct ecclComm *comm, struct eccl_queue *plans);
 ecclResult_t core_exec_post(struct ecclComm *comm, struct core_plan *plan, bool inline0);
 ecclResult_t core_exec_wait(struct ecclComm *comm, struct core_plan *plan, bool inline0);
-void core_exec_wake_all(struct ecclComm *comm);
+void core_exec_close_all(struct ecclComm *comm);
 
 /* group.c */
 ecclResult_t core_group_add_task(struct ecclComm *comm, struct core_task *task);

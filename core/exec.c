@@ -94,21 +94,23 @@ void core_exec_stop(struct ecclComm *comm)
     }
 }
 
-void core_exec_wake_all(struct ecclComm *comm)
+void core_exec_close_all(struct ecclComm *comm)
 {
+    /* Closing (not only waking) every connector tells the peers blocked on them that this rank
+     * gave up, even when their own failure detection has not seen it. */
     for (int c = 0; c < comm->nchannels; c++) {
         struct kern_chan *kc = &comm->channels[c].kc;
-        kern_conn_wake_all(kc->ring_recv);
-        kern_conn_wake_all(kc->ring_send);
-        kern_conn_wake_all(kc->tree_up_send);
-        kern_conn_wake_all(kc->tree_down_recv);
+        kern_conn_close(kc->ring_recv);
+        kern_conn_close(kc->ring_send);
+        kern_conn_close(kc->tree_up_send);
+        kern_conn_close(kc->tree_down_recv);
         for (int i = 0; i < 2; i++) {
-            kern_conn_wake_all(kc->tree_up_recv[i]);
-            kern_conn_wake_all(kc->tree_down_send[i]);
+            kern_conn_close(kc->tree_up_recv[i]);
+            kern_conn_close(kc->tree_down_send[i]);
         }
         for (int r = 0; kc->p2p_send && r < comm->nranks; r++) {
-            kern_conn_wake_all(kc->p2p_send[r]);
-            kern_conn_wake_all(kc->p2p_recv[r]);
+            kern_conn_close(kc->p2p_send[r]);
+            kern_conn_close(kc->p2p_recv[r]);
         }
     }
 }

@@ -89,8 +89,12 @@ static ecclResult_t comm_launch(struct ecclComm *comm)
     eccl_log_set_dev(comm->rank);
     int err = atomic_load(&comm->async_error);
     if (err != ecclSuccess && err != ecclInProgress) {
-        WARN("rank %d: the communicator has failed (%s); abort or shrink it", comm->rank,
-             ecclGetErrorString((ecclResult_t)err));
+        char why[sizeof(comm->last_error)];
+        pthread_mutex_lock(&comm->error_lock);
+        snprintf(why, sizeof(why), "%s", comm->last_error);
+        pthread_mutex_unlock(&comm->error_lock);
+        WARN("rank %d: the communicator failed earlier (%s): %s; abort or shrink it", comm->rank,
+             ecclGetErrorString((ecclResult_t)err), why);
         res = (ecclResult_t)err;
         goto out_refused;
     }

@@ -5,7 +5,8 @@
  * between threads); the sender maps it. `tail` counts steps posted by the sender, `head` steps
  * consumed by the receiver; both only grow (32-bit, compared modulo 2^32) and both are futex
  * words, so a side that has nothing to do sleeps instead of spinning. Slot i % nslots holds step
- * i: `sizes[slot]` bytes at data + slot * slot_bytes.
+ * i: `sizes[slot]` bytes at data + slot * slot_bytes. `closed` tells a waiting side that the other
+ * side gave up.
  */
 #ifndef ECCL_KERNELS_CONN_H
 #define ECCL_KERNELS_CONN_H
@@ -28,7 +29,9 @@ struct eccl_conn_ctrl {
     _Alignas(64) uint32_t magic;
     uint32_t nslots;
     uint32_t slot_bytes;
-    uint32_t pad;
+    /* Set by either side when its communicator fails or aborts: the other side stops waiting
+     * at once, whatever its own failure detection has seen. */
+    _Atomic uint32_t closed;
     _Atomic uint32_t sizes[ECCL_CONN_MAX_SLOTS];
 };
 

@@ -55,6 +55,13 @@ static ecclResult_t wait_check(struct kern_ctx *ctx, uint64_t *start, int peer, 
     return ecclSuccess;
 }
 
+static ecclResult_t closed_error(struct kern_ctx *ctx, int peer)
+{
+    WARN("rank %d closed its connection: its communicator failed or was aborted", peer);
+    ctx->failed_peer = peer;
+    return ecclRemoteError;
+}
+
 /* Waits until `word` differs from `value` (data) or until tail - head < nslots (space). */
 static ecclResult_t wait_data(struct eccl_conn_ctrl *c, uint32_t head, struct kern_ctx *ctx,
                               int peer)
@@ -68,6 +75,8 @@ static ecclResult_t wait_data(struct eccl_conn_ctrl *c, uint32_t head, struct ke
     for (int round = 0;; round++) {
         if (atomic_load_explicit(&c->tail, memory_order_acquire) != head)
             return ecclSuccess;
+        if (atomic_load_explicit(&c->closed, memory_order_acquire))
+            return closed_error(ctx, peer);
         ECCL_TRY(wait_check(ctx, &start, peer, "data"));
         if (round < YIELDS_BEFORE_SLEEP) {
             sched_yield();
@@ -94,6 +103,8 @@ static ecclResult_t wait_space(struct eccl_conn_ctrl *c, uint32_t tail, struct k
         uint32_t head = atomic_load_explicit(&c->head, memory_order_acquire);
         if (tail - head < nslots)
             return ecclSuccess;
+        if (atomic_load_explicit(&c->closed, memory_order_acquire))
+            return closed_error(ctx, peer);
         ECCL_TRY(wait_check(ctx, &start, peer, "buffer space"));
         if (round < YIELDS_BEFORE_SLEEP) {
             sched_yield();
@@ -104,6 +115,14 @@ static ecclResult_t wait_space(struct eccl_conn_ctrl *c, uint32_t tail, struct k
             eccl_futex_wait(&c->head, head, SLEEP_SLICE_NS, true);
         atomic_fetch_sub_explicit(&c->head_waiters, 1, memory_order_relaxed);
     }
+}
+
+void kern_conn_close(struct eccl_conn_ctrl *c)
+{
+    if (!c)
+        return;
+    atomic_store_explicit(&c->closed, 1, memory_order_release);
+    kern_conn_wake_all(c);
 }
 
 void kern_conn_wake_all(struct eccl_conn_ctrl *c)
@@ -658,6 +677,8 @@ static ecclResult_t p2p_run(struct kern_chan *ch, const struct eccl_work *works,
             idle = 0;
             continue;
         }
+        if (sleep_on && atomic_load_explicit(&sleep_on->closed, memory_order_acquire))
+            return closed_error(ctx, sleep_peer);
         ECCL_TRY(wait_check(ctx, &start, sleep_peer, "point-to-point data"));
         if (++idle < (int)ctx->spin / 64 + YIELDS_BEFORE_SLEEP) {
             if (idle > YIELDS_BEFORE_SLEEP)

@@ -49,7 +49,9 @@ struct kern_ctx {
 ecclResult_t kern_host_run(struct kern_chan *ch, const struct eccl_work *works, int nworks,
                            struct kern_ctx *ctx);
 
-/* Wakes every sleeper on a connector (abort). */
+/* Wakes every sleeper on a connector. */
 void kern_conn_wake_all(struct eccl_conn_ctrl *c);
+/* Marks a connector closed (this side failed or aborted) and wakes the other side. */
+void kern_conn_close(struct eccl_conn_ctrl *c);
 
 #endif

@@ -1,0 +1,77 @@
+/*
+ * test_proxy_fault.c - the UDS service thread of one rank dies (fault site proxy_thread, FAULT=1
+ * builds only; skipped otherwise). Its process lives on and keeps its sockets open, so nothing
+ * closes: the other ranks must see the missing heartbeats (20 ms x 5 here) and fail their
+ * collective with ecclRemoteError, and the rank whose service died must fail too, because its
+ * peers close their connectors when they give up. Every rank ends within a bound that proves
+ * no hang, then aborts cleanly.
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+
+#include <cmocka.h>
+
+#include "common/fault.h"
+#include "eccl.h"
+#include "tests/support/mp.h"
+
+#define NRANKS 3
+#define FAULTY 1
+
+static int rank_main(int rank, int nranks, const ecclUniqueId *id, void *arg)
+{
+    (void)arg;
+    if (rank == FAULTY)
+        eccl_fault_arm("proxy_thread", 4, false); /* a few loops after start */
+    ecclComm_t comm;
+    if (mp_comm_init(&comm, nranks, id, rank) != ecclSuccess) {
+        printf("rank %d: init failed: %s\n", rank, ecclGetLastError(NULL));
+        return 1;
+    }
+    float a[4096], b[4096];
+    for (int i = 0; i < 4096; i++)
+        a[i] = 1.0f;
+    double t0 = mp_now_ms();
+    ecclResult_t r = ecclSuccess;
+    /* Collectives until the failure is seen; 10 s would mean a hang. */
+    while (r == ecclSuccess && mp_now_ms() - t0 < 10000)
+        r = ecclAllReduce(a, b, 4096, ecclFloat, ecclSum, comm, NULL);
+    double took = mp_now_ms() - t0;
+    int bad = 0;
+    if (r != ecclRemoteError) {
+        printf("rank %d: the loop ended with %d (%s), want ecclRemoteError\n", rank, r,
+               ecclGetErrorString(r));
+        bad = 1;
+    }
+    if (took > 5000) {
+        printf("rank %d: the failure took %.0f ms to be seen\n", rank, took);
+        bad = 1;
+    }
+    printf("rank %d: failed after %.0f ms: %s\n", rank, took, ecclGetLastError(comm));
+    bad |= ecclCommAbort(comm) != ecclSuccess;
+    return bad;
+}
+
+static void test_proxy_thread_dies(void **s)
+{
+    (void)s;
+    assert_int_equal(mp_run(NRANKS, rank_main, NULL, 60000), 0);
+}
+
+int main(void)
+{
+#ifndef ECCL_FAULT_ENABLED
+    printf("SKIP: needs a build with FAULT=1 (make test-fault)\n");
+    return 77;
+#else
+    mp_env_setup();
+    setenv("ECCL_PROXY_HEARTBEAT_MS", "20", 0);
+    setenv("ECCL_PROXY_HEARTBEAT_MISSES", "5", 0);
+    const struct CMUnitTest tests[] = {cmocka_unit_test(test_proxy_thread_dies)};
+    return cmocka_run_group_tests(tests, NULL, NULL);
+#endif
+}
