@@ -121,6 +121,8 @@ $(BUILD)/lib/libeccl.so: $(LIB_OBJS)
 		$^ $(LDLIBS)
 
 # A tool is every .c file in tools/<name>/, linked statically against libeccl.a.
+# Keep intermediate objects (test and tool objects would otherwise be deleted after linking).
+.SECONDARY:
 .SECONDEXPANSION:
 # (foreach, not patsubst: a % in a pattern rule's prerequisites is replaced by the stem.)
 $(BUILD)/bin/%: $$(foreach f,$$(wildcard tools/$$*/*.c),$(OBJ)/$$(basename $$(f)).o) $(BUILD)/lib/libeccl.a
