@@ -411,54 +411,40 @@ static int ring_index_of(const struct kern_chan *ch, int rank)
     return 0;
 }
 
-static ecclResult_t ring_broadcast(struct ring_op *r)
+/* Broadcast and Reduce are chains along the ring: the rank at chain position 0 starts (the root
+ * for Broadcast, the root's successor for Reduce), the last one ends (the root's predecessor for
+ * Broadcast, the root for Reduce), the others pass each chunk on. */
+static ecclResult_t ring_chain(struct ring_op *r, int start_after_root, enum step_kind first,
+                               enum step_kind middle, enum step_kind last, int reduces)
 {
     const struct eccl_work *w = r->w;
     int n = r->ch->nranks;
     size_t ts = r->ts, cnt = w->chan_count;
     const char *in = buf_at(w->sendbuff, w->chan_offset * ts);
     char *out = buf_at(w->recvbuff, w->chan_offset * ts);
-    int d = (r->ch->ring_index - ring_index_of(r->ch, w->root) + n) % n;
     if (n == 1) {
-        single_rank(w, &r->op, in, out, cnt, 0);
+        single_rank(w, &r->op, in, out, cnt, reduces);
         return ecclSuccess;
     }
+    int d = (r->ch->ring_index - ring_index_of(r->ch, w->root) + n) % n;
+    int pos = (d - start_after_root + n) % n;
+    enum step_kind kind = pos == 0 ? first : pos == n - 1 ? last : middle;
     for (size_t loop = 0; loop < cnt; loop += r->chunk) {
         size_t ne = ECCL_MIN(r->chunk, cnt - loop);
         size_t off = loop * ts;
-        if (d == 0)
-            ECCL_TRY(do_step(&r->io, STEP_COPY_SEND, in + off, out + off, ne, ts));
-        else if (d == n - 1)
-            ECCL_TRY(do_step(&r->io, STEP_RECV, NULL, out + off, ne, ts));
-        else
-            ECCL_TRY(do_step(&r->io, STEP_RECV_COPY_SEND, NULL, out + off, ne, ts));
+        ECCL_TRY(do_step(&r->io, kind, in ? in + off : NULL, out ? out + off : NULL, ne, ts));
     }
     return ecclSuccess;
 }
 
+static ecclResult_t ring_broadcast(struct ring_op *r)
+{
+    return ring_chain(r, 0, STEP_COPY_SEND, STEP_RECV_COPY_SEND, STEP_RECV, 0);
+}
+
 static ecclResult_t ring_reduce(struct ring_op *r)
 {
-    const struct eccl_work *w = r->w;
-    int n = r->ch->nranks;
-    size_t ts = r->ts, cnt = w->chan_count;
-    const char *in = buf_at(w->sendbuff, w->chan_offset * ts);
-    char *out = buf_at(w->recvbuff, w->chan_offset * ts);
-    int d = (r->ch->ring_index - ring_index_of(r->ch, w->root) + n) % n;
-    if (n == 1) {
-        single_rank(w, &r->op, in, out, cnt, 1);
-        return ecclSuccess;
-    }
-    for (size_t loop = 0; loop < cnt; loop += r->chunk) {
-        size_t ne = ECCL_MIN(r->chunk, cnt - loop);
-        size_t off = loop * ts;
-        if (d == 1)
-            ECCL_TRY(do_step(&r->io, STEP_SEND, in + off, NULL, ne, ts));
-        else if (d == 0)
-            ECCL_TRY(do_step(&r->io, STEP_RECV_REDUCE_COPY, in + off, out + off, ne, ts));
-        else
-            ECCL_TRY(do_step(&r->io, STEP_RECV_REDUCE_SEND, in + off, NULL, ne, ts));
-    }
-    return ecclSuccess;
+    return ring_chain(r, 1, STEP_SEND, STEP_RECV_REDUCE_SEND, STEP_RECV_REDUCE_COPY, 1);
 }
 
 /* --- tree AllReduce ----------------------------------------------------------------------- */
