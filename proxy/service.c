@@ -324,6 +324,13 @@ static void *svc_main(void *arg)
             WARN("UDS service of rank %d: thread exits (fault injection)", svc->rank);
             goto out;
         }
+        if (ECCL_FAULT("uds_close")) {
+            /* The service's connections vanish while the thread and the process live on. */
+            WARN("UDS service of rank %d: closing its connections (fault injection)", svc->rank);
+            for (int i = 0; i < n; i++)
+                if (svc->peers[i].fd >= 0)
+                    shutdown(svc->peers[i].fd, SHUT_RDWR);
+        }
         uint64_t now = eccl_now_ns();
         if (now >= next_ping) {
             struct svc_msg m;

@@ -1,6 +1,7 @@
 /*
- * test_proxy_fault.c - the UDS service thread of one rank dies (fault site proxy_thread, FAULT=1
- * builds only; skipped otherwise). Its process lives on and keeps its sockets open, so nothing
+ * test_proxy_fault.c - the UDS service thread of one rank dies (fault site proxy_thread), or its
+ * connections close under a live process (uds_close); FAULT=1 builds only, skipped otherwise.
+ * For the dead thread: Its process lives on and keeps its sockets open, so nothing
  * closes: the other ranks must see the missing heartbeats (20 ms x 5 here) and fail their
  * collective with ecclRemoteError, and the rank whose service died must fail too, because its
  * peers close their connectors when they give up. Every rank ends within a bound that proves
@@ -26,9 +27,9 @@
 
 static int rank_main(int rank, int nranks, const ecclUniqueId *id, void *arg)
 {
-    (void)arg;
+    const char *site = arg;
     if (rank == FAULTY)
-        eccl_fault_arm("proxy_thread", 4, false); /* a few loops after start */
+        eccl_fault_arm(site, 4, false); /* a few service loops after start */
     ecclComm_t comm;
     if (mp_comm_init(&comm, nranks, id, rank) != ecclSuccess) {
         printf("rank %d: init failed: %s\n", rank, ecclGetLastError(NULL));
@@ -61,7 +62,14 @@ static int rank_main(int rank, int nranks, const ecclUniqueId *id, void *arg)
 static void test_proxy_thread_dies(void **s)
 {
     (void)s;
-    assert_int_equal(mp_run(NRANKS, rank_main, NULL, 60000), 0);
+    assert_int_equal(mp_run(NRANKS, rank_main, (void *)"proxy_thread", 60000), 0);
+}
+
+/* The service's sockets close under a live process: peers see EOF at once. */
+static void test_uds_closed(void **s)
+{
+    (void)s;
+    assert_int_equal(mp_run(NRANKS, rank_main, (void *)"uds_close", 60000), 0);
 }
 
 #endif
@@ -75,7 +83,8 @@ int main(void)
     mp_env_setup();
     setenv("ECCL_PROXY_HEARTBEAT_MS", "20", 0);
     setenv("ECCL_PROXY_HEARTBEAT_MISSES", "5", 0);
-    const struct CMUnitTest tests[] = {cmocka_unit_test(test_proxy_thread_dies)};
+    const struct CMUnitTest tests[] = {cmocka_unit_test(test_proxy_thread_dies),
+                                       cmocka_unit_test(test_uds_closed)};
     return cmocka_run_group_tests(tests, NULL, NULL);
 #endif
 }
