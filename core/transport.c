@@ -123,36 +123,45 @@ static void peer_uds_name(const struct ecclComm *comm, int peer, char *buf, size
     snprintf(buf, len, "eccl-%016llx-%d", (unsigned long long)comm->bs.magic, peer);
 }
 
+/* Receives one datagram into the stash, checked: malformed ones are dropped with a WARN (and
+ * their descriptor closed). deadline_ns 0: do not wait (ecclInProgress when nothing is there). */
+static ecclResult_t recv_one(struct ecclComm *comm, uint64_t deadline_ns,
+                             const _Atomic uint32_t *abort)
+{
+    struct uds_hdr h;
+    size_t len = sizeof(h);
+    int fd = -1;
+    ECCL_TRY(eccl_uds_recv(comm->tp.uds_fd, &h, &len, &fd, deadline_ns, abort));
+    if (len != sizeof(h) || h.magic != UDS_MSG_MAGIC || h.comm_magic != comm->bs.magic ||
+        h.from < 0 || h.from >= comm->nranks || fd < 0) {
+        WARN("dropped a malformed connector message on @%s (%zu bytes, fd %d)", comm->tp.uds_name,
+             len, fd);
+        if (fd >= 0)
+            close(fd);
+        return ecclSuccess;
+    }
+    struct core_uds_msg *m = eccl_calloc(1, sizeof(*m), "uds-msg");
+    if (!m) {
+        close(fd);
+        return ecclSystemError;
+    }
+    m->h = h;
+    m->fd = fd;
+    struct core_uds_msg **pp = &comm->tp.stash;
+    while (*pp)
+        pp = &(*pp)->next;
+    *pp = m;
+    return ecclSuccess;
+}
+
 /* Moves every datagram waiting on our socket to the stash (never blocks). */
 static ecclResult_t drain_uds(struct ecclComm *comm)
 {
     for (;;) {
-        struct uds_hdr h;
-        size_t len = sizeof(h);
-        int fd = -1;
-        ecclResult_t r = eccl_uds_recv(comm->tp.uds_fd, &h, &len, &fd, 0, NULL);
+        ecclResult_t r = recv_one(comm, 0, NULL);
         if (r == ecclInProgress)
             return ecclSuccess; /* nothing waiting */
         ECCL_TRY(r);
-        if (len != sizeof(h) || h.magic != UDS_MSG_MAGIC || h.comm_magic != comm->bs.magic ||
-            h.from < 0 || h.from >= comm->nranks || fd < 0) {
-            WARN("dropped a malformed connector message on @%s (%zu bytes, fd %d)",
-                 comm->tp.uds_name, len, fd);
-            if (fd >= 0)
-                close(fd);
-            continue;
-        }
-        struct core_uds_msg *m = eccl_calloc(1, sizeof(*m), "uds-msg");
-        if (!m) {
-            close(fd);
-            return ecclSystemError;
-        }
-        m->h = h;
-        m->fd = fd;
-        struct core_uds_msg **pp = &comm->tp.stash;
-        while (*pp)
-            pp = &(*pp)->next;
-        *pp = m;
     }
 }
 
@@ -224,33 +233,13 @@ static ecclResult_t conn_recv_desc(struct ecclComm *comm, int peer, uint32_t tag
             *out = c;
             return ecclSuccess;
         }
-        struct uds_hdr h;
-        size_t len = sizeof(h);
-        int fd = -1;
-        ecclResult_t r = eccl_uds_recv(comm->tp.uds_fd, &h, &len, &fd, deadline, &comm->abort);
-        if (r != ecclSuccess) {
-            if (r == ecclInternalError)
-                WARN("rank %d did not pass its connector (tag 0x%x) within %lld ms", peer, tag,
-                     (long long)comm->bs.timeout_ms);
-            return r == ecclInternalError ? ecclRemoteError : r;
+        ecclResult_t r = recv_one(comm, deadline, &comm->abort);
+        if (r == ecclInternalError) {
+            WARN("rank %d did not pass its connector (tag 0x%x) within %lld ms", peer, tag,
+                 (long long)comm->bs.timeout_ms);
+            return ecclRemoteError;
         }
-        if (len != sizeof(h) || h.magic != UDS_MSG_MAGIC || h.comm_magic != comm->bs.magic ||
-            h.from < 0 || h.from >= comm->nranks || fd < 0) {
-            WARN("dropped a malformed connector message on @%s (%zu bytes, fd %d)",
-                 comm->tp.uds_name, len, fd);
-            if (fd >= 0)
-                close(fd);
-            continue;
-        }
-        struct core_uds_msg *m = eccl_calloc(1, sizeof(*m), "uds-msg");
-        if (!m) {
-            close(fd);
-            return ecclSystemError;
-        }
-        m->h = h;
-        m->fd = fd;
-        m->next = comm->tp.stash;
-        comm->tp.stash = m;
+        ECCL_TRY(r);
     }
 }
 
