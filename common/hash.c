@@ -37,7 +37,7 @@ uint64_t eccl_hash64(const void *data, size_t len, uint64_t seed)
 }
 
 static char host_name[256];
-static uint64_t host_hash;
+static char host_boot[64];
 static pthread_once_t host_once = PTHREAD_ONCE_INIT;
 
 static void host_init(void)
@@ -50,28 +50,36 @@ static void host_init(void)
     for (i = 0; full[i] && full[i] != '.' && i < sizeof(host_name) - 1; i++)
         host_name[i] = (full[i] == '/' || full[i] == '%') ? '-' : full[i];
     host_name[i] = '\0';
+    int fd = open("/proc/sys/kernel/random/boot_id", O_RDONLY | O_CLOEXEC);
+    if (fd >= 0) {
+        ssize_t n = read(fd, host_boot, sizeof(host_boot) - 1);
+        host_boot[n > 0 ? n : 0] = '\0';
+        close(fd);
+    }
+}
 
+/* Not cached: a process may move to another network namespace (tests do, after fork), and
+ * ECCL_HOSTID may be set after the first call. */
+uint64_t eccl_host_hash(void)
+{
+    pthread_once(&host_once, host_init);
     char id[512];
     const char *env = getenv("ECCL_HOSTID");
     if (env && *env) {
         snprintf(id, sizeof(id), "%s", env);
     } else {
-        char boot[64] = "";
-        int fd = open("/proc/sys/kernel/random/boot_id", O_RDONLY | O_CLOEXEC);
-        if (fd >= 0) {
-            ssize_t n = read(fd, boot, sizeof(boot) - 1);
-            boot[n > 0 ? n : 0] = '\0';
-            close(fd);
-        }
-        snprintf(id, sizeof(id), "%s|%s", full, boot);
+        /* Ranks in different network namespaces (containers, pods) cannot reach each other's
+         * abstract unix sockets, which shared memory needs: they count as different hosts. */
+        char ns[64] = "";
+        ssize_t n = readlink("/proc/self/ns/net", ns, sizeof(ns) - 1);
+        ns[n > 0 ? n : 0] = '\0';
+        char full[256] = "unknown";
+        if (gethostname(full, sizeof(full) - 1) != 0)
+            strcpy(full, "unknown");
+        full[sizeof(full) - 1] = '\0';
+        snprintf(id, sizeof(id), "%s|%s|%s", full, host_boot, ns);
     }
-    host_hash = eccl_hash64(id, strlen(id), 0x6563636c);
-}
-
-uint64_t eccl_host_hash(void)
-{
-    pthread_once(&host_once, host_init);
-    return host_hash;
+    return eccl_hash64(id, strlen(id), 0x6563636c);
 }
 
 const char *eccl_hostname(void)

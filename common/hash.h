@@ -9,8 +9,9 @@
 
 uint64_t eccl_hash64(const void *data, size_t len, uint64_t seed);
 uint64_t eccl_hash_mix(uint64_t h);
-/* Identifies this host: hostname plus /proc/sys/kernel/random/boot_id (ECCL_HOSTID overrides,
- * which tests use to simulate several hosts on one machine). */
+/* Identifies this host: hostname, /proc/sys/kernel/random/boot_id and the network namespace
+ * (ECCL_HOSTID overrides, which tests use to simulate several hosts on one machine). Computed at
+ * each call. */
 uint64_t eccl_host_hash(void);
 /* 64 random bits from getrandom(). */
 uint64_t eccl_random64(void);

@@ -3,7 +3,10 @@
  */
 #include "common/sync.h"
 
+#include <errno.h>
 #include <linux/futex.h>
+#include <string.h>
+#include <sys/eventfd.h>
 #include <sys/syscall.h>
 #include <time.h>
 #include <unistd.h>
@@ -59,4 +62,49 @@ ecclResult_t eccl_event_wait(struct eccl_event *e, const _Atomic uint32_t *abort
         eccl_futex_wait(&e->state, 0, 10 * ECCL_NS_PER_MS, false);
     }
     return ecclSuccess;
+}
+
+ecclResult_t eccl_bell_init(struct eccl_bell *b)
+{
+    atomic_store(&b->sleeping, 0);
+    b->efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+    if (b->efd < 0) {
+        WARN("eventfd failed: %s", strerror(errno));
+        return ecclSystemError;
+    }
+    return ecclSuccess;
+}
+
+void eccl_bell_fini(struct eccl_bell *b)
+{
+    if (b->efd >= 0)
+        close(b->efd);
+    b->efd = -1;
+}
+
+void eccl_bell_ring(struct eccl_bell *b)
+{
+    /* Pairs with the fence in eccl_bell_arm: either the sleeper's last check sees our work, or
+     * we see it sleeping. */
+    atomic_thread_fence(memory_order_seq_cst);
+    if (atomic_load_explicit(&b->sleeping, memory_order_relaxed) &&
+        atomic_exchange_explicit(&b->sleeping, 0, memory_order_acq_rel)) {
+        uint64_t one = 1;
+        ssize_t rc = write(b->efd, &one, sizeof(one));
+        (void)rc; /* EAGAIN: the counter is already non-zero, the sleeper wakes anyway */
+    }
+}
+
+void eccl_bell_arm(struct eccl_bell *b)
+{
+    atomic_store_explicit(&b->sleeping, 1, memory_order_relaxed);
+    atomic_thread_fence(memory_order_seq_cst);
+}
+
+void eccl_bell_drain(struct eccl_bell *b)
+{
+    atomic_store_explicit(&b->sleeping, 0, memory_order_relaxed);
+    uint64_t v;
+    ssize_t rc = read(b->efd, &v, sizeof(v));
+    (void)rc; /* EAGAIN: woken by the timeout or another descriptor */
 }

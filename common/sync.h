@@ -28,4 +28,18 @@ bool eccl_event_is_set(struct eccl_event *e);
 ecclResult_t eccl_event_wait(struct eccl_event *e, const _Atomic uint32_t *abort,
                              uint64_t deadline_ns, const char *what);
 
+/* A doorbell that wakes a thread sleeping in poll(): the sleeper raises `sleeping` and re-checks
+ * its work before polling the eventfd; a ringer that sees `sleeping` writes the eventfd. Cheap
+ * to ring when nobody sleeps (one atomic load). */
+struct eccl_bell {
+    _Atomic uint32_t sleeping;
+    int efd;
+};
+ecclResult_t eccl_bell_init(struct eccl_bell *b);
+void eccl_bell_fini(struct eccl_bell *b);
+void eccl_bell_ring(struct eccl_bell *b);
+/* Sleeper side: arm before the last check for work, then poll b->efd; drain after waking. */
+void eccl_bell_arm(struct eccl_bell *b);
+void eccl_bell_drain(struct eccl_bell *b);
+
 #endif

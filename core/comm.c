@@ -357,9 +357,24 @@ ecclResult_t core_comm_create(struct ecclComm **out, int nranks, const ecclUniqu
         res = ecclSystemError;
         goto err_free;
     }
-    for (int i = 0; i < nranks; i++)
-        comm->ring[i] = i;
-    comm->ring_index = rank;
+    /* Each host's ranks contiguous, hosts in order of their lowest rank: one network crossing
+     * per host per ring. */
+    {
+        int k = 0;
+        for (int i = 0; i < nranks; i++) {
+            bool first = true;
+            for (int j = 0; j < i && first; j++)
+                first = comm->peers[j].host_hash != comm->peers[i].host_hash;
+            if (!first)
+                continue;
+            for (int j = i; j < nranks; j++)
+                if (comm->peers[j].host_hash == comm->peers[i].host_hash)
+                    comm->ring[k++] = j;
+        }
+        for (int i = 0; i < nranks; i++)
+            if (comm->ring[i] == rank)
+                comm->ring_index = i;
+    }
     int parent, child[2];
     core_plan_tree(nranks, comm->ring_index, &parent, child);
     for (int c = 0; c < comm->nchannels; c++) {
@@ -385,6 +400,7 @@ ecclResult_t core_comm_create(struct ecclComm **out, int nranks, const ecclUniqu
         err_free);
     /* Opens the connector socket, waits for every rank's listeners (a barrier), connects. */
     ECCL_TRY_GOTO(core_transport_init(comm), res, err_free);
+    proxy_service_watch(comm->svc, proxy_heartbeat(comm->tp.proxy));
     {
         bool *local = eccl_calloc((size_t)nranks, sizeof(*local), "comm-init");
         if (!local) {

@@ -21,6 +21,7 @@
 #include "kernels/host_exec.h"
 #include "kernels/reduce.h"
 #include "kernels/work.h"
+#include "proxy/proxy.h"
 #include "proxy/service.h"
 
 #define CORE_COMM_MAGIC    0x6563636c6f6d6d31ULL /* "ecclomm1" */
@@ -70,8 +71,6 @@ ecclResult_t core_bootstrap_recv(struct core_bootstrap *bs, int peer, uint32_t t
 
 /* --- shared segments and connectors (core/transport.c) --- */
 
-struct core_seg;
-
 struct core_conn_set {
     /* per channel */
     struct eccl_conn_ctrl *ring_recv;
@@ -83,10 +82,11 @@ struct core_conn_set {
 };
 
 struct core_transport {
-    int uds_fd;
+    int uds_fd; /* this rank's datagram socket: answers to descriptor requests arrive here */
     char uds_name[96];
-    struct core_seg *segs; /* every segment mapped, owned or imported */
-    struct core_uds_msg *stash;
+    struct proxy_state *proxy;
+    bool shm_disabled; /* ECCL_SHM_DISABLE: the network between ranks of one host too */
+    bool net_ready;    /* the proxy's network backend is initialised */
     uint32_t nslots;
     uint32_t slot_bytes;
     uint32_t p2p_slot_bytes;

@@ -1,24 +1,23 @@
 /*
- * transport.c - connectors between ranks of one host: shared-memory segments passed over a
- * unix-domain socket.
+ * transport.c - connects the communicator's connectors through the rank's proxy.
  *
- * The receiving side of a connector owns its memory: a memfd segment sized for the control block
- * and the slots. It sends the descriptor to the sending rank over a datagram unix socket in the
- * abstract namespace (SCM_RIGHTS) with a header naming the connector (a tag); the sender maps it.
- * Ranks that are threads of one process use the same path: each rank then holds its own mapping
- * of ordinary (anonymous shared) memory, so one rank's destroy never pulls memory from under
- * another. Ranks on different hosts need the network transport, which this build does not have
- * yet: init says so.
+ * A connector is one-way: the receiving rank's proxy owns its memory. For each connector the
+ * receiving rank asks its proxy to Init a connection and Setup its memory, and sends the result
+ * (a descriptor: the segment's handle, or a network listener's handle) to the sending rank
+ * through the bootstrap. The sending rank asks its own proxy to Init a connection; for shared
+ * memory it fetches the segment from the receiver's proxy over the UDS socket (SCM_RIGHTS) and
+ * asks its proxy to Connect (map) it; for the network it asks its proxy to Setup a local FIFO and
+ * Connect to the listener, while the receiver's proxy accepts. Ranks of one host (same host
+ * hash) use shared memory unless ECCL_SHM_DISABLE=1; other ranks use the network backend that
+ * the proxy selects (ECCL_NET).
  */
 #include <errno.h>
 #include <stdio.h>
 #include <string.h>
-#include <sys/mman.h>
 #include <unistd.h>
 
 #include "common/alloc.h"
 #include "common/check.h"
-#include "common/fault.h"
 #include "common/log.h"
 #include "common/param.h"
 #include "common/time.h"
@@ -27,8 +26,10 @@
 ECCL_PARAM_INT(shm_slots, "ECCL_SHM_SLOTS", 8)
 ECCL_PARAM_INT(shm_slot_bytes, "ECCL_SHM_SLOT_BYTES", 128 * 1024)
 ECCL_PARAM_INT(p2p_slot_bytes, "ECCL_P2P_SLOT_BYTES", 128 * 1024)
+ECCL_PARAM_INT(shm_disable, "ECCL_SHM_DISABLE", 0)
 
-#define UDS_MSG_MAGIC 0x6563756473ULL /* "ecuds" */
+#define DESC_MAGIC 0x65636473u /* "ecds" */
+#define DESC_TAG   0x43000000u /* bootstrap tags of connector descriptors: DESC_TAG | conn tag */
 
 enum conn_kind {
     KIND_RING = 1,
@@ -42,225 +43,215 @@ static uint32_t conn_tag(int kind, int channel, int index)
     return ((uint32_t)kind << 16) | ((uint32_t)channel << 8) | (uint32_t)index;
 }
 
-struct core_seg {
-    struct core_seg *next;
-    void *base;
-    size_t size;
-};
-
-struct uds_hdr {
-    uint64_t magic;
-    uint64_t comm_magic;
-    int32_t from;
+/* What the receiving rank tells the sending rank about a connector. Fixed layout: it crosses
+ * the wire (bootstrap), and is checked on arrival. */
+struct conn_desc {
+    uint32_t magic;
+    uint32_t transport; /* enum proxy_transport */
     uint32_t tag;
-    uint64_t size;
     uint32_t nslots;
     uint32_t slot_bytes;
+    uint32_t pad;
+    uint64_t handle; /* shm: the segment, in the receiver's proxy */
+    uint64_t size;   /* shm: segment bytes */
+    uint8_t net_handle[ECCL_NET_HANDLE_BYTES];
 };
 
-struct core_uds_msg {
-    struct core_uds_msg *next;
-    struct uds_hdr h;
-    int fd;
+/* One connector this rank wants, and how far its setup got. */
+struct conn_want {
+    int peer;
+    uint32_t tag;
+    bool send;
+    uint32_t slot_bytes; /* receive side: the geometry it offers */
+    struct eccl_conn_ctrl **out;
+    int transport;
+    int conn;
+    uint64_t op; /* the Connect in flight, 0: none */
 };
 
-static ecclResult_t seg_map(struct core_transport *tp, int fd, size_t size, void **out)
+static bool use_shm(const struct ecclComm *comm, int peer)
 {
-    void *p = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
-    if (p == MAP_FAILED) {
-        WARN("mmap of a %zu-byte shared segment failed: %s", size, strerror(errno));
-        return ecclSystemError;
-    }
-    struct core_seg *s = eccl_calloc(1, sizeof(*s), "shm-seg");
-    if (!s) {
-        munmap(p, size);
-        return ecclSystemError;
-    }
-    s->base = p;
-    s->size = size;
-    s->next = tp->segs;
-    tp->segs = s;
-    *out = p;
+    return comm->peers[peer].host_hash == comm->peers[comm->rank].host_hash &&
+           !comm->tp.shm_disabled;
+}
+
+static const char *transport_name(const struct ecclComm *comm, int transport)
+{
+    (void)comm;
+    return transport == PROXY_TRANSPORT_SHM ? "SHM" : "NET";
+}
+
+static ecclResult_t call(struct ecclComm *comm, enum proxy_op_type type, int conn, const void *req,
+                         size_t req_size, void *resp, size_t resp_size)
+{
+    return proxy_op_call(comm->tp.proxy, type, conn, req, req_size, resp, resp_size,
+                         eccl_deadline_ms(comm->bs.timeout_ms), &comm->abort);
+}
+
+static ecclResult_t want_init(struct ecclComm *comm, struct conn_want *w, uint32_t nslots,
+                              uint32_t slot_bytes)
+{
+    struct proxy_init_req req = {.transport = w->transport,
+                                 .send = w->send,
+                                 .peer = w->peer,
+                                 .tag = w->tag,
+                                 .nslots = nslots,
+                                 .slot_bytes = slot_bytes};
+    struct proxy_init_resp resp;
+    ECCL_TRY(call(comm, PROXY_OP_INIT, -1, &req, sizeof(req), &resp, sizeof(resp)));
+    w->conn = resp.conn;
+    INFO(ECCL_LOG_PROXY, "Connected to proxy localRank %d -> connection %d", comm->rank, resp.conn);
     return ecclSuccess;
 }
 
-/* Creates a receiving connector; *fd_out keeps the memfd for sending to the peer. */
-static ecclResult_t conn_create(struct core_transport *tp, uint32_t slot_bytes,
-                                struct eccl_conn_ctrl **out, int *fd_out)
+/* Receiving side: the proxy makes the memory; the descriptor goes to the sender. */
+static ecclResult_t offer(struct ecclComm *comm, struct conn_want *w)
 {
-    ecclResult_t res = ecclSuccess;
-    size_t size = eccl_conn_bytes(tp->nslots, slot_bytes);
-    if (ECCL_FAULT("shm_create")) {
-        WARN("memfd_create failed (fault injection)");
-        return ecclSystemError;
-    }
-    int fd = memfd_create("eccl-conn", MFD_CLOEXEC);
-    if (fd < 0) {
-        WARN("memfd_create failed: %s", strerror(errno));
-        return ecclSystemError;
-    }
-    if (ftruncate(fd, (off_t)size) != 0) {
-        WARN("ftruncate of a %zu-byte shared segment failed: %s", size, strerror(errno));
-        res = ecclSystemError;
-        goto err_close;
-    }
-    void *p = NULL;
-    ECCL_TRY_GOTO(seg_map(tp, fd, size, &p), res, err_close);
-    struct eccl_conn_ctrl *c = p;
-    c->magic = ECCL_CONN_MAGIC;
-    c->nslots = tp->nslots;
-    c->slot_bytes = slot_bytes;
-    *out = c;
-    *fd_out = fd;
-    return ecclSuccess;
-err_close:
-    close(fd);
-    return res;
+    struct core_transport *tp = &comm->tp;
+    ECCL_TRY(want_init(comm, w, tp->nslots, w->slot_bytes));
+    struct proxy_setup_resp setup;
+    ECCL_TRY(call(comm, PROXY_OP_SETUP, w->conn, NULL, 0, &setup, sizeof(setup)));
+    struct conn_desc d;
+    memset(&d, 0, sizeof(d));
+    d.magic = DESC_MAGIC;
+    d.transport = (uint32_t)w->transport;
+    d.tag = w->tag;
+    d.nslots = tp->nslots;
+    d.slot_bytes = w->slot_bytes;
+    d.handle = setup.handle;
+    d.size = setup.size;
+    memcpy(d.net_handle, setup.net_handle, sizeof(d.net_handle));
+    *w->out = setup.ctrl;
+    return core_bootstrap_send(&comm->bs, w->peer, DESC_TAG | w->tag, &d, sizeof(d));
 }
 
-static void peer_uds_name(const struct ecclComm *comm, int peer, char *buf, size_t len)
+/* Sending side: takes the receiver's descriptor; shm connects at once, the network handshake
+ * is left in flight (w->op). */
+static ecclResult_t take(struct ecclComm *comm, struct conn_want *w)
 {
-    snprintf(buf, len, "eccl-%016llx-%d", (unsigned long long)comm->bs.magic, peer);
-}
-
-/* Receives one datagram into the stash, checked: malformed ones are dropped with a WARN (and
- * their descriptor closed). deadline_ns 0: do not wait (ecclInProgress when nothing is there). */
-static ecclResult_t recv_one(struct ecclComm *comm, uint64_t deadline_ns,
-                             const _Atomic uint32_t *abort)
-{
-    struct uds_hdr h;
-    size_t len = sizeof(h);
-    int fd = -1;
-    ECCL_TRY(eccl_uds_recv(comm->tp.uds_fd, &h, &len, &fd, deadline_ns, abort));
-    if (len != sizeof(h) || h.magic != UDS_MSG_MAGIC || h.comm_magic != comm->bs.magic ||
-        h.from < 0 || h.from >= comm->nranks || fd < 0) {
-        WARN("dropped a malformed connector message on @%s (%zu bytes, fd %d)", comm->tp.uds_name,
-             len, fd);
-        if (fd >= 0)
-            close(fd);
+    struct conn_desc d;
+    ECCL_TRY(core_bootstrap_recv(&comm->bs, w->peer, DESC_TAG | w->tag, &d, sizeof(d)));
+    if (d.magic != DESC_MAGIC || d.tag != w->tag || d.nslots < 2 ||
+        d.nslots > ECCL_CONN_MAX_SLOTS || d.slot_bytes < 64 || d.slot_bytes > (64u << 20) ||
+        d.slot_bytes % 64 != 0) {
+        WARN("rank %d sent a bad connector descriptor (tag 0x%x: %u slots of %u bytes)", w->peer,
+             d.tag, d.nslots, d.slot_bytes);
+        return ecclRemoteError;
+    }
+    if (d.transport != (uint32_t)w->transport) {
+        WARN("rank %d offers a %s connector where this rank expects %s: set ECCL_SHM_DISABLE and "
+             "ECCL_HOSTID alike on every rank",
+             w->peer, d.transport == PROXY_TRANSPORT_SHM ? "SHM" : "NET",
+             transport_name(comm, w->transport));
+        return ecclInvalidUsage;
+    }
+    ECCL_TRY(want_init(comm, w, d.nslots, d.slot_bytes));
+    struct proxy_connect_req req;
+    memset(&req, 0, sizeof(req));
+    req.fd = -1;
+    if (w->transport == PROXY_TRANSPORT_SHM) {
+        ECCL_TRY(call(comm, PROXY_OP_SETUP, w->conn, NULL, 0, NULL, 0));
+        int fd = -1;
+        ECCL_TRY(proxy_client_get_fd(comm->tp.uds_fd, comm->bs.magic, comm->rank, w->peer, d.handle,
+                                     &fd, eccl_deadline_ms(comm->bs.timeout_ms), &comm->abort));
+        req.fd = fd;
+        req.size = d.size;
+        struct proxy_connect_resp resp;
+        /* The proxy takes the descriptor, also when the operation fails. */
+        ECCL_TRY(call(comm, PROXY_OP_CONNECT, w->conn, &req, sizeof(req), &resp, sizeof(resp)));
+        *w->out = resp.ctrl;
         return ecclSuccess;
     }
-    struct core_uds_msg *m = eccl_calloc(1, sizeof(*m), "uds-msg");
-    if (!m) {
-        close(fd);
-        return ecclSystemError;
-    }
-    m->h = h;
-    m->fd = fd;
-    struct core_uds_msg **pp = &comm->tp.stash;
-    while (*pp)
-        pp = &(*pp)->next;
-    *pp = m;
+    struct proxy_setup_resp setup;
+    ECCL_TRY(call(comm, PROXY_OP_SETUP, w->conn, NULL, 0, &setup, sizeof(setup)));
+    *w->out = setup.ctrl;
+    memcpy(req.net_handle, d.net_handle, sizeof(req.net_handle));
+    return proxy_op_post(comm->tp.proxy, PROXY_OP_CONNECT, w->conn, &req, sizeof(req),
+                         sizeof(struct proxy_connect_resp), &w->op);
+}
+
+static ecclResult_t shared_init(struct ecclComm *comm)
+{
+    if (comm->tp.net_ready)
+        return ecclSuccess;
+    ECCL_TRY(call(comm, PROXY_OP_SHARED_INIT, -1, NULL, 0, NULL, 0));
+    comm->tp.net_ready = true;
+    /* Executors wake the proxy after each step from now on. */
+    for (int c = 0; c < comm->nchannels; c++)
+        comm->channels[c].kc.bell = proxy_bell(comm->tp.proxy);
     return ecclSuccess;
 }
 
-/* Moves every datagram waiting on our socket to the stash (never blocks). */
-static ecclResult_t drain_uds(struct ecclComm *comm)
+/* Connects every connector of wants[]: offers first (every rank), then takes, then waits for
+ * the network handshakes. The same order on every rank, so nobody waits on a rank that waits
+ * on it. */
+static ecclResult_t connect_wants(struct ecclComm *comm, struct conn_want *wants, int n)
 {
-    for (;;) {
-        ecclResult_t r = recv_one(comm, 0, NULL);
-        if (r == ecclInProgress)
-            return ecclSuccess; /* nothing waiting */
-        ECCL_TRY(r);
+    for (int i = 0; i < n; i++) {
+        wants[i].transport =
+            use_shm(comm, wants[i].peer) ? PROXY_TRANSPORT_SHM : PROXY_TRANSPORT_NET;
+        wants[i].conn = -1;
+        wants[i].op = 0;
+        if (wants[i].transport == PROXY_TRANSPORT_NET)
+            ECCL_TRY(shared_init(comm));
     }
-}
-
-static ecclResult_t conn_send_desc(struct ecclComm *comm, int peer, uint32_t tag,
-                                   struct eccl_conn_ctrl *c, int fd)
-{
-    struct uds_hdr h = {.magic = UDS_MSG_MAGIC,
-                        .comm_magic = comm->bs.magic,
-                        .from = comm->rank,
-                        .tag = tag,
-                        .size = eccl_conn_bytes(c->nslots, c->slot_bytes),
-                        .nslots = c->nslots,
-                        .slot_bytes = c->slot_bytes};
-    char name[96];
-    peer_uds_name(comm, peer, name, sizeof(name));
-    uint64_t deadline = eccl_deadline_ms(comm->bs.timeout_ms);
-    for (;;) {
-        /* Short attempts, draining our own queue in between, so that two ranks sending to each
-         * other with full queues cannot block each other. */
-        ecclResult_t r = eccl_uds_send(comm->tp.uds_fd, name, &h, sizeof(h), fd,
-                                       eccl_deadline_ms(20), &comm->abort);
-        if (r == ecclSuccess)
-            return ecclSuccess;
-        if (r != ecclInternalError && r != ecclRemoteError)
-            return r;
-        if (atomic_load(&comm->abort))
-            return ecclRemoteError;
-        if (eccl_deadline_passed(deadline)) {
-            WARN("could not pass a connector to rank %d within %lld ms", peer,
-                 (long long)comm->bs.timeout_ms);
-            return ecclRemoteError;
-        }
-        eccl_log_clear_last_error();
-        ECCL_TRY(drain_uds(comm));
+    for (int i = 0; i < n; i++)
+        if (!wants[i].send)
+            ECCL_TRY(offer(comm, &wants[i]));
+    for (int i = 0; i < n; i++)
+        if (wants[i].send)
+            ECCL_TRY(take(comm, &wants[i]));
+    for (int i = 0; i < n; i++) {
+        struct conn_want *w = &wants[i];
+        if (!w->send && w->transport == PROXY_TRANSPORT_NET)
+            ECCL_TRY(proxy_op_post(comm->tp.proxy, PROXY_OP_CONNECT, w->conn, NULL, 0,
+                                   sizeof(struct proxy_connect_resp), &w->op));
     }
-}
-
-static ecclResult_t conn_recv_desc(struct ecclComm *comm, int peer, uint32_t tag,
-                                   struct eccl_conn_ctrl **out)
-{
     uint64_t deadline = eccl_deadline_ms(comm->bs.timeout_ms);
-    for (;;) {
-        for (struct core_uds_msg **pp = &comm->tp.stash; *pp; pp = &(*pp)->next) {
-            struct core_uds_msg *m = *pp;
-            if (m->h.from != peer || m->h.tag != tag)
-                continue;
-            *pp = m->next;
-            ecclResult_t res = ecclSuccess;
-            void *p = NULL;
-            if (m->h.nslots == 0 || m->h.nslots > ECCL_CONN_MAX_SLOTS || m->h.slot_bytes == 0 ||
-                m->h.slot_bytes > (1u << 30) ||
-                m->h.size != eccl_conn_bytes(m->h.nslots, m->h.slot_bytes)) {
-                WARN("rank %d sent a connector with bad geometry (%u slots of %u bytes)", peer,
-                     m->h.nslots, m->h.slot_bytes);
-                res = ecclRemoteError;
-            } else {
-                res = seg_map(&comm->tp, m->fd, m->h.size, &p);
+    for (int i = 0; i < n; i++) {
+        struct conn_want *w = &wants[i];
+        for (int spin = 0; w->op; spin++) {
+            struct proxy_connect_resp resp;
+            ecclResult_t r = proxy_op_poll(comm->tp.proxy, w->op, &resp, sizeof(resp));
+            if (r == ecclSuccess) {
+                w->op = 0;
+                break;
             }
-            struct uds_hdr h = m->h;
-            close(m->fd);
-            eccl_free(m);
-            ECCL_TRY(res);
-            struct eccl_conn_ctrl *c = p;
-            if (c->magic != ECCL_CONN_MAGIC || c->nslots != h.nslots ||
-                c->slot_bytes != h.slot_bytes) {
-                WARN("connector from rank %d does not match its header", peer);
+            if (r != ecclInProgress) {
+                w->op = 0;
+                return r;
+            }
+            if (atomic_load(&comm->abort))
+                return ecclRemoteError;
+            if (eccl_deadline_passed(deadline)) {
+                WARN("the network connection %s rank %d did not complete within %lld ms",
+                     w->send ? "to" : "from", w->peer, (long long)comm->bs.timeout_ms);
                 return ecclRemoteError;
             }
-            *out = c;
-            return ecclSuccess;
+            if (spin < 100)
+                sched_yield();
+            else
+                usleep(200);
         }
-        ecclResult_t r = recv_one(comm, deadline, &comm->abort);
-        if (r == ecclInternalError) {
-            WARN("rank %d did not pass its connector (tag 0x%x) within %lld ms", peer, tag,
-                 (long long)comm->bs.timeout_ms);
-            return ecclRemoteError;
-        }
-        ECCL_TRY(r);
     }
-}
-
-/* Creates a receiving connector and passes it to `peer` under `tag`. */
-static ecclResult_t conn_offer(struct ecclComm *comm, int peer, uint32_t tag, uint32_t slot_bytes,
-                               struct eccl_conn_ctrl **out)
-{
-    int fd = -1;
-    ECCL_TRY(conn_create(&comm->tp, slot_bytes, out, &fd));
-    ecclResult_t res = conn_send_desc(comm, peer, tag, *out, fd);
-    close(fd);
-    return res;
-}
-
-static bool same_host(const struct ecclComm *comm, int peer)
-{
-    return comm->peers[peer].host_hash == comm->peers[comm->rank].host_hash;
+    for (int i = 0; i < n; i++) {
+        const struct conn_want *w = &wants[i];
+        int c = (int)((w->tag >> 8) & 0xff);
+        if (w->send)
+            INFO(w->transport == PROXY_TRANSPORT_SHM ? ECCL_LOG_SHM : ECCL_LOG_NET,
+                 "Channel %02d : %d -> %d via %s (connector 0x%x)", c, comm->rank, w->peer,
+                 w->transport == PROXY_TRANSPORT_SHM ? "SHM" : "NET/Socket", (unsigned)w->tag);
+        else
+            INFO(w->transport == PROXY_TRANSPORT_SHM ? ECCL_LOG_SHM : ECCL_LOG_NET,
+                 "Channel %02d : %d <- %d via %s (connector 0x%x)", c, comm->rank, w->peer,
+                 w->transport == PROXY_TRANSPORT_SHM ? "SHM" : "NET/Socket", (unsigned)w->tag);
+    }
+    return ecclSuccess;
 }
 
 ecclResult_t core_transport_init(struct ecclComm *comm)
 {
+    ecclResult_t res = ecclSuccess;
     struct core_transport *tp = &comm->tp;
     tp->uds_fd = -1;
     int64_t slots = eccl_param_shm_slots();
@@ -276,18 +267,17 @@ ecclResult_t core_transport_init(struct ecclComm *comm)
     tp->nslots = (uint32_t)slots;
     tp->slot_bytes = (uint32_t)slot_bytes & ~63u;
     tp->p2p_slot_bytes = (uint32_t)p2p_bytes & ~63u;
+    tp->shm_disabled = eccl_param_shm_disable() != 0;
 
-    for (int i = 0; i < comm->nranks; i++) {
-        if (!same_host(comm, i)) {
-            WARN("rank %d is on another host: the network transport is not part of this build "
-                 "yet (only ranks of one host can form a communicator)",
-                 i);
-            return ecclInvalidUsage;
-        }
-    }
-    peer_uds_name(comm, comm->rank, tp->uds_name, sizeof(tp->uds_name));
+    snprintf(tp->uds_name, sizeof(tp->uds_name), "eccl-%016llx-%d",
+             (unsigned long long)comm->bs.magic, comm->rank);
     ECCL_TRY(eccl_uds_open(tp->uds_name, &tp->uds_fd));
-    /* Every rank's socket must exist before anyone sends to it. */
+    struct proxy_params pp = {.comm_magic = comm->bs.magic,
+                              .rank = comm->rank,
+                              .nranks = comm->nranks,
+                              .abort = &comm->abort};
+    ECCL_TRY(proxy_create(&tp->proxy, &pp));
+    /* Every rank's sockets must exist before anyone sends to them. */
     ECCL_TRY(core_bootstrap_barrier(&comm->bs));
     if (comm->nranks == 1)
         return ecclSuccess;
@@ -298,68 +288,95 @@ ecclResult_t core_transport_init(struct ecclComm *comm)
     core_plan_tree(n, pos, &parent_pos, child_pos);
     int parent = parent_pos >= 0 ? comm->ring[parent_pos] : -1;
     int my_child_index = parent_pos >= 0 ? (pos - (2 * parent_pos + 1)) : 0;
+    struct conn_want *wants =
+        eccl_calloc((size_t)comm->nchannels * 8, sizeof(*wants), "transport-wants");
+    if (!wants)
+        return ecclSystemError;
+    int k = 0;
     for (int c = 0; c < comm->nchannels; c++) {
         struct kern_chan *kc = &comm->channels[c].kc;
-        ECCL_TRY(conn_offer(comm, prev, conn_tag(KIND_RING, c, 0), tp->slot_bytes, &kc->ring_recv));
-        for (int i = 0; i < 2; i++)
-            if (child_pos[i] >= 0)
-                ECCL_TRY(conn_offer(comm, comm->ring[child_pos[i]], conn_tag(KIND_TREE_UP, c, 0),
-                                    tp->slot_bytes, &kc->tree_up_recv[i]));
-        if (parent >= 0)
-            ECCL_TRY(conn_offer(comm, parent, conn_tag(KIND_TREE_DOWN, c, my_child_index),
-                                tp->slot_bytes, &kc->tree_down_recv));
+        wants[k++] = (struct conn_want){.peer = prev,
+                                        .tag = conn_tag(KIND_RING, c, 0),
+                                        .slot_bytes = tp->slot_bytes,
+                                        .out = &kc->ring_recv};
+        wants[k++] = (struct conn_want){
+            .peer = next, .tag = conn_tag(KIND_RING, c, 0), .send = true, .out = &kc->ring_send};
+        for (int i = 0; i < 2; i++) {
+            if (child_pos[i] < 0)
+                continue;
+            int child = comm->ring[child_pos[i]];
+            wants[k++] = (struct conn_want){.peer = child,
+                                            .tag = conn_tag(KIND_TREE_UP, c, 0),
+                                            .slot_bytes = tp->slot_bytes,
+                                            .out = &kc->tree_up_recv[i]};
+            wants[k++] = (struct conn_want){.peer = child,
+                                            .tag = conn_tag(KIND_TREE_DOWN, c, i),
+                                            .send = true,
+                                            .out = &kc->tree_down_send[i]};
+        }
+        if (parent >= 0) {
+            wants[k++] = (struct conn_want){.peer = parent,
+                                            .tag = conn_tag(KIND_TREE_DOWN, c, my_child_index),
+                                            .slot_bytes = tp->slot_bytes,
+                                            .out = &kc->tree_down_recv};
+            wants[k++] = (struct conn_want){.peer = parent,
+                                            .tag = conn_tag(KIND_TREE_UP, c, 0),
+                                            .send = true,
+                                            .out = &kc->tree_up_send};
+        }
     }
-    for (int c = 0; c < comm->nchannels; c++) {
-        struct kern_chan *kc = &comm->channels[c].kc;
-        ECCL_TRY(conn_recv_desc(comm, next, conn_tag(KIND_RING, c, 0), &kc->ring_send));
-        if (parent >= 0)
-            ECCL_TRY(conn_recv_desc(comm, parent, conn_tag(KIND_TREE_UP, c, 0), &kc->tree_up_send));
-        for (int i = 0; i < 2; i++)
-            if (child_pos[i] >= 0)
-                ECCL_TRY(conn_recv_desc(comm, comm->ring[child_pos[i]],
-                                        conn_tag(KIND_TREE_DOWN, c, i), &kc->tree_down_send[i]));
-    }
-    INFO(ECCL_LOG_SHM, "rank %d: %d channels connected over shared memory (%u slots of %u bytes)",
-         comm->rank, comm->nchannels, tp->nslots, tp->slot_bytes);
-    return ecclSuccess;
+    res = connect_wants(comm, wants, k);
+    eccl_free(wants);
+    if (res == ecclSuccess)
+        INFO(ECCL_LOG_INIT, "rank %d: %d channels connected (%u slots of %u bytes)", comm->rank,
+             comm->nchannels, tp->nslots, tp->slot_bytes);
+    return res;
 }
 
 ecclResult_t core_transport_p2p_connect(struct ecclComm *comm, const struct eccl_queue *tasks)
 {
-    /* Offers first (receiving side), then takes (sending side). */
-    for (int phase = 0; phase < 2; phase++) {
-        for (struct eccl_qnode *q = tasks->head; q; q = q->next) {
-            struct core_task *t = eccl_container_of(q, struct core_task, node);
-            if (t->root == comm->rank || t->count == 0)
-                continue;
-            struct kern_chan *kc = &comm->channels[core_p2p_channel(comm, t->root)].kc;
-            int ch = kc->id;
-            if (phase == 0 && t->func == ECCL_FUNC_RECV && !kc->p2p_recv[t->root])
-                ECCL_TRY(conn_offer(comm, t->root, conn_tag(KIND_P2P, ch, 0),
-                                    comm->tp.p2p_slot_bytes, &kc->p2p_recv[t->root]));
-            if (phase == 1 && t->func == ECCL_FUNC_SEND && !kc->p2p_send[t->root])
-                ECCL_TRY(conn_recv_desc(comm, t->root, conn_tag(KIND_P2P, ch, 0),
-                                        &kc->p2p_send[t->root]));
-        }
+    int n = 0;
+    for (struct eccl_qnode *q = tasks->head; q; q = q->next)
+        n++;
+    if (n == 0)
+        return ecclSuccess;
+    struct conn_want *wants = eccl_calloc((size_t)n, sizeof(*wants), "transport-wants");
+    if (!wants)
+        return ecclSystemError;
+    int k = 0;
+    for (struct eccl_qnode *q = tasks->head; q; q = q->next) {
+        struct core_task *t = eccl_container_of(q, struct core_task, node);
+        if (t->root == comm->rank || t->count == 0)
+            continue;
+        struct kern_chan *kc = &comm->channels[core_p2p_channel(comm, t->root)].kc;
+        struct eccl_conn_ctrl **slot = NULL;
+        bool send = t->func == ECCL_FUNC_SEND;
+        if (send && !kc->p2p_send[t->root])
+            slot = &kc->p2p_send[t->root];
+        else if (!send && !kc->p2p_recv[t->root])
+            slot = &kc->p2p_recv[t->root];
+        if (!slot)
+            continue;
+        bool dup = false;
+        for (int i = 0; i < k; i++)
+            dup |= wants[i].out == slot;
+        if (dup)
+            continue;
+        wants[k++] = (struct conn_want){.peer = t->root,
+                                        .tag = conn_tag(KIND_P2P, kc->id, 0),
+                                        .send = send,
+                                        .slot_bytes = comm->tp.p2p_slot_bytes,
+                                        .out = slot};
     }
-    return ecclSuccess;
+    ecclResult_t res = connect_wants(comm, wants, k);
+    eccl_free(wants);
+    return res;
 }
 
 void core_transport_fini(struct ecclComm *comm)
 {
     struct core_transport *tp = &comm->tp;
-    while (tp->segs) {
-        struct core_seg *s = tp->segs;
-        tp->segs = s->next;
-        munmap(s->base, s->size);
-        eccl_free(s);
-    }
-    while (tp->stash) {
-        struct core_uds_msg *m = tp->stash;
-        tp->stash = m->next;
-        if (m->fd >= 0)
-            close(m->fd);
-        eccl_free(m);
-    }
+    proxy_destroy(tp->proxy);
+    tp->proxy = NULL;
     eccl_socket_close(&tp->uds_fd);
 }

@@ -138,11 +138,13 @@ void kern_conn_wake_all(struct eccl_conn_ctrl *c)
 struct peer_send {
     struct eccl_conn_ctrl *c;
     int peer;
+    struct eccl_bell *bell;
 };
 
 struct peer_recv {
     struct eccl_conn_ctrl *c;
     int peer;
+    struct eccl_bell *bell;
 };
 
 static ecclResult_t send_begin(struct peer_send s, struct kern_ctx *ctx, char **slot)
@@ -161,6 +163,8 @@ static void send_commit(struct peer_send s, size_t bytes)
     atomic_thread_fence(memory_order_seq_cst);
     if (atomic_load_explicit(&s.c->tail_waiters, memory_order_relaxed))
         eccl_futex_wake(&s.c->tail, true);
+    if (s.bell)
+        eccl_bell_ring(s.bell);
 }
 
 static ecclResult_t recv_begin(struct peer_recv r, struct kern_ctx *ctx, size_t expect,
@@ -187,6 +191,8 @@ static void recv_commit(struct peer_recv r)
     atomic_thread_fence(memory_order_seq_cst);
     if (atomic_load_explicit(&r.c->head_waiters, memory_order_relaxed))
         eccl_futex_wake(&r.c->head, true);
+    if (r.bell)
+        eccl_bell_ring(r.bell);
 }
 
 /* The common shape of one step: what to receive, what to send, what to do between. */
@@ -287,6 +293,7 @@ static void ring_op_init(struct ring_op *r, struct kern_chan *ch, const struct e
     r->io.from.peer = ch->ring[(ch->ring_index + n - 1) % n];
     r->io.to.c = ch->ring_send;
     r->io.to.peer = ch->ring[(ch->ring_index + 1) % n];
+    r->io.from.bell = r->io.to.bell = ch->bell;
     r->io.op = &r->op;
     r->io.ctx = ctx;
     uint32_t slot = ch->ring_recv ? ch->ring_recv->slot_bytes : 0;
@@ -462,12 +469,14 @@ static ecclResult_t tree_allreduce(struct ring_op *r)
         return ecclSuccess;
     }
     int nchild = (ch->tree_child[0] >= 0) + (ch->tree_child[1] >= 0);
-    struct peer_recv up[2], down = {ch->tree_down_recv, ch->tree_parent};
-    struct peer_send to_parent = {ch->tree_up_send, ch->tree_parent}, to_child[2];
+    struct peer_recv up[2], down = {ch->tree_down_recv, ch->tree_parent, ch->bell};
+    struct peer_send to_parent = {ch->tree_up_send, ch->tree_parent, ch->bell}, to_child[2];
     size_t chunk = SIZE_MAX;
     for (int i = 0; i < nchild; i++) {
         up[i].c = ch->tree_up_recv[i];
         up[i].peer = ch->tree_child[i];
+        up[i].bell = ch->bell;
+        to_child[i].bell = ch->bell;
         to_child[i].c = ch->tree_down_send[i];
         to_child[i].peer = ch->tree_child[i];
         chunk = ECCL_MIN(chunk, up[i].c->slot_bytes / ts);
@@ -606,7 +615,7 @@ static ecclResult_t p2p_run(struct kern_chan *ch, const struct eccl_work *works,
                     size_t bytes = ECCL_MIN((size_t)c->slot_bytes, st[i].total - st[i].done);
                     char *slot = eccl_conn_data(c) + (size_t)(tail % c->nslots) * c->slot_bytes;
                     memcpy(slot, (const char *)(uintptr_t)w->sendbuff + st[i].done, bytes);
-                    struct peer_send s = {c, peer};
+                    struct peer_send s = {c, peer, ch->bell};
                     send_commit(s, bytes);
                     tail++;
                     st[i].done += bytes;
@@ -640,7 +649,7 @@ static ecclResult_t p2p_run(struct kern_chan *ch, const struct eccl_work *works,
                     const char *slot =
                         eccl_conn_data(c) + (size_t)(head % c->nslots) * c->slot_bytes;
                     memcpy((char *)(uintptr_t)w->recvbuff + st[i].done, slot, bytes);
-                    struct peer_recv rv = {c, peer};
+                    struct peer_recv rv = {c, peer, ch->bell};
                     recv_commit(rv);
                     head++;
                     st[i].done += bytes;

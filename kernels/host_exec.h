@@ -13,6 +13,7 @@
 #include <stdatomic.h>
 #include <stdint.h>
 
+#include "common/sync.h"
 #include "eccl.h"
 #include "kernels/conn.h"
 #include "kernels/work.h"
@@ -36,6 +37,9 @@ struct kern_chan {
     /* Point to point, indexed by peer rank; NULL until connected. */
     struct eccl_conn_ctrl **p2p_send;
     struct eccl_conn_ctrl **p2p_recv;
+    /* Rung after every step posted or consumed when some connector of the channel is moved by
+     * the proxy (network), so that a sleeping proxy wakes; NULL otherwise. */
+    struct eccl_bell *bell;
 };
 
 struct kern_ctx {

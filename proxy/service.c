@@ -32,6 +32,7 @@
 
 ECCL_PARAM_INT(heartbeat_ms, "ECCL_PROXY_HEARTBEAT_MS", 100)
 ECCL_PARAM_INT(heartbeat_misses, "ECCL_PROXY_HEARTBEAT_MISSES", 20)
+ECCL_PARAM_INT(proxy_stall_ms, "ECCL_PROXY_STALL_MS", 100)
 
 #define SVC_MAGIC   0x65737663u /* "esvc" */
 #define SVC_VERSION 1
@@ -75,6 +76,12 @@ struct proxy_service {
     pthread_mutex_t send_lock; /* sends from the service thread and from revoke callers */
     uint64_t heartbeat_ns;
     int misses;
+    /* The local proxy thread's heartbeat (NULL: not watched). */
+    const _Atomic uint64_t *proxy_beat;
+    uint64_t proxy_stall_ns;
+    uint64_t proxy_last_beat;
+    uint64_t proxy_last_change_ns;
+    bool proxy_reported;
 };
 
 static socklen_t svc_addr(const char *name, struct sockaddr_un *sun)
@@ -320,7 +327,7 @@ static void *svc_main(void *arg)
     }
     uint64_t next_ping = 0;
     for (;;) {
-        if (ECCL_FAULT("proxy_thread")) {
+        if (ECCL_FAULT("svc_thread")) {
             WARN("UDS service of rank %d: thread exits (fault injection)", svc->rank);
             goto out;
         }
@@ -332,6 +339,22 @@ static void *svc_main(void *arg)
                     shutdown(svc->peers[i].fd, SHUT_RDWR);
         }
         uint64_t now = eccl_now_ns();
+        uint64_t wake = next_ping;
+        if (svc->proxy_beat && !svc->proxy_reported) {
+            uint64_t beat = atomic_load_explicit(svc->proxy_beat, memory_order_relaxed);
+            if (beat != svc->proxy_last_beat) {
+                svc->proxy_last_beat = beat;
+                svc->proxy_last_change_ns = now;
+            } else if (now - svc->proxy_last_change_ns > svc->proxy_stall_ns) {
+                svc->proxy_reported = true;
+                report(svc, svc->rank,
+                       "the proxy thread of rank %d stopped: no progress for %llu ms", svc->rank,
+                       (unsigned long long)((now - svc->proxy_last_change_ns) / ECCL_NS_PER_MS));
+            }
+            uint64_t check = now + svc->proxy_stall_ns / 4;
+            if (check < wake)
+                wake = check;
+        }
         if (now >= next_ping) {
             struct svc_msg m;
             msg_init(svc, &m, SVC_PING);
@@ -357,7 +380,10 @@ static void *svc_main(void *arg)
             pfd[k].events = POLLIN;
             who[k++] = i;
         }
-        int wait_ms = (int)((next_ping - eccl_now_ns() + ECCL_NS_PER_MS - 1) / ECCL_NS_PER_MS);
+        if (next_ping < wake)
+            wake = next_ping;
+        uint64_t t = eccl_now_ns();
+        int wait_ms = wake > t ? (int)((wake - t + ECCL_NS_PER_MS - 1) / ECCL_NS_PER_MS) : 1;
         if (wait_ms < 1)
             wait_ms = 1;
         int rc = poll(pfd, (nfds_t)k, wait_ms);
@@ -377,6 +403,15 @@ out:
     eccl_free(pfd);
     eccl_free(who);
     return NULL;
+}
+
+void proxy_service_watch(struct proxy_service *svc, const _Atomic uint64_t *beat)
+{
+    int64_t stall_ms = eccl_param_proxy_stall_ms();
+    svc->proxy_beat = beat;
+    svc->proxy_stall_ns = (uint64_t)(stall_ms > 0 ? stall_ms : 1) * ECCL_NS_PER_MS;
+    svc->proxy_last_beat = atomic_load(beat);
+    svc->proxy_last_change_ns = eccl_now_ns();
 }
 
 ecclResult_t proxy_service_connect(struct proxy_service *svc, const bool *local,
@@ -412,6 +447,7 @@ ecclResult_t proxy_service_connect(struct proxy_service *svc, const bool *local,
     uint64_t now = eccl_now_ns();
     for (int i = 0; i < svc->nranks; i++)
         svc->peers[i].last_heard_ns = now;
+    svc->proxy_last_change_ns = now;
     int rc = pthread_create(&svc->thread, NULL, svc_main, svc);
     if (rc != 0) {
         WARN("UDS service: pthread_create failed: %s", strerror(rc));

@@ -1,0 +1,972 @@
+/*
+ * proxy.c - the per-rank proxy thread: runs connection-setup operations, serves shared-memory
+ * segments to local peers over its UDS socket, and moves network connectors' steps.
+ *
+ * A network send connection is a local FIFO (kernels/conn.h) that the executor fills; the proxy
+ * hands each posted slot to the backend's isend and, when the send completes, advances the FIFO's
+ * head so that the executor can reuse the slot. A network receive connection is the mirror:
+ * the proxy keeps receives posted into free slots and advances the tail as they complete. A
+ * transport error closes the FIFO (the executor waiting on it fails at once, "closed its
+ * connection") and the network connection; a local abort closes every network connection, so
+ * that the remote ranks waiting on us stop at once too.
+ *
+ * The thread sleeps in poll() on its doorbell (rung by the executor after each step on a channel
+ * with network connectors, and by op posts) and its UDS socket. Backends complete requests on
+ * their own threads without a descriptor to wait on, so while network requests are in flight the
+ * sleep is short (PROXY_HOT_SLEEP_US) for a while after the last progress; it never exceeds
+ * PROXY_MAX_SLEEP_MS, so that the heartbeat keeps counting while the thread lives.
+ */
+#include "proxy/proxy.h"
+
+#include <errno.h>
+#include <poll.h>
+#include <pthread.h>
+#include <sched.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include "common/alloc.h"
+#include "common/check.h"
+#include "common/fault.h"
+#include "common/hash.h"
+#include "common/log.h"
+#include "common/socket.h"
+#include "common/time.h"
+#include "kernels/host_exec.h"
+
+#define PROXY_UDS_MAGIC    0x6570787975647331ULL /* "epxyuds1" */
+#define PROXY_UDS_GETFD    1
+#define PROXY_UDS_FD       2
+#define PROXY_BUDGET       8    /* steps per connection per pass */
+#define PROXY_SPIN_PASSES  64   /* idle passes (yielding) before sleeping */
+#define PROXY_HOT_SLEEP_US 100  /* sleep while network requests are in flight ... */
+#define PROXY_HOT_MS       20   /* ... and progress happened this recently */
+#define PROXY_MAX_CONNS    4096 /* per rank */
+
+static const char *op_name(int type)
+{
+    switch (type) {
+    case PROXY_OP_INIT:
+        return "Init";
+    case PROXY_OP_SHARED_INIT:
+        return "SharedInit";
+    case PROXY_OP_SETUP:
+        return "Setup";
+    case PROXY_OP_CONNECT:
+        return "Connect";
+    default:
+        return "?";
+    }
+}
+
+/* A datagram on the proxy's UDS socket, both ways. Fixed layout, host byte order (local only). */
+struct proxy_uds_msg {
+    uint64_t magic;
+    uint64_t comm_magic;
+    uint64_t op_id;
+    uint64_t handle;
+    int32_t type;
+    int32_t from;
+    int32_t result; /* PROXY_UDS_FD: ecclResult_t; the descriptor rides along on success */
+    int32_t pad;
+};
+
+struct proxy_op {
+    struct proxy_op *next;
+    uint64_t id;
+    int type;
+    int conn;
+    size_t req_size;
+    size_t resp_size;
+    union {
+        struct proxy_init_req init;
+        struct proxy_connect_req connect;
+        char bytes[256];
+    } req;
+    union {
+        struct proxy_init_resp init;
+        struct proxy_setup_resp setup;
+        struct proxy_connect_resp connect;
+        char bytes[256];
+    } resp;
+    bool started;
+    bool done; /* protected by ops_lock */
+    ecclResult_t result;
+};
+
+struct proxy_conn {
+    int id;
+    int transport;
+    bool send;
+    int peer;
+    uint32_t tag;
+    uint32_t nslots;
+    uint32_t slot_bytes;
+    struct eccl_conn_ctrl *ctrl;
+    void *base; /* mapping that holds ctrl */
+    size_t size;
+    /* shm receive: the segment, until the peer fetched it */
+    int memfd;
+    uint64_t handle;
+    /* net */
+    void *listen_comm;
+    void *net_comm;
+    void *mhandle;
+    void *req[ECCL_CONN_MAX_SLOTS];
+    uint32_t posted;    /* steps handed to the backend */
+    uint32_t completed; /* steps the backend finished */
+    bool connected;
+    bool dead;
+};
+
+struct proxy_state {
+    uint64_t comm_magic;
+    int rank;
+    int nranks;
+    const _Atomic uint32_t *abort;
+    bool aborted; /* proxy thread: saw *abort and closed the network */
+    int uds_fd;
+    char uds_name[96];
+    struct eccl_bell bell;
+    _Atomic uint64_t beat;
+    _Atomic bool stop;
+    pthread_t thread;
+    bool thread_started;
+
+    pthread_mutex_t ops_lock;
+    struct proxy_op *ops; /* posted, protected by ops_lock */
+    _Atomic int nops_new; /* posted but not yet picked up */
+    _Atomic int nops;     /* posted and not done */
+    uint64_t next_op_id;  /* protected by ops_lock */
+
+    /* proxy thread only (and destroy, after the thread stopped) */
+    struct proxy_conn **conns;
+    int nconns;
+    int cap_conns;
+    const struct eccl_net_ops *net;
+    int net_dev;
+    uint64_t last_progress_ns;
+};
+
+/* ---- memory ----------------------------------------------------------------------------- */
+
+static void conn_init_ctrl(struct proxy_conn *c)
+{
+    c->ctrl = c->base;
+    c->ctrl->magic = ECCL_CONN_MAGIC;
+    c->ctrl->nslots = c->nslots;
+    c->ctrl->slot_bytes = c->slot_bytes;
+}
+
+/* Shared segment (memfd) for a shm receive connection. */
+static ecclResult_t conn_alloc_shm(struct proxy_conn *c)
+{
+    ecclResult_t res = ecclSuccess;
+    c->size = eccl_conn_bytes(c->nslots, c->slot_bytes);
+    if (ECCL_FAULT("shm_create")) {
+        WARN("memfd_create failed (fault injection)");
+        return ecclSystemError;
+    }
+    int fd = memfd_create("eccl-conn", MFD_CLOEXEC);
+    if (fd < 0) {
+        WARN("memfd_create failed: %s", strerror(errno));
+        return ecclSystemError;
+    }
+    if (ftruncate(fd, (off_t)c->size) != 0) {
+        WARN("ftruncate of a %zu-byte shared segment failed: %s", c->size, strerror(errno));
+        res = ecclSystemError;
+        goto err_close_fd;
+    }
+    void *p = mmap(NULL, c->size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+    if (p == MAP_FAILED) {
+        WARN("mmap of a %zu-byte shared segment failed: %s", c->size, strerror(errno));
+        res = ecclSystemError;
+        goto err_close_fd;
+    }
+    c->base = p;
+    c->memfd = fd;
+    conn_init_ctrl(c);
+    return ecclSuccess;
+err_close_fd:
+    close(fd);
+    return res;
+}
+
+/* Process-local FIFO for a network connection. */
+static ecclResult_t conn_alloc_local(struct proxy_conn *c)
+{
+    c->size = eccl_conn_bytes(c->nslots, c->slot_bytes);
+    void *p = mmap(NULL, c->size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (p == MAP_FAILED) {
+        WARN("mmap of a %zu-byte connector failed: %s", c->size, strerror(errno));
+        return ecclSystemError;
+    }
+    c->base = p;
+    conn_init_ctrl(c);
+    return ecclSuccess;
+}
+
+/* Maps the segment a local peer passed for a shm send connection; checks it. Takes fd. */
+static ecclResult_t conn_import_shm(struct proxy_conn *c, int fd, uint64_t size)
+{
+    ecclResult_t res = ecclSuccess;
+    if (size != eccl_conn_bytes(c->nslots, c->slot_bytes)) {
+        WARN("rank %d offered a connector of %llu bytes where %zu were expected", c->peer,
+             (unsigned long long)size, eccl_conn_bytes(c->nslots, c->slot_bytes));
+        res = ecclRemoteError;
+        goto out;
+    }
+    off_t end = lseek(fd, 0, SEEK_END);
+    if (end < 0 || (uint64_t)end < size) {
+        WARN("rank %d offered a segment of %lld bytes, smaller than its header says (%llu)",
+             c->peer, (long long)end, (unsigned long long)size);
+        res = ecclRemoteError;
+        goto out;
+    }
+    void *p = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+    if (p == MAP_FAILED) {
+        WARN("mmap of rank %d's %llu-byte connector failed: %s", c->peer, (unsigned long long)size,
+             strerror(errno));
+        res = ecclSystemError;
+        goto out;
+    }
+    c->base = p;
+    c->size = size;
+    struct eccl_conn_ctrl *ctrl = p;
+    if (ctrl->magic != ECCL_CONN_MAGIC || ctrl->nslots != c->nslots ||
+        ctrl->slot_bytes != c->slot_bytes) {
+        WARN("connector from rank %d does not match what was agreed", c->peer);
+        res = ecclRemoteError;
+        goto out;
+    }
+    c->ctrl = ctrl;
+out:
+    close(fd);
+    return res;
+}
+
+static void conn_free(struct proxy_state *px, struct proxy_conn *c)
+{
+    if (c->net_comm) {
+        if (c->mhandle)
+            px->net->dereg_mr(c->net_comm, c->mhandle);
+        if (c->send)
+            px->net->close_send(c->net_comm);
+        else
+            px->net->close_recv(c->net_comm);
+    }
+    if (c->listen_comm)
+        px->net->close_listen(c->listen_comm);
+    if (c->base)
+        munmap(c->base, c->size);
+    if (c->memfd >= 0)
+        close(c->memfd);
+    eccl_free(c);
+}
+
+/* ---- operations --------------------------------------------------------------------------- */
+
+static ecclResult_t op_init(struct proxy_state *px, struct proxy_op *op)
+{
+    const struct proxy_init_req *r = &op->req.init;
+    if (op->req_size != sizeof(*r) ||
+        (r->transport != PROXY_TRANSPORT_SHM && r->transport != PROXY_TRANSPORT_NET) ||
+        r->peer < 0 || r->peer >= px->nranks || r->nslots < 1 || r->nslots > ECCL_CONN_MAX_SLOTS ||
+        r->slot_bytes == 0 || r->slot_bytes > (1u << 30)) {
+        WARN("proxy: bad Init request");
+        return ecclInternalError;
+    }
+    if (px->nconns >= PROXY_MAX_CONNS) {
+        WARN("proxy: more than %d connections", PROXY_MAX_CONNS);
+        return ecclInternalError;
+    }
+    if (px->nconns == px->cap_conns) {
+        int cap = px->cap_conns ? px->cap_conns * 2 : 16;
+        struct proxy_conn **n = eccl_calloc((size_t)cap, sizeof(*n), "proxy-conns");
+        if (!n)
+            return ecclSystemError;
+        if (px->conns)
+            memcpy(n, px->conns, sizeof(*n) * (size_t)px->nconns);
+        eccl_free(px->conns);
+        px->conns = n;
+        px->cap_conns = cap;
+    }
+    struct proxy_conn *c = eccl_calloc(1, sizeof(*c), "proxy-conn");
+    if (!c)
+        return ecclSystemError;
+    c->id = px->nconns;
+    c->transport = r->transport;
+    c->send = r->send != 0;
+    c->peer = r->peer;
+    c->tag = r->tag;
+    c->nslots = r->nslots;
+    c->slot_bytes = r->slot_bytes;
+    c->memfd = -1;
+    px->conns[px->nconns++] = c;
+    op->resp.init.conn = c->id;
+    INFO(ECCL_LOG_PROXY, "New proxy %s connection %d from local rank %d, transport %d",
+         c->send ? "send" : "recv", c->id, px->rank, c->transport);
+    return ecclSuccess;
+}
+
+static ecclResult_t op_shared_init(struct proxy_state *px)
+{
+    if (px->net)
+        return ecclSuccess;
+    const struct eccl_net_ops *net = NULL;
+    ECCL_TRY(proxy_net_select(&net));
+    int ndev = 0;
+    ecclResult_t res = net->devices(&ndev);
+    if (res == ecclSuccess && ndev < 1) {
+        WARN("NET/%s : no network device", net->name);
+        res = ecclSystemError;
+    }
+    if (res != ecclSuccess) {
+        net->fini();
+        return res;
+    }
+    struct eccl_net_props props;
+    memset(&props, 0, sizeof(props));
+    if (net->get_properties(0, &props) == ecclSuccess)
+        INFO(ECCL_LOG_PROXY | ECCL_LOG_NET, "NET/%s : rank %d uses device 0 (%s) of %d", net->name,
+             px->rank, props.name, ndev);
+    px->net = net;
+    px->net_dev = 0;
+    return ecclSuccess;
+}
+
+static struct proxy_conn *op_conn(struct proxy_state *px, struct proxy_op *op)
+{
+    if (op->conn < 0 || op->conn >= px->nconns) {
+        WARN("proxy: %s on unknown connection %d", op_name(op->type), op->conn);
+        return NULL;
+    }
+    return px->conns[op->conn];
+}
+
+static ecclResult_t op_setup(struct proxy_state *px, struct proxy_op *op)
+{
+    struct proxy_conn *c = op_conn(px, op);
+    if (!c)
+        return ecclInternalError;
+    struct proxy_setup_resp *r = &op->resp.setup;
+    memset(r, 0, sizeof(*r));
+    if (c->transport == PROXY_TRANSPORT_SHM) {
+        if (c->send)
+            return ecclSuccess; /* the memory is the receiver's */
+        ECCL_TRY(conn_alloc_shm(c));
+        c->handle = ((uint64_t)(uint32_t)c->id << 32) | (uint32_t)(eccl_random64() | 1);
+        r->ctrl = c->ctrl;
+        r->handle = c->handle;
+        r->size = c->size;
+        return ecclSuccess;
+    }
+    if (!px->net) {
+        WARN("proxy: Setup of a network connection before SharedInit");
+        return ecclInternalError;
+    }
+    ECCL_TRY(conn_alloc_local(c));
+    if (!c->send)
+        ECCL_TRY(px->net->listen(px->net_dev, r->net_handle, &c->listen_comm));
+    r->ctrl = c->ctrl;
+    return ecclSuccess;
+}
+
+/* Returns ecclInProgress while the network handshake is not complete. */
+static ecclResult_t op_connect(struct proxy_state *px, struct proxy_op *op)
+{
+    struct proxy_conn *c = op_conn(px, op);
+    if (!c)
+        return ecclInternalError;
+    if (c->transport == PROXY_TRANSPORT_SHM) {
+        if (!c->send || c->ctrl || op->req_size != sizeof(op->req.connect)) {
+            WARN("proxy: bad Connect request for connection %d", c->id);
+            return ecclInternalError;
+        }
+        int fd = op->req.connect.fd;
+        op->req.connect.fd = -1;
+        ECCL_TRY(conn_import_shm(c, fd, op->req.connect.size));
+        op->resp.connect.ctrl = c->ctrl;
+        return ecclSuccess;
+    }
+    if (!c->base) {
+        WARN("proxy: Connect of network connection %d before Setup", c->id);
+        return ecclInternalError;
+    }
+    if (!c->net_comm) {
+        if (c->send) {
+            if (op->req_size != sizeof(op->req.connect)) {
+                WARN("proxy: bad Connect request for connection %d", c->id);
+                return ecclInternalError;
+            }
+            ECCL_TRY(px->net->connect(px->net_dev, op->req.connect.net_handle, &c->net_comm));
+        } else {
+            ECCL_TRY(px->net->accept(c->listen_comm, &c->net_comm));
+        }
+        if (!c->net_comm)
+            return ecclInProgress;
+        if (c->listen_comm) {
+            px->net->close_listen(c->listen_comm);
+            c->listen_comm = NULL;
+        }
+        ECCL_TRY(px->net->reg_mr(c->net_comm, eccl_conn_data(c->ctrl),
+                                 (size_t)c->nslots * c->slot_bytes, ECCL_NET_PTR_HOST,
+                                 &c->mhandle));
+        c->connected = true;
+    }
+    op->resp.connect.ctrl = c->ctrl;
+    return ecclSuccess;
+}
+
+static ecclResult_t op_run(struct proxy_state *px, struct proxy_op *op)
+{
+    switch (op->type) {
+    case PROXY_OP_INIT:
+        return op_init(px, op);
+    case PROXY_OP_SHARED_INIT:
+        return op_shared_init(px);
+    case PROXY_OP_SETUP:
+        return op_setup(px, op);
+    case PROXY_OP_CONNECT:
+        return op_connect(px, op);
+    default:
+        WARN("proxy: unknown operation type %d", op->type);
+        return ecclInternalError;
+    }
+}
+
+static int ops_progress(struct proxy_state *px)
+{
+    int work = 0;
+    pthread_mutex_lock(&px->ops_lock);
+    atomic_store_explicit(&px->nops_new, 0, memory_order_relaxed);
+    for (struct proxy_op *op = px->ops; op; op = op->next) {
+        if (op->done)
+            continue;
+        /* Run outside the lock. The op stays linked: the poller unlinks only done ops, and
+         * done is set below, under the lock. */
+        pthread_mutex_unlock(&px->ops_lock);
+        ecclResult_t res = op_run(px, op);
+        pthread_mutex_lock(&px->ops_lock);
+        if (res == ecclInProgress)
+            continue;
+        op->result = res;
+        op->done = true;
+        atomic_fetch_sub_explicit(&px->nops, 1, memory_order_relaxed);
+        work++;
+        INFO(ECCL_LOG_PROXY,
+             "proxyProgressAsync opId=0x%llx op.type=%d op.reqSize=%zu op.respSize=%zu done",
+             (unsigned long long)op->id, op->type, op->req_size, op->resp_size);
+        INFO(ECCL_LOG_PROXY, "Received and initiated operation=%s res=%d", op_name(op->type),
+             (int)res);
+    }
+    pthread_mutex_unlock(&px->ops_lock);
+    return work;
+}
+
+ecclResult_t proxy_op_post(struct proxy_state *px, enum proxy_op_type type, int conn,
+                           const void *req, size_t req_size, size_t resp_size, uint64_t *op_id)
+{
+    struct proxy_op *op = eccl_calloc(1, sizeof(*op), "proxy-op");
+    if (!op)
+        return ecclSystemError;
+    if (req_size > sizeof(op->req) || resp_size > sizeof(op->resp)) {
+        eccl_free(op);
+        WARN("proxy: %s request or response too large", op_name(type));
+        return ecclInternalError;
+    }
+    op->type = type;
+    op->conn = conn;
+    op->req_size = req_size;
+    op->resp_size = resp_size;
+    op->req.connect.fd = -1;
+    if (req_size)
+        memcpy(op->req.bytes, req, req_size);
+    pthread_mutex_lock(&px->ops_lock);
+    op->id = px->next_op_id++;
+    struct proxy_op **pp = &px->ops;
+    while (*pp)
+        pp = &(*pp)->next;
+    *pp = op;
+    *op_id = op->id;
+    pthread_mutex_unlock(&px->ops_lock);
+    atomic_fetch_add_explicit(&px->nops, 1, memory_order_relaxed);
+    atomic_store_explicit(&px->nops_new, 1, memory_order_release);
+    eccl_bell_ring(&px->bell);
+    return ecclSuccess;
+}
+
+ecclResult_t proxy_op_poll(struct proxy_state *px, uint64_t op_id, void *resp, size_t resp_size)
+{
+    pthread_mutex_lock(&px->ops_lock);
+    struct proxy_op **pp = &px->ops;
+    while (*pp && (*pp)->id != op_id)
+        pp = &(*pp)->next;
+    struct proxy_op *op = *pp;
+    if (!op) {
+        pthread_mutex_unlock(&px->ops_lock);
+        WARN("proxy: no operation 0x%llx", (unsigned long long)op_id);
+        return ecclInternalError;
+    }
+    if (!op->done) {
+        pthread_mutex_unlock(&px->ops_lock);
+        return ecclInProgress;
+    }
+    *pp = op->next;
+    pthread_mutex_unlock(&px->ops_lock);
+    INFO(ECCL_LOG_PROXY, "ecclPollProxyResponse Received new opId=0x%llx",
+         (unsigned long long)op->id);
+    INFO(ECCL_LOG_PROXY, "resp.opId=0x%llx matches expected opId=0x%llx",
+         (unsigned long long)op->id, (unsigned long long)op_id);
+    ecclResult_t res = op->result;
+    if (res == ecclSuccess && resp) {
+        if (resp_size != op->resp_size) {
+            WARN("proxy: response of %zu bytes read as %zu", op->resp_size, resp_size);
+            res = ecclInternalError;
+        } else {
+            memcpy(resp, op->resp.bytes, resp_size);
+        }
+    }
+    if (op->req.connect.fd >= 0 && op->type == PROXY_OP_CONNECT)
+        close(op->req.connect.fd); /* not taken: the op failed before using it */
+    eccl_free(op);
+    return res;
+}
+
+ecclResult_t proxy_op_call(struct proxy_state *px, enum proxy_op_type type, int conn,
+                           const void *req, size_t req_size, void *resp, size_t resp_size,
+                           uint64_t deadline_ns, const _Atomic uint32_t *abort)
+{
+    uint64_t id = 0;
+    ECCL_TRY(proxy_op_post(px, type, conn, req, req_size, resp_size, &id));
+    for (int spin = 0;; spin++) {
+        ecclResult_t r = proxy_op_poll(px, id, resp, resp_size);
+        if (r != ecclInProgress)
+            return r;
+        if ((abort && atomic_load_explicit(abort, memory_order_acquire)) ||
+            eccl_deadline_passed(deadline_ns)) {
+            bool aborted = abort && atomic_load_explicit(abort, memory_order_acquire);
+            if (!aborted)
+                WARN("proxy: operation %s (opId 0x%llx) did not complete in time", op_name(type),
+                     (unsigned long long)id);
+            /* Leave the op to the proxy; it is freed when the proxy is destroyed. */
+            return aborted ? ecclRemoteError : ecclInternalError;
+        }
+        if (spin < 100)
+            sched_yield();
+        else
+            usleep(100);
+    }
+}
+
+/* ---- descriptors over the UDS socket --------------------------------------------------- */
+
+static int uds_serve(struct proxy_state *px)
+{
+    int work = 0;
+    for (int i = 0; i < 16; i++) {
+        struct proxy_uds_msg m;
+        size_t len = sizeof(m);
+        int fd = -1;
+        ecclResult_t r = eccl_uds_recv(px->uds_fd, &m, &len, &fd, 0, NULL);
+        if (r == ecclInProgress)
+            break;
+        eccl_log_clear_last_error();
+        if (r != ecclSuccess)
+            break;
+        work++;
+        if (fd >= 0)
+            close(fd); /* requests carry no descriptor */
+        if (len != sizeof(m) || m.magic != PROXY_UDS_MAGIC || m.comm_magic != px->comm_magic ||
+            m.type != PROXY_UDS_GETFD || m.from < 0 || m.from >= px->nranks) {
+            WARN("proxy UDS @%s: dropped a malformed request (%zu bytes)", px->uds_name, len);
+            continue;
+        }
+        INFO(ECCL_LOG_PROXY, "proxyUDSRecvReq::GetFd rank %d opId 0x%llx handle=0x%llx", m.from,
+             (unsigned long long)m.op_id, (unsigned long long)m.handle);
+        uint32_t idx = (uint32_t)(m.handle >> 32);
+        struct proxy_conn *c = idx < (uint32_t)px->nconns ? px->conns[idx] : NULL;
+        struct proxy_uds_msg reply = m;
+        reply.type = PROXY_UDS_FD;
+        reply.from = px->rank;
+        reply.result = ecclSuccess;
+        int give = -1;
+        if (!c || c->transport != PROXY_TRANSPORT_SHM || c->send || c->handle != m.handle ||
+            c->peer != m.from || c->memfd < 0) {
+            WARN("proxy UDS: rank %d asked for segment 0x%llx, which is not one of its "
+                 "connections",
+                 m.from, (unsigned long long)m.handle);
+            reply.result = ecclInvalidUsage;
+        } else {
+            give = c->memfd;
+        }
+        char name[96];
+        snprintf(name, sizeof(name), "eccl-%016llx-%d", (unsigned long long)px->comm_magic, m.from);
+        r = eccl_uds_send(px->uds_fd, name, &reply, sizeof(reply), give, eccl_deadline_ms(100),
+                          px->abort);
+        if (r != ecclSuccess) {
+            WARN("proxy UDS: could not answer rank %d's request for segment 0x%llx", m.from,
+                 (unsigned long long)m.handle);
+            continue;
+        }
+        INFO(ECCL_LOG_PROXY, "UDS proxyGetFd received handle 0x%llx peer %d opId %llx",
+             (unsigned long long)m.handle, m.from, (unsigned long long)m.op_id);
+        if (give >= 0) {
+            /* Served once: the segment lives on in both mappings. */
+            close(c->memfd);
+            c->memfd = -1;
+        }
+    }
+    return work;
+}
+
+ecclResult_t proxy_client_get_fd(int sock, uint64_t comm_magic, int rank, int peer, uint64_t handle,
+                                 int *fd_out, uint64_t deadline_ns, const _Atomic uint32_t *abort)
+{
+    static _Atomic uint64_t counter;
+    struct proxy_uds_msg m = {.magic = PROXY_UDS_MAGIC,
+                              .comm_magic = comm_magic,
+                              .op_id = eccl_random64() ^ atomic_fetch_add(&counter, 1),
+                              .handle = handle,
+                              .type = PROXY_UDS_GETFD,
+                              .from = rank};
+    char name[96];
+    snprintf(name, sizeof(name), "eccl-%016llx-%d-proxy", (unsigned long long)comm_magic, peer);
+    INFO(ECCL_LOG_PROXY, "ProxyCall UDS rank %d tpRank %d reqSize %zu opId 0x%llx", rank, peer,
+         sizeof(m), (unsigned long long)m.op_id);
+    ECCL_TRY(eccl_uds_send(sock, name, &m, sizeof(m), -1, deadline_ns, abort));
+    for (;;) {
+        struct proxy_uds_msg r;
+        size_t len = sizeof(r);
+        int fd = -1;
+        ecclResult_t res = eccl_uds_recv(sock, &r, &len, &fd, deadline_ns, abort);
+        if (res == ecclInternalError) {
+            WARN("rank %d's proxy did not answer a descriptor request", peer);
+            return ecclRemoteError;
+        }
+        ECCL_TRY(res);
+        if (len != sizeof(r) || r.magic != PROXY_UDS_MAGIC || r.comm_magic != comm_magic ||
+            r.type != PROXY_UDS_FD || r.from != peer || r.op_id != m.op_id || r.handle != handle) {
+            WARN("dropped an unexpected datagram while waiting for rank %d's descriptor", peer);
+            if (fd >= 0)
+                close(fd);
+            continue;
+        }
+        if (r.result != ecclSuccess || fd < 0) {
+            if (fd >= 0)
+                close(fd);
+            WARN("rank %d's proxy refused to pass segment 0x%llx (%d)", peer,
+                 (unsigned long long)handle, r.result);
+            return ecclRemoteError;
+        }
+        INFO(ECCL_LOG_PROXY,
+             "ProxyCall UDS rank %d tpRank %d reqSize %zu respFd %d opId 0x%llx - DONE", rank, peer,
+             sizeof(m), fd, (unsigned long long)m.op_id);
+        INFO(ECCL_LOG_PROXY, "UDS: ClientGetFd handle 0x%llx tpRank %d returned fd %d",
+             (unsigned long long)handle, peer, fd);
+        *fd_out = fd;
+        return ecclSuccess;
+    }
+}
+
+/* ---- moving network steps ----------------------------------------------------------------- */
+
+static void conn_fail(struct proxy_state *px, struct proxy_conn *c, const char *why)
+{
+    if (c->dead)
+        return;
+    c->dead = true;
+    if (why)
+        WARN("NET/%s : connection %d %s rank %d failed: %s", px->net->name, c->id,
+             c->send ? "to" : "from", c->peer, why);
+    /* The executor waiting on this FIFO stops at once; the remote side sees the connection
+     * close. Requests in flight die with the connection. */
+    kern_conn_close(c->ctrl);
+    if (c->net_comm) {
+        if (c->mhandle)
+            px->net->dereg_mr(c->net_comm, c->mhandle);
+        c->mhandle = NULL;
+        if (c->send)
+            px->net->close_send(c->net_comm);
+        else
+            px->net->close_recv(c->net_comm);
+        c->net_comm = NULL;
+    }
+    memset(c->req, 0, sizeof(c->req));
+}
+
+static int net_progress_send(struct proxy_state *px, struct proxy_conn *c, int budget)
+{
+    struct eccl_conn_ctrl *f = c->ctrl;
+    uint32_t nreq = ECCL_MIN(c->nslots, (uint32_t)ECCL_NET_MAX_REQUESTS);
+    uint32_t tail = atomic_load_explicit(&f->tail, memory_order_acquire);
+    int work = 0;
+    while (c->posted != tail && c->posted - c->completed < nreq && work < budget) {
+        uint32_t slot = c->posted % c->nslots;
+        uint32_t size = atomic_load_explicit(&f->sizes[slot], memory_order_relaxed);
+        if (size > c->slot_bytes) {
+            conn_fail(px, c, "a step larger than its slot");
+            return work;
+        }
+        void *req = NULL;
+        ecclResult_t r =
+            px->net->isend(c->net_comm, eccl_conn_data(f) + (size_t)slot * c->slot_bytes, size, 0,
+                           c->mhandle, &req);
+        if (r != ecclSuccess) {
+            conn_fail(px, c, eccl_log_last_error());
+            return work;
+        }
+        if (!req)
+            break;
+        c->req[slot] = req;
+        c->posted++;
+        work++;
+    }
+    while (c->completed != c->posted) {
+        uint32_t slot = c->completed % c->nslots;
+        int done = 0;
+        size_t size = 0;
+        ecclResult_t r = px->net->test(c->req[slot], &done, &size);
+        if (r != ecclSuccess) {
+            conn_fail(px, c, eccl_log_last_error());
+            return work;
+        }
+        if (!done)
+            break;
+        c->req[slot] = NULL;
+        c->completed++;
+        atomic_store_explicit(&f->head, c->completed, memory_order_release);
+        atomic_thread_fence(memory_order_seq_cst);
+        if (atomic_load_explicit(&f->head_waiters, memory_order_relaxed))
+            eccl_futex_wake(&f->head, true);
+        work++;
+    }
+    return work;
+}
+
+static int net_progress_recv(struct proxy_state *px, struct proxy_conn *c, int budget)
+{
+    struct eccl_conn_ctrl *f = c->ctrl;
+    uint32_t nreq = ECCL_MIN(c->nslots, (uint32_t)ECCL_NET_MAX_REQUESTS);
+    uint32_t head = atomic_load_explicit(&f->head, memory_order_acquire);
+    int work = 0;
+    while (c->posted - head < c->nslots && c->posted - c->completed < nreq && work < budget) {
+        uint32_t slot = c->posted % c->nslots;
+        void *req = NULL;
+        ecclResult_t r =
+            px->net->irecv(c->net_comm, eccl_conn_data(f) + (size_t)slot * c->slot_bytes,
+                           c->slot_bytes, 0, c->mhandle, &req);
+        if (r != ecclSuccess) {
+            conn_fail(px, c, eccl_log_last_error());
+            return work;
+        }
+        if (!req)
+            break;
+        c->req[slot] = req;
+        c->posted++;
+        work++;
+    }
+    while (c->completed != c->posted) {
+        uint32_t slot = c->completed % c->nslots;
+        int done = 0;
+        size_t size = 0;
+        ecclResult_t r = px->net->test(c->req[slot], &done, &size);
+        if (r != ecclSuccess) {
+            conn_fail(px, c, eccl_log_last_error());
+            return work;
+        }
+        if (!done)
+            break;
+        if (size > c->slot_bytes) {
+            conn_fail(px, c, "a message larger than its slot");
+            return work;
+        }
+        c->req[slot] = NULL;
+        atomic_store_explicit(&f->sizes[slot], (uint32_t)size, memory_order_relaxed);
+        c->completed++;
+        atomic_store_explicit(&f->tail, c->completed, memory_order_release);
+        atomic_thread_fence(memory_order_seq_cst);
+        if (atomic_load_explicit(&f->tail_waiters, memory_order_relaxed))
+            eccl_futex_wake(&f->tail, true);
+        work++;
+    }
+    return work;
+}
+
+/* Returns the work done; *inflight gets whether any network request is outstanding. */
+static int net_progress(struct proxy_state *px, int budget, bool *inflight)
+{
+    int work = 0;
+    *inflight = false;
+    if (!px->aborted && px->abort && atomic_load_explicit(px->abort, memory_order_acquire)) {
+        px->aborted = true;
+        for (int i = 0; i < px->nconns; i++) {
+            struct proxy_conn *c = px->conns[i];
+            if (c->transport == PROXY_TRANSPORT_NET && c->connected)
+                conn_fail(px, c, NULL);
+        }
+        INFO(ECCL_LOG_PROXY | ECCL_LOG_NET,
+             "proxy of rank %d: communicator aborted, network "
+             "connections closed",
+             px->rank);
+    }
+    for (int i = 0; i < px->nconns; i++) {
+        struct proxy_conn *c = px->conns[i];
+        if (c->transport != PROXY_TRANSPORT_NET || !c->connected || c->dead)
+            continue;
+        if (atomic_load_explicit(&c->ctrl->closed, memory_order_acquire)) {
+            /* The executor gave up on this FIFO: tell the remote side. */
+            conn_fail(px, c, NULL);
+            continue;
+        }
+        work += c->send ? net_progress_send(px, c, budget) : net_progress_recv(px, c, budget);
+        if (!c->dead && c->posted != c->completed)
+            *inflight = true;
+    }
+    return work;
+}
+
+static int progress_pass(struct proxy_state *px, int budget, bool *inflight)
+{
+    int work = 0;
+    if (atomic_load_explicit(&px->nops, memory_order_acquire))
+        work += ops_progress(px);
+    work += uds_serve(px);
+    work += net_progress(px, budget, inflight);
+    return work;
+}
+
+int proxy_progress(struct proxy_state *px, int budget)
+{
+    bool inflight = false;
+    return progress_pass(px, budget, &inflight);
+}
+
+static void *proxy_main(void *arg)
+{
+    struct proxy_state *px = arg;
+    eccl_log_set_dev(px->rank);
+    int idle = 0;
+    px->last_progress_ns = eccl_now_ns();
+    while (!atomic_load_explicit(&px->stop, memory_order_acquire)) {
+        if (ECCL_FAULT("proxy_thread")) {
+            WARN("proxy thread of rank %d exits (fault injection)", px->rank);
+            return NULL;
+        }
+        atomic_fetch_add_explicit(&px->beat, 1, memory_order_relaxed);
+        bool inflight = false;
+        int work = progress_pass(px, PROXY_BUDGET, &inflight);
+        uint64_t now = eccl_now_ns();
+        if (work) {
+            idle = 0;
+            px->last_progress_ns = now;
+            continue;
+        }
+        if (++idle < PROXY_SPIN_PASSES &&
+            now - px->last_progress_ns < PROXY_HOT_MS * ECCL_NS_PER_MS) {
+            sched_yield();
+            continue;
+        }
+        eccl_bell_arm(&px->bell);
+        /* The last check, after arming: an executor that posts a step now either is seen here
+         * or sees us sleeping and writes the eventfd. */
+        work = net_progress(px, PROXY_BUDGET, &inflight);
+        if (work || atomic_load_explicit(&px->nops_new, memory_order_acquire)) {
+            eccl_bell_drain(&px->bell);
+            px->last_progress_ns = eccl_now_ns();
+            idle = 0;
+            continue;
+        }
+        bool hot = inflight && now - px->last_progress_ns < PROXY_HOT_MS * ECCL_NS_PER_MS;
+        /* Connect handshakes in progress: the backend has no descriptor to wait on either. */
+        bool waiting_ops = atomic_load_explicit(&px->nops, memory_order_acquire) != 0;
+        int timeout_ms = PROXY_MAX_SLEEP_MS;
+        struct pollfd pfd[2] = {{.fd = px->bell.efd, .events = POLLIN},
+                                {.fd = px->uds_fd, .events = POLLIN}};
+        if (hot || waiting_ops || inflight) {
+            struct timespec ts = {0, (hot ? PROXY_HOT_SLEEP_US : 1000) * 1000L};
+            ppoll(pfd, 2, &ts, NULL);
+        } else {
+            poll(pfd, 2, timeout_ms);
+        }
+        eccl_bell_drain(&px->bell);
+    }
+    return NULL;
+}
+
+/* ---- create / destroy -------------------------------------------------------------------- */
+
+ecclResult_t proxy_create(struct proxy_state **out, const struct proxy_params *params)
+{
+    ecclResult_t res = ecclSuccess;
+    struct proxy_state *px = eccl_calloc(1, sizeof(*px), "proxy");
+    if (!px)
+        return ecclSystemError;
+    px->comm_magic = params->comm_magic;
+    px->rank = params->rank;
+    px->nranks = params->nranks;
+    px->abort = params->abort;
+    px->uds_fd = -1;
+    px->bell.efd = -1;
+    px->next_op_id = (eccl_random64() & 0xffffffffffff0000ULL) | 1;
+    pthread_mutex_init(&px->ops_lock, NULL);
+    ECCL_TRY_GOTO(eccl_bell_init(&px->bell), res, err_free);
+    snprintf(px->uds_name, sizeof(px->uds_name), "eccl-%016llx-%d-proxy",
+             (unsigned long long)px->comm_magic, px->rank);
+    ECCL_TRY_GOTO(eccl_uds_open(px->uds_name, &px->uds_fd), res, err_free);
+    int rc = pthread_create(&px->thread, NULL, proxy_main, px);
+    if (rc != 0) {
+        WARN("proxy: pthread_create failed: %s", strerror(rc));
+        res = ecclSystemError;
+        goto err_free;
+    }
+    px->thread_started = true;
+    INFO(ECCL_LOG_PROXY | ECCL_LOG_INIT, "proxy of rank %d started, UDS @%s", px->rank,
+         px->uds_name);
+    *out = px;
+    return ecclSuccess;
+err_free:
+    proxy_destroy(px);
+    return res;
+}
+
+void proxy_destroy(struct proxy_state *px)
+{
+    if (!px)
+        return;
+    if (px->thread_started) {
+        atomic_store_explicit(&px->stop, true, memory_order_release);
+        uint64_t one = 1;
+        ssize_t rc = write(px->bell.efd, &one, sizeof(one));
+        (void)rc;
+        pthread_join(px->thread, NULL);
+    }
+    while (px->ops) {
+        struct proxy_op *op = px->ops;
+        px->ops = op->next;
+        if (op->type == PROXY_OP_CONNECT && op->req.connect.fd >= 0)
+            close(op->req.connect.fd);
+        eccl_free(op);
+    }
+    for (int i = 0; i < px->nconns; i++)
+        conn_free(px, px->conns[i]);
+    eccl_free(px->conns);
+    if (px->net)
+        px->net->fini();
+    eccl_socket_close(&px->uds_fd);
+    eccl_bell_fini(&px->bell);
+    pthread_mutex_destroy(&px->ops_lock);
+    eccl_free(px);
+}
+
+struct eccl_bell *proxy_bell(struct proxy_state *px)
+{
+    return &px->bell;
+}
+
+const _Atomic uint64_t *proxy_heartbeat(struct proxy_state *px)
+{
+    return &px->beat;
+}
