@@ -208,9 +208,11 @@ static ecclResult_t connect_wants(struct ecclComm *comm, struct conn_want *wants
                                    sizeof(struct proxy_connect_resp), &w->op));
     }
     uint64_t deadline = eccl_deadline_ms(comm->bs.timeout_ms);
+    struct proxy_liveness alive = {0, 0};
     for (int i = 0; i < n; i++) {
         struct conn_want *w = &wants[i];
         for (int spin = 0; w->op; spin++) {
+            ECCL_TRY(proxy_check_alive(comm->tp.proxy, &alive));
             struct proxy_connect_resp resp;
             ecclResult_t r = proxy_op_poll(comm->tp.proxy, w->op, &resp, sizeof(resp));
             if (r == ecclSuccess) {

@@ -13,8 +13,9 @@
  * The thread sleeps in poll() on its doorbell (rung by the executor after each step on a channel
  * with network connectors, and by op posts) and its UDS socket. Backends complete requests on
  * their own threads without a descriptor to wait on, so while network requests are in flight the
- * sleep is short (PROXY_HOT_SLEEP_US) for a while after the last progress; it never exceeds
- * PROXY_MAX_SLEEP_MS, so that the heartbeat keeps counting while the thread lives.
+ * thread yields instead of sleeping for PROXY_HOT_MS after the last progress, then sleeps in
+ * short slices (PROXY_WARM_SLEEP_US); it never sleeps longer than PROXY_MAX_SLEEP_MS, so that the
+ * heartbeat keeps counting while the thread lives.
  */
 #include "proxy/proxy.h"
 
@@ -32,18 +33,21 @@
 #include "common/fault.h"
 #include "common/hash.h"
 #include "common/log.h"
+#include "common/param.h"
 #include "common/socket.h"
 #include "common/time.h"
 #include "kernels/host_exec.h"
 
-#define PROXY_UDS_MAGIC    0x6570787975647331ULL /* "epxyuds1" */
-#define PROXY_UDS_GETFD    1
-#define PROXY_UDS_FD       2
-#define PROXY_BUDGET       8    /* steps per connection per pass */
-#define PROXY_SPIN_PASSES  64   /* idle passes (yielding) before sleeping */
-#define PROXY_HOT_SLEEP_US 100  /* sleep while network requests are in flight ... */
-#define PROXY_HOT_MS       20   /* ... and progress happened this recently */
-#define PROXY_MAX_CONNS    4096 /* per rank */
+ECCL_PARAM_INT(proxy_stall, "ECCL_PROXY_STALL_MS", 100)
+
+#define PROXY_UDS_MAGIC     0x6570787975647331ULL /* "epxyuds1" */
+#define PROXY_UDS_GETFD     1
+#define PROXY_UDS_FD        2
+#define PROXY_BUDGET        8    /* steps per connection per pass */
+#define PROXY_SPIN_PASSES   64   /* idle passes (yielding) before sleeping */
+#define PROXY_HOT_MS        20   /* yield, not sleep, this long after the last progress */
+#define PROXY_WARM_SLEEP_US 500  /* then sleep this long while requests are in flight */
+#define PROXY_MAX_CONNS     4096 /* per rank */
 
 static const char *op_name(int type)
 {
@@ -541,10 +545,12 @@ ecclResult_t proxy_op_call(struct proxy_state *px, enum proxy_op_type type, int 
 {
     uint64_t id = 0;
     ECCL_TRY(proxy_op_post(px, type, conn, req, req_size, resp_size, &id));
+    struct proxy_liveness alive = {0, 0};
     for (int spin = 0;; spin++) {
         ecclResult_t r = proxy_op_poll(px, id, resp, resp_size);
         if (r != ecclInProgress)
             return r;
+        ECCL_TRY(proxy_check_alive(px, &alive));
         if ((abort && atomic_load_explicit(abort, memory_order_acquire)) ||
             eccl_deadline_passed(deadline_ns)) {
             bool aborted = abort && atomic_load_explicit(abort, memory_order_acquire);
@@ -864,8 +870,14 @@ static void *proxy_main(void *arg)
             px->last_progress_ns = now;
             continue;
         }
-        if (++idle < PROXY_SPIN_PASSES &&
-            now - px->last_progress_ns < PROXY_HOT_MS * ECCL_NS_PER_MS) {
+        /* Hot: requests in flight and recent progress. Completions have no descriptor to
+         * wait on, and a sleep here would add its length to every step: yield instead. */
+        bool hot = now - px->last_progress_ns < PROXY_HOT_MS * ECCL_NS_PER_MS;
+        if (++idle < PROXY_SPIN_PASSES && hot) {
+            sched_yield();
+            continue;
+        }
+        if (hot && inflight) {
             sched_yield();
             continue;
         }
@@ -879,14 +891,13 @@ static void *proxy_main(void *arg)
             idle = 0;
             continue;
         }
-        bool hot = inflight && now - px->last_progress_ns < PROXY_HOT_MS * ECCL_NS_PER_MS;
         /* Connect handshakes in progress: the backend has no descriptor to wait on either. */
         bool waiting_ops = atomic_load_explicit(&px->nops, memory_order_acquire) != 0;
         int timeout_ms = PROXY_MAX_SLEEP_MS;
         struct pollfd pfd[2] = {{.fd = px->bell.efd, .events = POLLIN},
                                 {.fd = px->uds_fd, .events = POLLIN}};
-        if (hot || waiting_ops || inflight) {
-            struct timespec ts = {0, (hot ? PROXY_HOT_SLEEP_US : 1000) * 1000L};
+        if (waiting_ops || inflight) {
+            struct timespec ts = {0, PROXY_WARM_SLEEP_US * 1000L};
             ppoll(pfd, 2, &ts, NULL);
         } else {
             poll(pfd, 2, timeout_ms);
@@ -959,6 +970,29 @@ void proxy_destroy(struct proxy_state *px)
     eccl_bell_fini(&px->bell);
     pthread_mutex_destroy(&px->ops_lock);
     eccl_free(px);
+}
+
+int64_t proxy_stall_ms(void)
+{
+    int64_t v = eccl_param_proxy_stall();
+    return v > PROXY_MAX_SLEEP_MS ? v : 2 * PROXY_MAX_SLEEP_MS;
+}
+
+ecclResult_t proxy_check_alive(struct proxy_state *px, struct proxy_liveness *w)
+{
+    uint64_t beat = atomic_load_explicit(&px->beat, memory_order_relaxed);
+    uint64_t now = eccl_now_ns();
+    if (w->since_ns == 0 || beat != w->beat) {
+        w->beat = beat;
+        w->since_ns = now;
+        return ecclSuccess;
+    }
+    if (now - w->since_ns > (uint64_t)proxy_stall_ms() * ECCL_NS_PER_MS) {
+        WARN("the proxy thread of rank %d is not responding (no progress for %llu ms)", px->rank,
+             (unsigned long long)((now - w->since_ns) / ECCL_NS_PER_MS));
+        return ecclRemoteError;
+    }
+    return ecclSuccess;
 }
 
 struct eccl_bell *proxy_bell(struct proxy_state *px)

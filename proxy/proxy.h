@@ -111,6 +111,16 @@ struct eccl_bell *proxy_bell(struct proxy_state *px);
  * lives. The UDS service watches it. */
 const _Atomic uint64_t *proxy_heartbeat(struct proxy_state *px);
 #define PROXY_MAX_SLEEP_MS 20
+/* ECCL_PROXY_STALL_MS: how long the heartbeat may stand still before the proxy counts as dead. */
+int64_t proxy_stall_ms(void);
+
+/* For a thread waiting on the proxy: ecclRemoteError (with a WARN) once the heartbeat has stood
+ * still for proxy_stall_ms(). Zero-initialise *w before the first call. */
+struct proxy_liveness {
+    uint64_t beat;
+    uint64_t since_ns;
+};
+ecclResult_t proxy_check_alive(struct proxy_state *px, struct proxy_liveness *w);
 
 /* One pass over the pending operations, the UDS socket and the network connections, moving at
  * most `budget` steps per connection. Returns the work done (0: nothing to do). Proxy thread

@@ -9,6 +9,8 @@
  */
 #include "proxy/service.h"
 
+#include "proxy/proxy.h"
+
 #include <errno.h>
 #include <fcntl.h>
 #include <poll.h>
@@ -32,7 +34,6 @@
 
 ECCL_PARAM_INT(heartbeat_ms, "ECCL_PROXY_HEARTBEAT_MS", 100)
 ECCL_PARAM_INT(heartbeat_misses, "ECCL_PROXY_HEARTBEAT_MISSES", 20)
-ECCL_PARAM_INT(proxy_stall_ms, "ECCL_PROXY_STALL_MS", 100)
 
 #define SVC_MAGIC   0x65737663u /* "esvc" */
 #define SVC_VERSION 1
@@ -407,7 +408,7 @@ out:
 
 void proxy_service_watch(struct proxy_service *svc, const _Atomic uint64_t *beat)
 {
-    int64_t stall_ms = eccl_param_proxy_stall_ms();
+    int64_t stall_ms = proxy_stall_ms();
     svc->proxy_beat = beat;
     svc->proxy_stall_ns = (uint64_t)(stall_ms > 0 ? stall_ms : 1) * ECCL_NS_PER_MS;
     svc->proxy_last_beat = atomic_load(beat);

@@ -1,11 +1,15 @@
 /*
- * test_proxy_fault.c - the UDS service thread of one rank dies (fault site proxy_thread), or its
- * connections close under a live process (uds_close); FAULT=1 builds only, skipped otherwise.
- * For the dead thread: Its process lives on and keeps its sockets open, so nothing
- * closes: the other ranks must see the missing heartbeats (20 ms x 5 here) and fail their
- * collective with ecclRemoteError, and the rank whose service died must fail too, because its
- * peers close their connectors when they give up. Every rank ends within a bound that proves
- * no hang, then aborts cleanly.
+ * test_proxy_fault.c - one rank's proxy thread dies (fault site proxy_thread), its UDS service
+ * thread dies (svc_thread), or its service connections close under a live process (uds_close);
+ * FAULT=1 builds only, skipped otherwise. The fault is armed after init, so it strikes while
+ * the ranks run AllReduce in a loop.
+ * - A dead proxy thread: the rank's own service sees its heartbeat stop (ECCL_PROXY_STALL_MS)
+ *   and revokes the communicator for every local peer.
+ * - A dead service thread: the process lives on and keeps its sockets open, so nothing closes:
+ *   the other ranks see the missing heartbeats (20 ms x 5 here) and fail; the rank whose
+ *   service died fails too, because its peers close their connectors when they give up.
+ * - Closed service connections: peers see EOF at once.
+ * Every rank must return ecclRemoteError within a bound that proves no hang, then abort cleanly.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -28,13 +32,13 @@
 static int rank_main(int rank, int nranks, const ecclUniqueId *id, void *arg)
 {
     const char *site = arg;
-    if (rank == FAULTY)
-        eccl_fault_arm(site, 4, false); /* a few service loops after start */
     ecclComm_t comm;
     if (mp_comm_init(&comm, nranks, id, rank) != ecclSuccess) {
         printf("rank %d: init failed: %s\n", rank, ecclGetLastError(NULL));
         return 1;
     }
+    if (rank == FAULTY)
+        eccl_fault_arm(site, 3, false); /* a few loop passes from now */
     float a[4096], b[4096];
     for (int i = 0; i < 4096; i++)
         a[i] = 1.0f;
@@ -65,6 +69,12 @@ static void test_proxy_thread_dies(void **s)
     assert_int_equal(mp_run(NRANKS, rank_main, (void *)"proxy_thread", 60000), 0);
 }
 
+static void test_service_thread_dies(void **s)
+{
+    (void)s;
+    assert_int_equal(mp_run(NRANKS, rank_main, (void *)"svc_thread", 60000), 0);
+}
+
 /* The service's sockets close under a live process: peers see EOF at once. */
 static void test_uds_closed(void **s)
 {
@@ -84,6 +94,7 @@ int main(void)
     setenv("ECCL_PROXY_HEARTBEAT_MS", "20", 0);
     setenv("ECCL_PROXY_HEARTBEAT_MISSES", "5", 0);
     const struct CMUnitTest tests[] = {cmocka_unit_test(test_proxy_thread_dies),
+                                       cmocka_unit_test(test_service_thread_dies),
                                        cmocka_unit_test(test_uds_closed)};
     return cmocka_run_group_tests(tests, NULL, NULL);
 #endif
