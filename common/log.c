@@ -25,6 +25,9 @@
 int eccl_log_level_cached = -1;
 static uint64_t log_subsys = ECCL_LOG_INIT | ECCL_LOG_BOOTSTRAP | ECCL_LOG_ENV;
 static FILE *log_file;
+/* A file name with %p is per process: a forked child reopens it under its own pid. */
+static char log_pattern[512];
+static pid_t log_file_pid;
 static uint64_t log_epoch_ns;
 static pthread_mutex_t log_lock = PTHREAD_MUTEX_INITIALIZER;
 
@@ -109,6 +112,8 @@ static void open_log_file(const char *pattern)
     if (f) {
         setvbuf(f, NULL, _IOLBF, 0);
         log_file = f;
+        log_file_pid = getpid();
+        snprintf(log_pattern, sizeof(log_pattern), "%s", strstr(pattern, "%p") ? pattern : "");
     }
 }
 
@@ -196,6 +201,19 @@ void eccl_log(int level, uint64_t subsys, const char *file, int line, const char
         return;
     if (level != ECCL_LOG_WARN && !(subsys & log_subsys))
         return;
+    if (log_pattern[0] && log_file_pid != getpid()) {
+        pthread_mutex_lock(&log_lock);
+        if (log_pattern[0] && log_file_pid != getpid()) {
+            char pattern[sizeof(log_pattern)];
+            snprintf(pattern, sizeof(pattern), "%s", log_pattern);
+            if (log_file && log_file != stdout)
+                fclose(log_file); /* the parent's; line-buffered, so nothing of its is pending */
+            log_file = stdout;
+            log_pattern[0] = '\0';
+            open_log_file(pattern);
+        }
+        pthread_mutex_unlock(&log_lock);
+    }
 
     const char *base = strrchr(file, '/');
     base = base ? base + 1 : file;

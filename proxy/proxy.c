@@ -95,9 +95,9 @@ struct proxy_op {
         struct proxy_connect_resp connect;
         char bytes[256];
     } resp;
-    bool started;
     bool done; /* protected by ops_lock */
     ecclResult_t result;
+    char error[256]; /* the proxy thread's error text, handed to the poller's thread */
 };
 
 struct proxy_conn {
@@ -456,6 +456,10 @@ static int ops_progress(struct proxy_state *px)
         pthread_mutex_lock(&px->ops_lock);
         if (res == ecclInProgress)
             continue;
+        if (res != ecclSuccess) {
+            const char *e = eccl_log_last_error();
+            snprintf(op->error, sizeof(op->error), "%s", e && *e ? e : "proxy operation failed");
+        }
         op->result = res;
         op->done = true;
         atomic_fetch_sub_explicit(&px->nops, 1, memory_order_relaxed);
@@ -525,6 +529,8 @@ ecclResult_t proxy_op_poll(struct proxy_state *px, uint64_t op_id, void *resp, s
     INFO(ECCL_LOG_PROXY, "resp.opId=0x%llx matches expected opId=0x%llx",
          (unsigned long long)op->id, (unsigned long long)op_id);
     ecclResult_t res = op->result;
+    if (res != ecclSuccess)
+        eccl_log_set_last_error(op->error);
     if (res == ecclSuccess && resp) {
         if (resp_size != op->resp_size) {
             WARN("proxy: response of %zu bytes read as %zu", op->resp_size, resp_size);
@@ -993,6 +999,13 @@ ecclResult_t proxy_check_alive(struct proxy_state *px, struct proxy_liveness *w)
         return ecclRemoteError;
     }
     return ecclSuccess;
+}
+
+const char *proxy_net_name(struct proxy_state *px)
+{
+    if (!px->net)
+        return "none";
+    return strcmp(px->net->name, "ib") == 0 ? "IB" : "Socket";
 }
 
 struct eccl_bell *proxy_bell(struct proxy_state *px)

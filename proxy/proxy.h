@@ -105,6 +105,8 @@ ecclResult_t proxy_op_call(struct proxy_state *px, enum proxy_op_type type, int 
 ecclResult_t proxy_client_get_fd(int sock, uint64_t comm_magic, int rank, int peer, uint64_t handle,
                                  int *fd_out, uint64_t deadline_ns, const _Atomic uint32_t *abort);
 
+/* "Socket" or "IB" once SharedInit completed, else "none" (for logs). */
+const char *proxy_net_name(struct proxy_state *px);
 /* The executor rings this after each step on a channel that has network connectors. */
 struct eccl_bell *proxy_bell(struct proxy_state *px);
 /* Counts the proxy thread's loop passes; it passes at least every PROXY_MAX_SLEEP_MS while it
