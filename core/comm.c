@@ -357,20 +357,16 @@ ecclResult_t core_comm_create(struct ecclComm **out, int nranks, const ecclUniqu
         res = ecclSystemError;
         goto err_free;
     }
-    /* Each host's ranks contiguous, hosts in order of their lowest rank: one network crossing
-     * per host per ring. */
     {
-        int k = 0;
-        for (int i = 0; i < nranks; i++) {
-            bool first = true;
-            for (int j = 0; j < i && first; j++)
-                first = comm->peers[j].host_hash != comm->peers[i].host_hash;
-            if (!first)
-                continue;
-            for (int j = i; j < nranks; j++)
-                if (comm->peers[j].host_hash == comm->peers[i].host_hash)
-                    comm->ring[k++] = j;
+        uint64_t *hosts = eccl_calloc((size_t)nranks, sizeof(*hosts), "comm-init");
+        if (!hosts) {
+            res = ecclSystemError;
+            goto err_free;
         }
+        for (int i = 0; i < nranks; i++)
+            hosts[i] = comm->peers[i].host_hash;
+        core_plan_ring(hosts, nranks, comm->ring);
+        eccl_free(hosts);
         for (int i = 0; i < nranks; i++)
             if (comm->ring[i] == rank)
                 comm->ring_index = i;

@@ -213,6 +213,9 @@ ecclResult_t core_transport_p2p_connect(struct ecclComm *comm, const struct eccl
 ecclResult_t core_plan_build(struct ecclComm *comm, struct eccl_queue *coll, struct eccl_queue *p2p,
                              size_t budget, struct eccl_queue *plans);
 void core_plan_tree(int nranks, int pos, int *parent, int child[2]);
+/* Ring order: each host's ranks contiguous and in rank order, hosts in the order of their lowest
+ * rank, so that a ring crosses the network once per host. host_hash[r] is rank r's host. */
+void core_plan_ring(const uint64_t *host_hash, int nranks, int *ring);
 int core_p2p_channel(const struct ecclComm *comm, int peer);
 
 /* exec.c */

@@ -27,6 +27,21 @@ ECCL_PARAM_STR(algo, "ECCL_ALGO", NULL)
 ECCL_PARAM_INT(tree_threshold, "ECCL_TREE_THRESHOLD", 64 * 1024)
 ECCL_PARAM_INT(min_chan_bytes, "ECCL_MIN_CHANNEL_BYTES", 256 * 1024)
 
+void core_plan_ring(const uint64_t *host_hash, int nranks, int *ring)
+{
+    int k = 0;
+    for (int i = 0; i < nranks; i++) {
+        bool first = true;
+        for (int j = 0; j < i && first; j++)
+            first = host_hash[j] != host_hash[i];
+        if (!first)
+            continue;
+        for (int j = i; j < nranks; j++)
+            if (host_hash[j] == host_hash[i])
+                ring[k++] = j;
+    }
+}
+
 void core_plan_tree(int nranks, int pos, int *parent, int child[2])
 {
     *parent = pos == 0 ? -1 : (pos - 1) / 2;

@@ -162,6 +162,31 @@ static void check_identical(size_t budget, int nchannels)
     assert_true(sum[0].coll_plans >= 1);
 }
 
+/* Hosts A B A C B: ring 0 2 | 1 4 | 3 — each host's ranks contiguous, hosts by lowest rank. */
+static void test_ring_hosts_contiguous(void **state)
+{
+    (void)state;
+    const uint64_t hosts[] = {10, 20, 10, 30, 20};
+    int ring[5];
+    core_plan_ring(hosts, 5, ring);
+    const int want[] = {0, 2, 1, 4, 3};
+    for (int i = 0; i < 5; i++)
+        assert_int_equal(ring[i], want[i]);
+    /* One host: identity. */
+    const uint64_t one[] = {7, 7, 7, 7};
+    core_plan_ring(one, 4, ring);
+    for (int i = 0; i < 4; i++)
+        assert_int_equal(ring[i], i);
+    /* Crossings: count ring edges between different hosts = number of hosts. */
+    const uint64_t many[] = {1, 2, 3, 1, 2, 3, 1, 2, 3};
+    int r9[9];
+    core_plan_ring(many, 9, r9);
+    int crossings = 0;
+    for (int i = 0; i < 9; i++)
+        crossings += many[r9[i]] != many[r9[(i + 1) % 9]];
+    assert_int_equal(crossings, 3);
+}
+
 static void test_identical_one_plan(void **state)
 {
     (void)state;
@@ -227,9 +252,8 @@ static void test_different_calls_differ(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_identical_one_plan),
-        cmocka_unit_test(test_identical_small_budget),
-        cmocka_unit_test(test_least_loaded_channels),
+        cmocka_unit_test(test_ring_hosts_contiguous),  cmocka_unit_test(test_identical_one_plan),
+        cmocka_unit_test(test_identical_small_budget), cmocka_unit_test(test_least_loaded_channels),
         cmocka_unit_test(test_different_calls_differ),
     };
     int rc = cmocka_run_group_tests(tests, NULL, NULL);
