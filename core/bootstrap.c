@@ -348,7 +348,7 @@ err_close:
 
 ecclResult_t core_bootstrap_init(struct core_bootstrap *bs, const ecclUniqueId *uid, int rank,
                                  int nranks, const struct core_peer_info *mine,
-                                 const _Atomic uint32_t *abort)
+                                 const _Atomic uint32_t *abort, int64_t timeout_ms)
 {
     ecclResult_t res = ecclSuccess;
     struct bootstrap_id id;
@@ -364,7 +364,7 @@ ecclResult_t core_bootstrap_init(struct core_bootstrap *bs, const ecclUniqueId *
     bs->magic = id.magic;
     bs->listen_fd = bs->ring_send_fd = bs->ring_recv_fd = -1;
     bs->abort = abort;
-    bs->timeout_ms = eccl_param_bootstrap_timeout();
+    bs->timeout_ms = timeout_ms > 0 ? timeout_ms : eccl_param_bootstrap_timeout();
 
     struct core_peer_info info = *mine;
     ECCL_TRY(eccl_socket_pick_addr(&info.listen_addr, NULL, 0));

@@ -109,14 +109,42 @@ static void set_error(struct ecclComm *comm, ecclResult_t res, bool propagate)
     if (atomic_compare_exchange_strong(&comm->async_error, &expected, (int)res)) {
         pthread_mutex_lock(&comm->error_lock);
         snprintf(comm->last_error, sizeof(comm->last_error), "%s", eccl_log_last_error());
+        core_error_fn fn = comm->error_fn;
+        void *arg = comm->error_arg;
+        char text[sizeof(comm->last_error)];
+        snprintf(text, sizeof(text), "%s", comm->last_error);
         pthread_mutex_unlock(&comm->error_lock);
         INFO(ECCL_LOG_INIT, "comm %p rank %d: failed with %s: %s", (void *)comm, comm->rank,
-             ecclGetErrorString(res), comm->last_error);
+             ecclGetErrorString(res), text);
         if (propagate)
-            proxy_service_revoke(comm->svc, -1, comm->last_error);
+            proxy_service_revoke(comm->svc, -1, text);
+        atomic_store(&comm->abort, 1);
+        core_exec_close_all(comm);
+        if (fn)
+            fn(arg, res, text);
+        return;
     }
     atomic_store(&comm->abort, 1);
     core_exec_close_all(comm);
+}
+
+ecclResult_t core_comm_set_error_callback(ecclComm_t comm, core_error_fn fn, void *arg)
+{
+    ECCL_TRY(core_comm_check(comm, "core_comm_set_error_callback"));
+    pthread_mutex_lock(&comm->error_lock);
+    comm->error_fn = fn;
+    comm->error_arg = arg;
+    pthread_mutex_unlock(&comm->error_lock);
+    /* A failure seen before the registration is reported now, once. */
+    ecclResult_t res = (ecclResult_t)atomic_load(&comm->async_error);
+    if (fn && res != ecclSuccess) {
+        char text[sizeof(comm->last_error)];
+        pthread_mutex_lock(&comm->error_lock);
+        snprintf(text, sizeof(text), "%s", comm->last_error);
+        pthread_mutex_unlock(&comm->error_lock);
+        fn(arg, res, text);
+    }
+    return ecclSuccess;
 }
 
 void core_comm_set_error(struct ecclComm *comm, ecclResult_t res)
@@ -289,10 +317,56 @@ static void comm_free(struct ecclComm *comm)
     eccl_free(comm);
 }
 
+/* Copies the caller's cancel flag into comm->abort while init runs (every init wait checks
+ * comm->abort). */
+struct cancel_watch {
+    struct ecclComm *comm;
+    const _Atomic uint32_t *cancel;
+    _Atomic bool done;
+};
+
+static void *cancel_main(void *arg)
+{
+    struct cancel_watch *w = arg;
+    while (!atomic_load(&w->done)) {
+        if (atomic_load(w->cancel)) {
+            WARN("init of rank %d cancelled: the generation failed while its ranks were meeting",
+                 w->comm->rank);
+            atomic_store(&w->comm->abort, 1);
+            break;
+        }
+        usleep(2000);
+    }
+    return NULL;
+}
+
 ecclResult_t core_comm_create(struct ecclComm **out, int nranks, const ecclUniqueId *id, int rank,
                               const ecclConfig_t *config)
 {
+    return core_comm_create_opts(out, nranks, id, rank, config, NULL);
+}
+
+ecclResult_t core_comm_init_opts(ecclComm_t *comm, int nranks, const ecclUniqueId *id, int rank,
+                                 const ecclConfig_t *config, const struct core_init_opts *opts)
+{
+    ECCL_ARG_CHECK(comm != NULL && id != NULL, "core_comm_init_opts: comm or id is NULL");
+    ECCL_ARG_CHECK(nranks > 0 && rank >= 0 && rank < nranks,
+                   "core_comm_init_opts: rank %d out of range for nranks %d", rank, nranks);
+    if (config) {
+        ecclConfig_t tmp;
+        ECCL_TRY(config_read(config, &tmp));
+    }
+    return core_comm_create_opts(comm, nranks, id, rank, config, opts);
+}
+
+ecclResult_t core_comm_create_opts(struct ecclComm **out, int nranks, const ecclUniqueId *id,
+                                   int rank, const ecclConfig_t *config,
+                                   const struct core_init_opts *opts)
+{
     ecclResult_t res = ecclSuccess;
+    struct cancel_watch watch = {.comm = NULL};
+    pthread_t watch_thread;
+    bool watching = false;
     ecclConfig_t cfg;
     log_version_once();
     ECCL_TRY(config_read(config, &cfg));
@@ -333,8 +407,20 @@ ecclResult_t core_comm_create(struct ecclComm **out, int nranks, const ecclUniqu
     me.host_hash = eccl_host_hash();
     me.pid_hash = eccl_hash_mix(me.host_hash ^ (uint64_t)getpid());
     me.cuda_dev = dev;
-    ECCL_TRY_GOTO(core_bootstrap_init(&comm->bs, id, rank, nranks, &me, &comm->abort), res,
-                  err_free);
+    if (opts && opts->cancel) {
+        watch.comm = comm;
+        watch.cancel = opts->cancel;
+        int rc = pthread_create(&watch_thread, NULL, cancel_main, &watch);
+        if (rc != 0) {
+            WARN("pthread_create failed: %s", strerror(rc));
+            res = ecclSystemError;
+            goto err_free;
+        }
+        watching = true;
+    }
+    ECCL_TRY_GOTO(core_bootstrap_init(&comm->bs, id, rank, nranks, &me, &comm->abort,
+                                      opts ? opts->bootstrap_timeout_ms : 0),
+                  res, err_free);
     comm->peers = comm->bs.peers;
     comm->comm_hash = comm->bs.magic;
     INFO(ECCL_LOG_INIT,
@@ -417,9 +503,22 @@ ecclResult_t core_comm_create(struct ecclComm **out, int nranks, const ecclUniqu
          "ecclCommInitRank comm %p rank %d nranks %d cudaDev %d nchannels %d - "
          "Init COMPLETE",
          (void *)comm, rank, nranks, dev, comm->nchannels);
+    if (watching) {
+        atomic_store(&watch.done, true);
+        pthread_join(watch_thread, NULL);
+        watching = false;
+        if (atomic_load(&comm->abort)) {
+            res = ecclRemoteError;
+            goto err_free;
+        }
+    }
     *out = comm;
     return ecclSuccess;
 err_free:
+    if (watching) {
+        atomic_store(&watch.done, true);
+        pthread_join(watch_thread, NULL);
+    }
     comm_free(comm);
     return res;
 }

@@ -57,10 +57,11 @@ struct core_bootstrap {
 };
 
 ecclResult_t core_bootstrap_id_create(ecclUniqueId *id);
-/* Meets the other ranks through the root named by id: every rank gets every peer's info. */
+/* Meets the other ranks through the root named by id: every rank gets every peer's info.
+ * timeout_ms bounds this and every later exchange (0: ECCL_BOOTSTRAP_TIMEOUT). */
 ecclResult_t core_bootstrap_init(struct core_bootstrap *bs, const ecclUniqueId *id, int rank,
                                  int nranks, const struct core_peer_info *mine,
-                                 const _Atomic uint32_t *abort);
+                                 const _Atomic uint32_t *abort, int64_t timeout_ms);
 void core_bootstrap_fini(struct core_bootstrap *bs);
 ecclResult_t core_bootstrap_allgather(struct core_bootstrap *bs, void *data, size_t size_each);
 ecclResult_t core_bootstrap_barrier(struct core_bootstrap *bs);
@@ -191,6 +192,8 @@ struct ecclComm {
     _Atomic bool finalized;
     char last_error[512];
     pthread_mutex_t error_lock;
+    core_error_fn error_fn; /* protected by error_lock */
+    void *error_arg;
 
     /* Registrations (host: bookkeeping only). */
     struct core_reg *regs;
@@ -202,6 +205,9 @@ ecclResult_t core_comm_check(const struct ecclComm *comm, const char *fn);
 void core_comm_set_error(struct ecclComm *comm, ecclResult_t res);
 ecclResult_t core_comm_create(struct ecclComm **out, int nranks, const ecclUniqueId *id, int rank,
                               const ecclConfig_t *config);
+ecclResult_t core_comm_create_opts(struct ecclComm **out, int nranks, const ecclUniqueId *id,
+                                   int rank, const ecclConfig_t *config,
+                                   const struct core_init_opts *opts);
 
 /* transport.c */
 ecclResult_t core_transport_init(struct ecclComm *comm);

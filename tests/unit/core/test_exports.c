@@ -1,6 +1,7 @@
 /*
- * test_exports.c - libeccl.so exports exactly the public API of include/eccl.h: every function
- * of NCCL 2.28's API with the eccl prefix, and nothing else (checked with nm -D).
+ * test_exports.c - libeccl.so exports exactly the public API: every function of NCCL 2.28's API
+ * with the eccl prefix (include/eccl.h), the elastic API (include/eccl_elastic.h), and nothing
+ * else (checked with nm -D).
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -30,6 +31,15 @@ static const char *expected[] = {
     "ecclCommUserRank",
     "ecclCommWindowDeregister",
     "ecclCommWindowRegister",
+    "ecclElasticCommit",
+    "ecclElasticDestroy",
+    "ecclElasticGetComm",
+    "ecclElasticGetInfo",
+    "ecclElasticJoin",
+    "ecclElasticLeave",
+    "ecclElasticPoll",
+    "ecclElasticRecover",
+    "ecclElasticSyncState",
     "ecclGather",
     "ecclGetErrorString",
     "ecclGetLastError",
