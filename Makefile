@@ -144,7 +144,7 @@ $(BUILD)/examples/%: examples/%.c $(BUILD)/lib/libeccl.so
 	@mkdir -p $(dir $@)
 	@$(if $(Q),echo "  LD      $@")
 	$(Q)$(CC) -Iinclude $(filter-out -fvisibility=hidden,$(CFLAGS)) $(LDFLAGS) -o $@ $< \
-		$(BUILD)/lib/libeccl.so -Wl,-rpath,'$$ORIGIN/../lib'
+		$(BUILD)/lib/libeccl.so -Wl,-rpath,'$$ORIGIN/../lib' -lm
 
 check: check-layers check-env-docs
 
