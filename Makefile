@@ -89,7 +89,7 @@ BENCH_BINS := $(BENCH_SRCS:%.c=$(BUILD)/%)
 EXAMPLE_SRCS := $(wildcard examples/*.c)
 EXAMPLE_BINS := $(EXAMPLE_SRCS:%.c=$(BUILD)/%)
 
-.PHONY: all lib tools tests test test-fault fuzz test-gpu check check-layers check-env-docs format clean bench \
+.PHONY: all lib tools tests test test-fault fuzz test-gpu check check-layers check-env-docs format clean bench demo \
 	examples
 all: lib tools examples
 
@@ -145,6 +145,12 @@ $(BUILD)/examples/%: examples/%.c $(BUILD)/lib/libeccl.so
 	@$(if $(Q),echo "  LD      $@")
 	$(Q)$(CC) -Iinclude $(filter-out -fvisibility=hidden,$(CFLAGS)) $(LDFLAGS) -o $@ $< \
 		$(BUILD)/lib/libeccl.so -Wl,-rpath,'$$ORIGIN/../lib' -lm
+
+# The main job: an elastic run of examples/elastic_train under ecclrun, one rank killed and
+# replaced (ETCD=1: on a local etcd that the script starts and stops).
+ETCD ?= 0
+demo: all
+	ETCD=$(ETCD) BUILD=$(BUILD) scripts/demo.sh
 
 check: check-layers check-env-docs
 
