@@ -295,7 +295,7 @@ static void comm_free(struct ecclComm *comm)
     proxy_service_destroy(comm->svc, clean);
     comm->svc = NULL;
     core_exec_stop(comm);
-    core_transport_fini(comm);
+    core_transport_fini(comm, clean);
     core_bootstrap_fini(&comm->bs);
     for (int c = 0; c < CORE_MAX_CHANNELS; c++) {
         eccl_free(comm->channels[c].kc.p2p_send);

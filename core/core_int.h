@@ -211,7 +211,8 @@ ecclResult_t core_comm_create_opts(struct ecclComm **out, int nranks, const eccl
 
 /* transport.c */
 ecclResult_t core_transport_init(struct ecclComm *comm);
-void core_transport_fini(struct ecclComm *comm);
+/* clean: a destroy, not an abort: first let posted network sends leave (bounded). */
+void core_transport_fini(struct ecclComm *comm, bool clean);
 /* Connects point-to-point connectors that `tasks` need and that are not there yet. */
 ecclResult_t core_transport_p2p_connect(struct ecclComm *comm, const struct eccl_queue *tasks);
 

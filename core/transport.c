@@ -375,9 +375,13 @@ ecclResult_t core_transport_p2p_connect(struct ecclComm *comm, const struct eccl
     return res;
 }
 
-void core_transport_fini(struct ecclComm *comm)
+void core_transport_fini(struct ecclComm *comm, bool clean)
 {
     struct core_transport *tp = &comm->tp;
+    /* A clean destroy right after a collective: the last steps may still be on their way to a
+     * peer that needs them to finish the same collective. */
+    if (clean && tp->proxy && tp->net_ready)
+        proxy_flush(tp->proxy, 5000);
     proxy_destroy(tp->proxy);
     tp->proxy = NULL;
     eccl_socket_close(&tp->uds_fd);

@@ -48,6 +48,7 @@ ECCL_PARAM_INT(proxy_stall, "ECCL_PROXY_STALL_MS", 100)
 #define PROXY_HOT_MS        20   /* yield, not sleep, this long after the last progress */
 #define PROXY_WARM_SLEEP_US 500  /* then sleep this long while requests are in flight */
 #define PROXY_MAX_CONNS     4096 /* per rank */
+#define PROXY_FLUSH_MS      1000 /* a closing send connection still sends what was posted */
 
 static const char *op_name(int type)
 {
@@ -123,6 +124,7 @@ struct proxy_conn {
     uint32_t completed; /* steps the backend finished */
     bool connected;
     bool dead;
+    uint64_t flush_deadline; /* closing: send what was posted until then */
 };
 
 struct proxy_state {
@@ -135,6 +137,8 @@ struct proxy_state {
     char uds_name[96];
     struct eccl_bell bell;
     _Atomic uint64_t beat;
+    _Atomic uint64_t net_passes;    /* network progress passes */
+    _Atomic uint64_t sends_pending; /* network send steps posted but not complete */
     _Atomic bool stop;
     pthread_t thread;
     bool thread_started;
@@ -812,32 +816,68 @@ static int net_progress(struct proxy_state *px, int budget, bool *inflight)
 {
     int work = 0;
     *inflight = false;
-    if (!px->aborted && px->abort && atomic_load_explicit(px->abort, memory_order_acquire)) {
+    bool aborted = px->abort && atomic_load_explicit(px->abort, memory_order_acquire);
+    if (aborted && !px->aborted) {
         px->aborted = true;
-        for (int i = 0; i < px->nconns; i++) {
-            struct proxy_conn *c = px->conns[i];
-            if (c->transport == PROXY_TRANSPORT_NET && c->connected)
-                conn_fail(px, c, NULL);
-        }
         INFO(ECCL_LOG_PROXY | ECCL_LOG_NET,
-             "proxy of rank %d: communicator aborted, network "
-             "connections closed",
-             px->rank);
+             "proxy of rank %d: communicator aborted: closing its network connections", px->rank);
     }
+    uint64_t now = eccl_now_ns();
+    uint64_t pending = 0;
     for (int i = 0; i < px->nconns; i++) {
         struct proxy_conn *c = px->conns[i];
         if (c->transport != PROXY_TRANSPORT_NET || !c->connected || c->dead)
             continue;
-        if (atomic_load_explicit(&c->ctrl->closed, memory_order_acquire)) {
-            /* The executor gave up on this FIFO: tell the remote side. */
-            conn_fail(px, c, NULL);
-            continue;
+        if (aborted || atomic_load_explicit(&c->ctrl->closed, memory_order_acquire)) {
+            /* The executor gave up (or the communicator did). Receive side: nothing more is
+             * wanted, close now, which tells the remote side. Send side: steps already posted
+             * stay deliverable, as they are through shared memory: flush them first, for at
+             * most PROXY_FLUSH_MS. */
+            if (!c->send) {
+                conn_fail(px, c, NULL);
+                continue;
+            }
+            if (!c->flush_deadline)
+                c->flush_deadline = now + PROXY_FLUSH_MS * ECCL_NS_PER_MS;
+            if (c->completed == atomic_load_explicit(&c->ctrl->tail, memory_order_acquire) ||
+                now > c->flush_deadline) {
+                conn_fail(px, c, NULL);
+                continue;
+            }
         }
         work += c->send ? net_progress_send(px, c, budget) : net_progress_recv(px, c, budget);
-        if (!c->dead && c->posted != c->completed)
+        if (c->dead)
+            continue;
+        if (c->send)
+            pending += atomic_load_explicit(&c->ctrl->tail, memory_order_acquire) - c->completed;
+        if (c->posted != c->completed)
             *inflight = true;
     }
+    atomic_store_explicit(&px->sends_pending, pending, memory_order_release);
+    atomic_fetch_add_explicit(&px->net_passes, 1, memory_order_release);
     return work;
+}
+
+ecclResult_t proxy_flush(struct proxy_state *px, int64_t timeout_ms)
+{
+    uint64_t first = atomic_load_explicit(&px->net_passes, memory_order_acquire);
+    uint64_t deadline = eccl_deadline_ms(timeout_ms);
+    struct proxy_liveness alive = {0, 0};
+    for (;;) {
+        /* Two passes after the call: the count reflects every step posted before it. */
+        if (atomic_load_explicit(&px->net_passes, memory_order_acquire) >= first + 2 &&
+            atomic_load_explicit(&px->sends_pending, memory_order_acquire) == 0)
+            return ecclSuccess;
+        ECCL_TRY(proxy_check_alive(px, &alive));
+        if (eccl_deadline_passed(deadline)) {
+            INFO(ECCL_LOG_PROXY | ECCL_LOG_NET,
+                 "proxy of rank %d: %llu network steps still unsent after %lld ms", px->rank,
+                 (unsigned long long)atomic_load(&px->sends_pending), (long long)timeout_ms);
+            return ecclInProgress;
+        }
+        eccl_bell_ring(&px->bell);
+        usleep(100);
+    }
 }
 
 static int progress_pass(struct proxy_state *px, int budget, bool *inflight)

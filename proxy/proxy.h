@@ -85,6 +85,10 @@ struct proxy_params {
 
 /* Opens the proxy's UDS socket @eccl-<magic>-<rank>-proxy and starts the proxy thread. */
 ecclResult_t proxy_create(struct proxy_state **out, const struct proxy_params *params);
+/* Waits until every step posted to a network send connection has left (the executor's steps
+ * return once posted, as with shared memory, where the peer then sees them at once): what a
+ * clean destroy does before proxy_destroy. ecclInProgress after timeout_ms. */
+ecclResult_t proxy_flush(struct proxy_state *px, int64_t timeout_ms);
 /* Stops the thread, closes every connection, unmaps every segment. NULL is fine. */
 void proxy_destroy(struct proxy_state *px);
 

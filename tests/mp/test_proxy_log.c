@@ -27,6 +27,8 @@ static int rank_main(int rank, int nranks, const ecclUniqueId *id, void *arg)
 {
     if (arg)
         setenv("ECCL_SHM_DISABLE", "1", 1);
+    else
+        unsetenv("ECCL_SHM_DISABLE");
     ecclComm_t comm;
     if (mp_comm_init(&comm, nranks, id, rank) != ecclSuccess)
         return 1;
