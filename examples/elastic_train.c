@@ -45,10 +45,12 @@
 
 static double t0;
 
+/* Wall-clock seconds: the timeline lines of different processes compare (t0 from
+ * ELASTIC_TRAIN_T0, seconds since the epoch, when the launcher's script sets it). */
 static double now_s(void)
 {
     struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
+    clock_gettime(CLOCK_REALTIME, &ts);
     return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
 }
 
@@ -177,7 +179,7 @@ int main(int argc, char **argv)
     }
     if (steps < 1)
         return fail_usage("--steps must be positive");
-    t0 = now_s();
+    t0 = getenv("ELASTIC_TRAIN_T0") ? strtod(getenv("ELASTIC_TRAIN_T0"), NULL) : now_s();
     double ref[NPARAM];
     reference(steps, ref);
     if (ref_only) {

@@ -49,6 +49,8 @@ fi
 export ECCL_SOCKET_IFNAME=${ECCL_SOCKET_IFNAME:-lo} ECCL_DEVICE=host
 echo "demo: $NPROC ranks of elastic_train, $STEPS steps, rank $KILL_RANK SIGKILLed at step $KILL_STEP, on $backend"
 "$BUILD/examples/elastic_train" --reference --steps "$STEPS"
+export ELASTIC_TRAIN_T0
+ELASTIC_TRAIN_T0=$(date +%s.%N)
 set +e
 "$BUILD/bin/ecclrun" --nnodes 1 --nproc-per-node "$NPROC" --rdzv-id demo --max-restarts 1 \
     --elastic-mode replace "${endpoint[@]}" -- \
@@ -59,8 +61,10 @@ set -e
 
 echo
 echo "timeline (all processes):"
-grep -E 'SIGKILL|died|replacement|failure seen|revoked|recovered|first step after|restored|done:' "$work/run.log" |
-    sed 's/^/  /' || true
+# Worker lines carry [+seconds] since ELASTIC_TRAIN_T0; ecclrun's carry +seconds since its start.
+grep -E 'SIGKILL|died|restarted|replacement|failure seen|revoked|recovered|first step after|done:' "$work/run.log" |
+    sed -E 's/^\[\+ *([0-9.]+) s\] (.*)/\1 \2/; s/^(ecclrun: .* at \+)([0-9.]+)( s.*)/\2 \1\2\3/' |
+    sort -s -n -k1,1 | sed -E 's/^([0-9.]+) /  +\1 s  /' || true
 echo
 ok=1
 [ "$rc" = 0 ] || { echo "demo: ecclrun exited $rc" >&2; ok=0; }
