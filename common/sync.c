@@ -4,6 +4,8 @@
 #include "common/sync.h"
 
 #include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
 #include <linux/futex.h>
 #include <string.h>
 #include <sys/eventfd.h>
@@ -107,4 +109,28 @@ void eccl_bell_drain(struct eccl_bell *b)
     uint64_t v;
     ssize_t rc = read(b->efd, &v, sizeof(v));
     (void)rc; /* EAGAIN: woken by the timeout or another descriptor */
+}
+
+int eccl_thread_id(void)
+{
+    return (int)syscall(SYS_gettid);
+}
+
+char eccl_thread_state(int tid)
+{
+    char path[64], buf[256];
+    snprintf(path, sizeof(path), "/proc/self/task/%d/stat", tid);
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return 0;
+    ssize_t n = read(fd, buf, sizeof(buf) - 1);
+    close(fd);
+    if (n <= 0)
+        return 0;
+    buf[n] = '\0';
+    /* "tid (comm) S ...": the state follows the last ')' (comm may hold spaces and parens). */
+    const char *p = strrchr(buf, ')');
+    if (!p || p[1] != ' ' || !p[2])
+        return 0;
+    return p[2] == 'Z' || p[2] == 'X' ? 0 : p[2];
 }

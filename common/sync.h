@@ -42,4 +42,10 @@ void eccl_bell_ring(struct eccl_bell *b);
 void eccl_bell_arm(struct eccl_bell *b);
 void eccl_bell_drain(struct eccl_bell *b);
 
+/* The scheduler state of thread `tid` of this process, from /proc/self/task/<tid>/stat: 'R'
+ * (running or runnable), 'S', 'D', 'T', ...; 0 when the thread does not exist (exited). */
+char eccl_thread_state(int tid);
+/* The calling thread's id (gettid). */
+int eccl_thread_id(void);
+
 #endif

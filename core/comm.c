@@ -482,7 +482,8 @@ ecclResult_t core_comm_create_opts(struct ecclComm **out, int nranks, const eccl
         err_free);
     /* Opens the connector socket, waits for every rank's listeners (a barrier), connects. */
     ECCL_TRY_GOTO(core_transport_init(comm), res, err_free);
-    proxy_service_watch(comm->svc, proxy_heartbeat(comm->tp.proxy));
+    proxy_service_watch(comm->svc, proxy_heartbeat(comm->tp.proxy),
+                        proxy_thread_tid(comm->tp.proxy));
     {
         bool *local = eccl_calloc((size_t)nranks, sizeof(*local), "comm-init");
         if (!local) {

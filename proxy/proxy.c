@@ -137,6 +137,7 @@ struct proxy_state {
     char uds_name[96];
     struct eccl_bell bell;
     _Atomic uint64_t beat;
+    _Atomic int tid;                /* the proxy thread's, once it runs */
     _Atomic uint64_t net_passes;    /* network progress passes */
     _Atomic uint64_t sends_pending; /* network send steps posted but not complete */
     _Atomic bool stop;
@@ -900,6 +901,7 @@ static void *proxy_main(void *arg)
 {
     struct proxy_state *px = arg;
     eccl_log_set_dev(px->rank);
+    atomic_store(&px->tid, eccl_thread_id());
     int idle = 0;
     px->last_progress_ns = eccl_now_ns();
     while (!atomic_load_explicit(&px->stop, memory_order_acquire)) {
@@ -1034,6 +1036,12 @@ ecclResult_t proxy_check_alive(struct proxy_state *px, struct proxy_liveness *w)
         return ecclSuccess;
     }
     if (now - w->since_ns > (uint64_t)proxy_stall_ms() * ECCL_NS_PER_MS) {
+        int tid = atomic_load(&px->tid);
+        if (tid > 0 && eccl_thread_state(tid) == 'R') {
+            /* Runnable but not running: the machine is overloaded, the proxy is not stuck. */
+            w->since_ns = now;
+            return ecclSuccess;
+        }
         WARN("the proxy thread of rank %d is not responding (no progress for %llu ms)", px->rank,
              (unsigned long long)((now - w->since_ns) / ECCL_NS_PER_MS));
         return ecclRemoteError;
@@ -1056,4 +1064,9 @@ struct eccl_bell *proxy_bell(struct proxy_state *px)
 const _Atomic uint64_t *proxy_heartbeat(struct proxy_state *px)
 {
     return &px->beat;
+}
+
+const _Atomic int *proxy_thread_tid(struct proxy_state *px)
+{
+    return &px->tid;
 }

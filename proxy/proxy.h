@@ -117,6 +117,8 @@ struct eccl_bell *proxy_bell(struct proxy_state *px);
  * lives. The UDS service watches it. */
 const _Atomic uint64_t *proxy_heartbeat(struct proxy_state *px);
 #define PROXY_MAX_SLEEP_MS 20
+/* The proxy thread's id (0 until it runs), to tell a stuck thread from a starved one. */
+const _Atomic int *proxy_thread_tid(struct proxy_state *px);
 /* ECCL_PROXY_STALL_MS: how long the heartbeat may stand still before the proxy counts as dead. */
 int64_t proxy_stall_ms(void);
 

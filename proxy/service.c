@@ -30,6 +30,7 @@
 #include "common/log.h"
 #include "common/param.h"
 #include "common/socket.h"
+#include "common/sync.h"
 #include "common/time.h"
 
 ECCL_PARAM_INT(heartbeat_ms, "ECCL_PROXY_HEARTBEAT_MS", 100)
@@ -79,6 +80,7 @@ struct proxy_service {
     int misses;
     /* The local proxy thread's heartbeat (NULL: not watched). */
     const _Atomic uint64_t *proxy_beat;
+    const _Atomic int *proxy_tid;
     uint64_t proxy_stall_ns;
     uint64_t proxy_last_beat;
     uint64_t proxy_last_change_ns;
@@ -347,10 +349,18 @@ static void *svc_main(void *arg)
                 svc->proxy_last_beat = beat;
                 svc->proxy_last_change_ns = now;
             } else if (now - svc->proxy_last_change_ns > svc->proxy_stall_ns) {
-                svc->proxy_reported = true;
-                report(svc, svc->rank,
-                       "the proxy thread of rank %d stopped: no progress for %llu ms", svc->rank,
-                       (unsigned long long)((now - svc->proxy_last_change_ns) / ECCL_NS_PER_MS));
+                int tid = atomic_load(svc->proxy_tid);
+                char st = tid > 0 ? eccl_thread_state(tid) : 'R';
+                if (st == 'R') {
+                    /* Runnable but not running: CPU starvation, not a stuck proxy. */
+                    svc->proxy_last_change_ns = now;
+                } else {
+                    svc->proxy_reported = true;
+                    report(
+                        svc, svc->rank, "the proxy thread of rank %d %s: no progress for %llu ms",
+                        svc->rank, st ? "is stuck" : "exited",
+                        (unsigned long long)((now - svc->proxy_last_change_ns) / ECCL_NS_PER_MS));
+                }
             }
             uint64_t check = now + svc->proxy_stall_ns / 4;
             if (check < wake)
@@ -406,8 +416,10 @@ out:
     return NULL;
 }
 
-void proxy_service_watch(struct proxy_service *svc, const _Atomic uint64_t *beat)
+void proxy_service_watch(struct proxy_service *svc, const _Atomic uint64_t *beat,
+                         const _Atomic int *tid)
 {
+    svc->proxy_tid = tid;
     int64_t stall_ms = proxy_stall_ms();
     svc->proxy_beat = beat;
     svc->proxy_stall_ns = (uint64_t)(stall_ms > 0 ? stall_ms : 1) * ECCL_NS_PER_MS;

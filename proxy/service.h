@@ -32,9 +32,12 @@ ecclResult_t proxy_service_create(struct proxy_service **out, uint64_t comm_magi
  * starts the service thread. Bounded by deadline_ns; checks *abort. */
 ecclResult_t proxy_service_connect(struct proxy_service *svc, const bool *local,
                                    uint64_t deadline_ns, const _Atomic uint32_t *abort);
-/* Also watches this rank's proxy thread: when `beat` does not advance for ECCL_PROXY_STALL_MS,
- * the proxy is reported like a failed peer (this rank). Call before proxy_service_connect. */
-void proxy_service_watch(struct proxy_service *svc, const _Atomic uint64_t *beat);
+/* Also watches this rank's proxy thread (heartbeat `beat`, thread id `tid`): when the heartbeat
+ * does not advance for ECCL_PROXY_STALL_MS and the thread has exited or is not runnable (a
+ * runnable thread is only starved of CPU), the proxy is reported like a failed peer (this
+ * rank). Call before proxy_service_connect. */
+void proxy_service_watch(struct proxy_service *svc, const _Atomic uint64_t *beat,
+                         const _Atomic int *tid);
 /* Tells every connected peer that `peer` failed (peer -1: this rank gave up). */
 void proxy_service_revoke(struct proxy_service *svc, int peer, const char *why);
 /* Stops the thread and closes everything; `clean`: say BYE first. Safe on a service that was
