@@ -38,7 +38,7 @@
 #include "common/time.h"
 #include "kernels/host_exec.h"
 
-ECCL_PARAM_INT(proxy_stall, "ECCL_PROXY_STALL_MS", 100)
+ECCL_PARAM_INT(proxy_stall, "ECCL_PROXY_STALL_MS", 1000)
 
 #define PROXY_UDS_MAGIC     0x6570787975647331ULL /* "epxyuds1" */
 #define PROXY_UDS_GETFD     1
@@ -909,6 +909,13 @@ static void *proxy_main(void *arg)
             WARN("proxy thread of rank %d exits (fault injection)", px->rank);
             return NULL;
         }
+        if (ECCL_FAULT("proxy_stall")) {
+            /* Alive but stuck (as in a blocking call that never returns): no more passes. */
+            WARN("proxy thread of rank %d stalls (fault injection)", px->rank);
+            while (!atomic_load_explicit(&px->stop, memory_order_acquire))
+                poll(NULL, 0, 10);
+            return NULL;
+        }
         atomic_fetch_add_explicit(&px->beat, 1, memory_order_relaxed);
         bool inflight = false;
         int work = progress_pass(px, PROXY_BUDGET, &inflight);
@@ -1035,15 +1042,16 @@ ecclResult_t proxy_check_alive(struct proxy_state *px, struct proxy_liveness *w)
         w->since_ns = now;
         return ecclSuccess;
     }
-    if (now - w->since_ns > (uint64_t)proxy_stall_ms() * ECCL_NS_PER_MS) {
-        int tid = atomic_load(&px->tid);
-        if (tid > 0 && eccl_thread_state(tid) == 'R') {
-            /* Runnable but not running: the machine is overloaded, the proxy is not stuck. */
-            w->since_ns = now;
-            return ecclSuccess;
-        }
-        WARN("the proxy thread of rank %d is not responding (no progress for %llu ms)", px->rank,
-             (unsigned long long)((now - w->since_ns) / ECCL_NS_PER_MS));
+    uint64_t late = now - w->since_ns;
+    if (late < 2 * PROXY_MAX_SLEEP_MS * ECCL_NS_PER_MS)
+        return ecclSuccess;
+    /* An exited thread fails the wait at once; a live one only after the stall bound, and never
+     * while runnable (starved of CPU, not stuck). */
+    int tid = atomic_load(&px->tid);
+    char st = tid > 0 ? eccl_thread_state(tid) : 'R';
+    if (st == 0 || (late > (uint64_t)proxy_stall_ms() * ECCL_NS_PER_MS && st != 'R')) {
+        WARN("the proxy thread of rank %d %s (no progress for %llu ms)", px->rank,
+             st ? "is not responding" : "exited", (unsigned long long)(late / ECCL_NS_PER_MS));
         return ecclRemoteError;
     }
     return ecclSuccess;

@@ -348,21 +348,20 @@ static void *svc_main(void *arg)
             if (beat != svc->proxy_last_beat) {
                 svc->proxy_last_beat = beat;
                 svc->proxy_last_change_ns = now;
-            } else if (now - svc->proxy_last_change_ns > svc->proxy_stall_ns) {
+            } else if (now - svc->proxy_last_change_ns > 2 * PROXY_MAX_SLEEP_MS * ECCL_NS_PER_MS) {
+                /* Late: an exited thread is reported at once; a live one only after the stall
+                 * bound, and never while runnable (starved of CPU, not stuck). */
                 int tid = atomic_load(svc->proxy_tid);
                 char st = tid > 0 ? eccl_thread_state(tid) : 'R';
-                if (st == 'R') {
-                    /* Runnable but not running: CPU starvation, not a stuck proxy. */
-                    svc->proxy_last_change_ns = now;
-                } else {
+                uint64_t late = now - svc->proxy_last_change_ns;
+                if (st == 0 || (late > svc->proxy_stall_ns && st != 'R')) {
                     svc->proxy_reported = true;
-                    report(
-                        svc, svc->rank, "the proxy thread of rank %d %s: no progress for %llu ms",
-                        svc->rank, st ? "is stuck" : "exited",
-                        (unsigned long long)((now - svc->proxy_last_change_ns) / ECCL_NS_PER_MS));
+                    report(svc, svc->rank,
+                           "the proxy thread of rank %d %s: no progress for %llu ms", svc->rank,
+                           st ? "is stuck" : "exited", (unsigned long long)(late / ECCL_NS_PER_MS));
                 }
             }
-            uint64_t check = now + svc->proxy_stall_ns / 4;
+            uint64_t check = now + PROXY_MAX_SLEEP_MS * ECCL_NS_PER_MS;
             if (check < wake)
                 wake = check;
         }

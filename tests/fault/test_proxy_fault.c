@@ -3,8 +3,9 @@
  * thread dies (svc_thread), or its service connections close under a live process (uds_close);
  * FAULT=1 builds only, skipped otherwise. The fault is armed after init, so it strikes while
  * the ranks run AllReduce in a loop.
- * - A dead proxy thread: the rank's own service sees its heartbeat stop (ECCL_PROXY_STALL_MS)
- *   and revokes the communicator for every local peer.
+ * - A dead proxy thread (proxy_thread): the rank's own service sees its heartbeat stop and the
+ *   thread gone, and revokes the communicator for every local peer; a stuck one (proxy_stall)
+ *   is reported after ECCL_PROXY_STALL_MS (200 ms here).
  * - A dead service thread: the process lives on and keeps its sockets open, so nothing closes:
  *   the other ranks see the missing heartbeats (20 ms x 5 here) and fail; the rank whose
  *   service died fails too, because its peers close their connectors when they give up.
@@ -69,6 +70,13 @@ static void test_proxy_thread_dies(void **s)
     assert_int_equal(mp_run(NRANKS, rank_main, (void *)"proxy_thread", 60000), 0);
 }
 
+/* Alive but stuck: reported after ECCL_PROXY_STALL_MS (200 here). */
+static void test_proxy_thread_stalls(void **s)
+{
+    (void)s;
+    assert_int_equal(mp_run(NRANKS, rank_main, (void *)"proxy_stall", 60000), 0);
+}
+
 static void test_service_thread_dies(void **s)
 {
     (void)s;
@@ -93,9 +101,10 @@ int main(void)
     mp_env_setup();
     setenv("ECCL_PROXY_HEARTBEAT_MS", "20", 0);
     setenv("ECCL_PROXY_HEARTBEAT_MISSES", "5", 0);
-    const struct CMUnitTest tests[] = {cmocka_unit_test(test_proxy_thread_dies),
-                                       cmocka_unit_test(test_service_thread_dies),
-                                       cmocka_unit_test(test_uds_closed)};
+    setenv("ECCL_PROXY_STALL_MS", "200", 0);
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_proxy_thread_dies), cmocka_unit_test(test_proxy_thread_stalls),
+        cmocka_unit_test(test_service_thread_dies), cmocka_unit_test(test_uds_closed)};
     return cmocka_run_group_tests(tests, NULL, NULL);
 #endif
 }
