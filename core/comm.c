@@ -431,7 +431,30 @@ ecclResult_t core_comm_create_opts(struct ecclComm **out, int nranks, const eccl
     int nlocal = 0;
     for (int i = 0; i < nranks; i++)
         nlocal += comm->peers[i].host_hash == me.host_hash;
-    comm->nchannels = pick_nchannels(&cfg, nlocal);
+    /* Every rank must use the same channels: each has its preference (its host's rank count and
+     * cores may differ from another's), all take the smallest. */
+    {
+        int32_t *pref = eccl_calloc((size_t)nranks, sizeof(*pref), "comm-init");
+        if (!pref) {
+            res = ecclSystemError;
+            goto err_free;
+        }
+        pref[rank] = pick_nchannels(&cfg, nlocal);
+        res = core_bootstrap_allgather(&comm->bs, pref, sizeof(*pref));
+        int n = CORE_MAX_CHANNELS;
+        for (int i = 0; i < nranks && res == ecclSuccess; i++) {
+            if (pref[i] < 1 || pref[i] > CORE_MAX_CHANNELS) {
+                WARN("rank %d asks for %d channels (1..%d)", i, (int)pref[i], CORE_MAX_CHANNELS);
+                res = ecclRemoteError;
+            } else if (pref[i] < n) {
+                n = pref[i];
+            }
+        }
+        eccl_free(pref);
+        if (res != ecclSuccess)
+            goto err_free;
+        comm->nchannels = n;
+    }
     /* Spinning pays while every rank has a core; with more ranks than cores it steals the CPU
      * from the very peer being waited for: poll briefly, then sleep. */
     int64_t spin = eccl_param_spin();

@@ -200,7 +200,23 @@ static ecclResult_t build_comm(struct ecclElastic *el, uint64_t deadline)
         ECCL_TRY(ecclGetUniqueId(&id));
         ECCL_TRY(el_rdzv_boot_publish(el->rdzv, g, &id, sizeof(id), deadline));
     } else {
-        ECCL_TRY(el_rdzv_boot_wait(el->rdzv, g, deadline));
+        /* In slices, so that a failure of the new generation (rank 0 died before publishing)
+         * ends the wait at once. */
+        for (;;) {
+            uint64_t slice = eccl_deadline_ms(100);
+            ecclResult_t r = el_rdzv_boot_wait(el->rdzv, g, slice < deadline ? slice : deadline);
+            if (r == ecclSuccess)
+                break;
+            if (r != ecclInternalError || eccl_deadline_passed(deadline))
+                return r;
+            if (atomic_load(&el->failed)) {
+                WARN("elastic: generation %lld failed before its rank 0 published the bootstrap "
+                     "id",
+                     (long long)g->gen);
+                return ecclRemoteError;
+            }
+            eccl_log_clear_last_error();
+        }
         if (g->boot_len != sizeof(id)) {
             WARN("elastic: generation %lld's bootstrap id has %zu bytes, not %zu",
                  (long long)g->gen, g->boot_len, sizeof(id));
@@ -376,8 +392,8 @@ ECCL_API ecclResult_t ecclElasticJoin(ecclElastic_t *out, const ecclElasticConfi
          : mode == EL_RDZV_GROW ? "grow"
                                 : "replace");
     el->new_member = true;
-    ECCL_TRY_GOTO(next_generation(el, mode, eccl_deadline_ms(rc.join_timeout_ms + el->recover_ms)),
-                  res, err_free);
+    /* The first generation (or the one that admits this joiner) within the join timeout. */
+    ECCL_TRY_GOTO(next_generation(el, mode, eccl_deadline_ms(rc.join_timeout_ms)), res, err_free);
     *out = el;
     return ecclSuccess;
 err_free:

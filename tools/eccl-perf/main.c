@@ -2,7 +2,9 @@
  * main.c - eccl-perf's command line and its processes: it parses nccl-tests' flags, forks the -N
  * rank processes (the parent then calls ecclGetUniqueId and hands every child the id through a
  * pipe, waits for them, and kills the rest by pid when one fails or the deadline passes), and in
- * each process runs one thread per rank (-t).
+ * each process runs one thread per rank (-t). With --id-file it forks nothing: it is process
+ * --proc of -N processes started separately (in other network namespaces or on other hosts),
+ * and the unique id goes through that file.
  *
  * Exit status: 0 when every rank finished and every check passed; 1 when a check failed, an eccl
  * call failed or a rank died; 2 for a bad command line; 124 when the -T deadline passed.
@@ -36,6 +38,12 @@
 /* How long a child waits for the unique id: the parent sends it as soon as it has forked every
  * child and called ecclGetUniqueId; this only bounds a wait that should not stall. */
 #define PERF_ID_TIMEOUT_MS 60000
+
+/* Long options without a short letter. */
+enum {
+    OPT_ID_FILE = 256,
+    OPT_PROC,
+};
 
 static void usage(FILE *f, const char *prog)
 {
@@ -72,6 +80,10 @@ static void usage(FILE *f, const char *prog)
         "  -y,--stream_null <0/1>     accepted and ignored (host communicators have no streams)\n"
         "  --corrupt <rank>           testing aid: that rank inverts the first element it\n"
         "                             receives before checking it (must then fail)\n"
+        "  --id-file <path> --proc <p>\n"
+        "                             run as process p of -N processes started separately\n"
+        "                             (other hosts, namespaces): process 0 writes the unique id\n"
+        "                             to path (which must not exist), the others wait for it\n"
         "  -h,--help                  this text\n",
         prog);
 }
@@ -158,11 +170,13 @@ static int parse_opts(int argc, char **argv, struct perf_opts *o)
         {"gpu", required_argument, 0, 'G'},
         {"stream_null", required_argument, 0, 'y'},
         {"corrupt", required_argument, 0, 'X'},
+        {"id-file", required_argument, 0, OPT_ID_FILE},
+        {"proc", required_argument, 0, OPT_PROC},
         {"help", no_argument, 0, 'h'},
         {0, 0, 0, 0},
     };
     const char *prog = o->prog;
-    int ngpus = 1, ignored = 0;
+    int ngpus = 1, ignored = 0, have_proc = 0;
     int c;
 
     while ((c = getopt_long(argc, argv, "C:N:t:g:b:e:i:f:n:m:w:c:d:o:r:p:z:a:M:T:G:y:X:h", longopts,
@@ -254,6 +268,14 @@ static int parse_opts(int argc, char **argv, struct perf_opts *o)
         case 'X':
             bad = parse_int(optarg, -1, PERF_MAX_RANKS - 1, &o->corrupt_rank);
             break;
+        case OPT_ID_FILE:
+            o->id_file = optarg;
+            bad = optarg[0] == '\0';
+            break;
+        case OPT_PROC:
+            bad = parse_int(optarg, 0, PERF_MAX_RANKS - 1, &o->proc);
+            have_proc = 1;
+            break;
         case 'h':
             usage(stdout, prog);
             exit(PERF_EXIT_OK);
@@ -268,6 +290,14 @@ static int parse_opts(int argc, char **argv, struct perf_opts *o)
     }
     if (optind < argc) {
         fprintf(stderr, "%s: unexpected argument '%s'\n", prog, argv[optind]);
+        return -1;
+    }
+    if ((o->id_file != NULL) != (have_proc != 0)) {
+        fprintf(stderr, "%s: --id-file and --proc go together\n", prog);
+        return -1;
+    }
+    if (o->id_file != NULL && o->proc >= o->nprocs) {
+        fprintf(stderr, "%s: --proc %d is not a process of -N %d\n", prog, o->proc, o->nprocs);
         return -1;
     }
     if (o->gpu) {
@@ -364,7 +394,7 @@ static int run_proc(const struct perf_opts *o, int proc, const ecclUniqueId *id)
         rk->thread = t;
     }
 
-    if (o->nprocs == 1 && !o->parallel_init) {
+    if (o->nprocs == 1 && !o->parallel_init && o->id_file == NULL) {
         comms = eccl_calloc((size_t)o->nthreads, sizeof(*comms), "perf_comms");
         if (comms == NULL)
             goto out;
@@ -649,6 +679,98 @@ static int run_forked(const struct perf_opts *o)
     return status;
 }
 
+/* --id-file, process 0: writes the id to a temporary file and renames it into place, so that
+ * a reader sees the whole id or no file. The path must not exist: a file left by another run
+ * would hand its id to the other processes. */
+static int write_id_file(const char *path, const ecclUniqueId *id)
+{
+    if (access(path, F_OK) == 0) {
+        fprintf(stderr,
+                "eccl-perf: --id-file %s already exists (left by another run?): remove it\n", path);
+        return -1;
+    }
+    char tmp[PATH_MAX];
+    if (snprintf(tmp, sizeof(tmp), "%s.tmp.%d", path, (int)getpid()) >= (int)sizeof(tmp)) {
+        fprintf(stderr, "eccl-perf: --id-file path too long\n");
+        return -1;
+    }
+    int fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+    if (fd < 0) {
+        fprintf(stderr, "eccl-perf: creating %s: %s\n", tmp, strerror(errno));
+        return -1;
+    }
+    ssize_t w;
+    while ((w = write(fd, id, sizeof(*id))) == -1 && errno == EINTR)
+        ;
+    int err = w == (ssize_t)sizeof(*id) ? 0 : (w < 0 ? errno : EIO);
+    if (close(fd) != 0 && err == 0)
+        err = errno;
+    if (err == 0 && rename(tmp, path) != 0)
+        err = errno;
+    if (err != 0) {
+        fprintf(stderr, "eccl-perf: writing %s: %s\n", path, strerror(err));
+        unlink(tmp);
+        return -1;
+    }
+    return 0;
+}
+
+/* --id-file, other processes: waits for the file (at most PERF_ID_TIMEOUT_MS) and reads the id. */
+static int read_id_file(const char *path, ecclUniqueId *id)
+{
+    uint64_t deadline = eccl_deadline_ms(PERF_ID_TIMEOUT_MS);
+    for (;;) {
+        int fd = open(path, O_RDONLY | O_CLOEXEC);
+        if (fd >= 0) {
+            ssize_t n;
+            while ((n = read(fd, id, sizeof(*id))) == -1 && errno == EINTR)
+                ;
+            int err = errno;
+            close(fd);
+            if (n == (ssize_t)sizeof(*id))
+                return 0;
+            fprintf(stderr, "eccl-perf: %s: %s\n", path,
+                    n < 0 ? strerror(err) : "shorter than a unique id");
+            return -1;
+        }
+        if (errno != ENOENT) {
+            fprintf(stderr, "eccl-perf: opening %s: %s\n", path, strerror(errno));
+            return -1;
+        }
+        if (eccl_deadline_passed(deadline)) {
+            fprintf(stderr, "eccl-perf: no unique id in %s after %d ms (is process 0 running?)\n",
+                    path, PERF_ID_TIMEOUT_MS);
+            return -1;
+        }
+        eccl_sleep_us(10000);
+    }
+}
+
+/* --id-file: this process is one of -N started separately; no fork. */
+static int run_external(const struct perf_opts *o)
+{
+    ecclUniqueId id;
+    if (o->proc == 0) {
+        ecclResult_t res = ecclGetUniqueId(&id);
+        if (res != ecclSuccess) {
+            const char *last = ecclGetLastError(NULL);
+            fprintf(stderr, "eccl-perf: ecclGetUniqueId failed: %s (%d)%s%s\n",
+                    ecclGetErrorString(res), (int)res, last && last[0] ? ": " : "",
+                    last ? last : "");
+            return PERF_EXIT_FAILED;
+        }
+        if (write_id_file(o->id_file, &id) != 0)
+            return PERF_EXIT_FAILED;
+    } else if (read_id_file(o->id_file, &id) != 0) {
+        return PERF_EXIT_FAILED;
+    }
+    int status = run_proc(o, o->proc, &id);
+    /* Every rank has joined by now (init needs them all): the file has served. */
+    if (o->proc == 0)
+        unlink(o->id_file);
+    return status;
+}
+
 int main(int argc, char **argv)
 {
     struct perf_opts o;
@@ -685,7 +807,9 @@ int main(int argc, char **argv)
     if (getenv("ECCL_SOCKET_IFNAME") == NULL && getenv("NCCL_SOCKET_IFNAME") == NULL)
         setenv("ECCL_SOCKET_IFNAME", "lo", 1);
 
-    int status = o.nprocs > 1 ? run_forked(&o) : run_proc(&o, 0, NULL);
+    int status = o.id_file != NULL ? run_external(&o)
+                 : o.nprocs > 1    ? run_forked(&o)
+                                   : run_proc(&o, 0, NULL);
     fflush(stdout);
     return status;
 }

@@ -188,6 +188,10 @@ struct perf_opts {
     int timeout_s;     /* 0: none */
     int gpu;
     int corrupt_rank; /* testing aid: this rank spoils its checked results (-1: none) */
+    /* --id-file: this process is process `proc` of nprocs started separately (no fork);
+     * process 0 writes the unique id to the file, the others read it from there. */
+    const char *id_file;
+    int proc;
     const char *prog;
     size_t alloc_bytes; /* each of the send and receive buffers */
 };
