@@ -60,12 +60,16 @@ struct ecclElastic {
     pthread_mutex_t lock; /* protects comm against the callbacks */
     ecclComm_t comm;
 
-    _Atomic int64_t cur_gen;  /* the generation the callbacks act on */
-    _Atomic uint32_t failed;  /* the current generation failed */
-    _Atomic uint32_t joiners; /* a joiner registered (seen by the watch) */
-    bool joiners_agreed;      /* every member saw it at the last check (main thread) */
-    bool new_member;          /* joined in the current generation, no state */
-    int64_t committed;        /* last committed step (-1: none) */
+    _Atomic int64_t cur_gen;     /* the generation the callbacks act on */
+    _Atomic uint32_t failed;     /* the current generation failed */
+    _Atomic uint32_t joiners;    /* a joiner registered (seen by the watch) */
+    _Atomic uint32_t lease_lost; /* this member's lease is gone: join again before agreeing */
+    struct el_rdzv_config rc;    /* to join again; job and member point into the copies below */
+    char job[EL_RDZV_MAX_JOB + 1];
+    char member[EL_RDZV_MAX_ID + 1];
+    bool joiners_agreed; /* every member saw it at the last check (main thread) */
+    bool new_member;     /* joined in the current generation, no state */
+    int64_t committed;   /* last committed step (-1: none) */
     int64_t commits_since_check;
     char why[256]; /* first failure text of the generation (protected by lock) */
 };
@@ -118,6 +122,7 @@ static void on_rdzv_event(void *arg, const struct el_rdzv_event *ev)
         break;
     case EL_RDZV_EV_LEASE_LOST:
         snprintf(why, sizeof(why), "this member's lease is gone: %s", ev->why);
+        atomic_store(&el->lease_lost, 1);
         fail(el, why);
         break;
     case EL_RDZV_EV_JOINER:
@@ -260,6 +265,24 @@ static void drop_comm(struct ecclElastic *el)
     }
 }
 
+/* This member's lease is gone (the store was away longer than the TTL, or a launcher evicted a
+ * live process): register again under the same member id, which the agreement still counts as
+ * a survivor of the previous generation. A lease the store kept after all is evicted first. */
+static ecclResult_t rejoin(struct ecclElastic *el, uint64_t deadline)
+{
+    INFO(ECCL_LOG_ELASTIC, "elastic: member %s lost its lease: joining job %s again", el->member,
+         el->job);
+    el_rdzv_destroy(el->rdzv);
+    el->rdzv = NULL;
+    el_rdzv_evict(el->store, el->job, el->member, deadline);
+    eccl_log_clear_last_error();
+    atomic_store(&el->lease_lost, 0);
+    ecclResult_t res = el_rdzv_join(el->store, &el->rc, deadline, &el->rdzv);
+    if (res != ecclSuccess)
+        atomic_store(&el->lease_lost, 1); /* try again at the next attempt */
+    return res;
+}
+
 /* Agrees the next generation and builds its communicator; retries what a new failure broke
  * until the deadline. */
 static ecclResult_t next_generation(struct ecclElastic *el, enum el_rdzv_mode mode,
@@ -269,6 +292,11 @@ static ecclResult_t next_generation(struct ecclElastic *el, enum el_rdzv_mode mo
     uint64_t backoff_ms = 10;
     for (int attempt = 0;; attempt++) {
         drop_comm(el);
+        if (atomic_load(&el->lease_lost) || !el->rdzv) {
+            res = rejoin(el, deadline);
+            if (res != ecclSuccess)
+                goto retry;
+        }
         int64_t old = el->gen ? el->gen->gen : 0;
         if (old > 0) {
             char why[256];
@@ -386,6 +414,11 @@ ECCL_API ecclResult_t ecclElasticJoin(ecclElastic_t *out, const ecclElasticConfi
     rc.on_event = on_rdzv_event;
     rc.on_event_arg = el;
     ECCL_TRY_GOTO(el_rdzv_join(el->store, &rc, deadline, &el->rdzv), res, err_free);
+    snprintf(el->job, sizeof(el->job), "%s", job);
+    snprintf(el->member, sizeof(el->member), "%s", el_rdzv_member_id(el->rdzv));
+    el->rc = rc;
+    el->rc.job = el->job;
+    el->rc.member_id = el->member;
     INFO(ECCL_LOG_ELASTIC, "elastic: member %s joined job %s (%d..%d ranks, %s mode)",
          el_rdzv_member_id(el->rdzv), job, min, max,
          mode == EL_RDZV_SHRINK ? "shrink"

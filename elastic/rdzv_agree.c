@@ -860,7 +860,9 @@ ecclResult_t el_rdzv_next(struct el_rdzv *r, enum el_rdzv_mode mode, int64_t com
 
         int rank = P ? el_gen_find(P, r->id) : -1;
         if (P && P->gen > my_gen) {
-            if (rank >= 0) {
+            /* A revoked generation is never adopted: a member that joined again (its lease was
+             * lost) and finds itself in it takes part in the next one, as a survivor. */
+            if (rank >= 0 && revoked_max < P->gen) {
                 /* Formed with this member: ours. */
                 P->rank = rank;
                 ECCL_TRY_GOTO(el_rdzv_adopt(r, P, until), res, out);
