@@ -295,6 +295,7 @@ struct elcase {
     bool etcd_in_recovery; /* kill etcd at the first death, restart 1 s later */
     int final_nranks;      /* expected size of the last generation (0: don't check) */
     bool may_drop;         /* a worker may end with a clear error instead (left out) */
+    int min_recoveries;    /* each finished worker recovered at least this often */
 };
 
 struct wk {
@@ -575,6 +576,12 @@ static void run_case(const struct elcase *c, int timeout_ms)
             continue;
         }
         finished++;
+        const char *rp = strstr(res, "recoveries=");
+        if (rp && atoi(rp + 11) < c->min_recoveries) {
+            printf("  slot %d: %d recoveries, want at least %d\n", w[i].slot, atoi(rp + 11),
+                   c->min_recoveries);
+            bad = 1;
+        }
         if (c->final_nranks) {
             int n = 0;
             const char *p = strstr(res, "nranks=");
@@ -756,7 +763,9 @@ static void test_proxy_killed(void **s)
     struct elcase c = base("slot 1's proxy thread dies: every rank recovers");
     c.fault_slot = 1;
     c.kill_step = 10;
+    c.steps = 400;
     c.final_nranks = 4;
+    c.min_recoveries = 1;
     run_case(&c, 30000);
 #endif
 }
@@ -781,7 +790,7 @@ int main(int argc, char **argv)
     setenv("ECCL_ELASTIC_REPLACE_WAIT_MS", "5000", 0);
     setenv("ECCL_ELASTIC_RECOVER_TIMEOUT_MS", "20000", 0);
     setenv("ECCL_NCHANNELS", "1", 0);
-    setenv("ECCL_ELASTIC_JOIN_TIMEOUT_MS", "10000", 0);
+    setenv("ECCL_ELASTIC_JOIN_TIMEOUT_MS", "5000", 0);
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_replace),
         cmocka_unit_test(test_kill_matrix),
