@@ -14,6 +14,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/sysinfo.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "common/alloc.h"
@@ -407,6 +408,10 @@ ecclResult_t core_comm_create_opts(struct ecclComm **out, int nranks, const eccl
     me.host_hash = eccl_host_hash();
     me.pid_hash = eccl_hash_mix(me.host_hash ^ (uint64_t)getpid());
     me.cuda_dev = dev;
+    {
+        struct stat st;
+        me.pidns = stat("/proc/self/ns/pid", &st) == 0 ? (uint32_t)st.st_ino : 0;
+    }
     if (opts && opts->cancel) {
         watch.comm = comm;
         watch.cancel = opts->cancel;
@@ -509,15 +514,25 @@ ecclResult_t core_comm_create_opts(struct ecclComm **out, int nranks, const eccl
                         proxy_thread_tid(comm->tp.proxy));
     {
         bool *local = eccl_calloc((size_t)nranks, sizeof(*local), "comm-init");
-        if (!local) {
+        int *pids = eccl_calloc((size_t)nranks, sizeof(*pids), "comm-init");
+        if (!local || !pids) {
+            eccl_free(local);
+            eccl_free(pids);
             res = ecclSystemError;
             goto err_free;
         }
-        for (int i = 0; i < nranks; i++)
+        for (int i = 0; i < nranks; i++) {
             local[i] = comm->peers[i].host_hash == me.host_hash;
-        res = proxy_service_connect(comm->svc, local, eccl_deadline_ms(comm->bs.timeout_ms),
+            /* The service may look at a local peer's process state only when both see the same
+             * pids (one pid namespace). */
+            pids[i] = local[i] && me.pidns != 0 && comm->peers[i].pidns == me.pidns
+                          ? comm->peers[i].pid
+                          : 0;
+        }
+        res = proxy_service_connect(comm->svc, local, pids, eccl_deadline_ms(comm->bs.timeout_ms),
                                     &comm->abort);
         eccl_free(local);
+        eccl_free(pids);
         if (res != ecclSuccess)
             goto err_free;
     }

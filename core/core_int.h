@@ -36,7 +36,7 @@ struct core_peer_info {
     uint64_t pid_hash; /* identifies the process across hosts: host hash ^ pid ^ start time */
     union eccl_sockaddr listen_addr; /* bootstrap listener */
     int32_t cuda_dev;
-    int32_t pad;
+    uint32_t pidns; /* pid namespace inode: pids of two ranks compare only when equal */
 };
 
 /* --- bootstrap (core/bootstrap.c) --- */

@@ -61,6 +61,9 @@ struct svc_peer {
     int fd;
     _Atomic bool gone; /* failed or said BYE: no more reports or sends */
     uint64_t last_heard_ns;
+    int pid;        /* its process, when visible here (0: not) */
+    int svc_tid;    /* its service thread (from its pings; 0: not yet) */
+    bool slow_said; /* logged that it is slow but running */
 };
 
 struct proxy_service {
@@ -291,6 +294,8 @@ static void handle_peer(struct proxy_service *svc, int peer, short revents)
         m.text[sizeof(m.text) - 1] = '\0';
         switch (m.type) {
         case SVC_PING:
+            if (m.failed > 0) /* a ping carries its service thread's id */
+                p->svc_tid = m.failed;
             break;
         case SVC_BYE:
             INFO(ECCL_LOG_PROXY, "UDS service: rank %d left cleanly", peer);
@@ -317,11 +322,35 @@ static void handle_peer(struct proxy_service *svc, int peer, short revents)
     }
 }
 
+/* The scheduler state ('R', 'S', 'D', 'T', ...) of a peer's service thread (or of its process
+ * while the thread's id is not known), 0 when gone. */
+static char process_state(int pid, int tid)
+{
+    char path[64], buf[256];
+    if (tid > 0)
+        snprintf(path, sizeof(path), "/proc/%d/task/%d/stat", pid, tid);
+    else
+        snprintf(path, sizeof(path), "/proc/%d/stat", pid);
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return 0;
+    ssize_t n = read(fd, buf, sizeof(buf) - 1);
+    close(fd);
+    if (n <= 0)
+        return 0;
+    buf[n] = '\0';
+    const char *p = strrchr(buf, ')');
+    if (!p || p[1] != ' ' || !p[2])
+        return 0;
+    return p[2] == 'Z' || p[2] == 'X' ? 0 : p[2];
+}
+
 static void *svc_main(void *arg)
 {
     struct proxy_service *svc = arg;
     int n = svc->nranks;
     eccl_log_set_dev(svc->rank);
+    int my_tid = eccl_thread_id();
     struct pollfd *pfd = eccl_calloc((size_t)n + 1, sizeof(*pfd), "proxy-service");
     int *who = eccl_calloc((size_t)n + 1, sizeof(*who), "proxy-service");
     if (!pfd || !who) {
@@ -368,15 +397,32 @@ static void *svc_main(void *arg)
         if (now >= next_ping) {
             struct svc_msg m;
             msg_init(svc, &m, SVC_PING);
+            m.failed = my_tid;
             for (int i = 0; i < n; i++)
                 send_msg(svc, i, &m);
             next_ping = now + svc->heartbeat_ns;
             for (int i = 0; i < n; i++) {
                 struct svc_peer *p = &svc->peers[i];
-                if (p->fd >= 0 && !p->gone &&
-                    now - p->last_heard_ns > svc->heartbeat_ns * (uint64_t)svc->misses)
-                    report(svc, i, "rank %d is not responding: no heartbeat for %llu ms", i,
-                           (unsigned long long)((now - p->last_heard_ns) / ECCL_NS_PER_MS));
+                if (p->fd < 0 || p->gone ||
+                    now - p->last_heard_ns <= svc->heartbeat_ns * (uint64_t)svc->misses)
+                    continue;
+                char st = p->pid > 0 ? process_state(p->pid, p->svc_tid) : '?';
+                if (st == 'R' || st == 'S' || st == 'D') {
+                    /* Its service thread runs: slow, starved of CPU, not dead. A hang is the
+                     * watchdog's (ECCL_TIMEOUT_MS). */
+                    if (!p->slow_said)
+                        INFO(ECCL_LOG_PROXY,
+                             "UDS service: rank %d sent no heartbeat for %llu ms "
+                             "but its process is running: not a failure",
+                             i, (unsigned long long)((now - p->last_heard_ns) / ECCL_NS_PER_MS));
+                    p->slow_said = true;
+                    continue;
+                }
+                report(svc, i, "rank %d is not responding: no heartbeat for %llu ms%s", i,
+                       (unsigned long long)((now - p->last_heard_ns) / ECCL_NS_PER_MS),
+                       st == 'T' || st == 't' ? " (its process is stopped)"
+                       : st == 0              ? " (its service thread is gone)"
+                                              : "");
             }
         }
         int k = 0;
@@ -426,9 +472,11 @@ void proxy_service_watch(struct proxy_service *svc, const _Atomic uint64_t *beat
     svc->proxy_last_change_ns = eccl_now_ns();
 }
 
-ecclResult_t proxy_service_connect(struct proxy_service *svc, const bool *local,
+ecclResult_t proxy_service_connect(struct proxy_service *svc, const bool *local, const int *pids,
                                    uint64_t deadline_ns, const _Atomic uint32_t *abort)
 {
+    for (int i = 0; i < svc->nranks; i++)
+        svc->peers[i].pid = pids ? pids[i] : 0;
     int expect = 0;
     /* Lower ranks connect to higher ones; accept the connections of the lower ones. */
     for (int i = 0; i < svc->nranks; i++) {

@@ -29,8 +29,11 @@ typedef void (*proxy_failure_fn)(void *arg, int peer, const char *text);
 ecclResult_t proxy_service_create(struct proxy_service **out, uint64_t comm_magic, int rank,
                                   int nranks, proxy_failure_fn fn, void *arg);
 /* Connects to every rank in local[] (true: on this host) and accepts their connections, then
- * starts the service thread. Bounded by deadline_ns; checks *abort. */
-ecclResult_t proxy_service_connect(struct proxy_service *svc, const bool *local,
+ * starts the service thread. pids[r]: rank r's process id when this process can see it (same
+ * pid namespace), else 0; a peer whose heartbeats stop is then declared failed only when its
+ * service thread (known from its pings) is stopped or gone: a running one is slow, not dead (the
+ * watchdog remains for hangs). Bounded by deadline_ns; checks *abort. */
+ecclResult_t proxy_service_connect(struct proxy_service *svc, const bool *local, const int *pids,
                                    uint64_t deadline_ns, const _Atomic uint32_t *abort);
 /* Also watches this rank's proxy thread (heartbeat `beat`, thread id `tid`): when the heartbeat
  * does not advance for ECCL_PROXY_STALL_MS and the thread has exited or is not runnable (a
