@@ -45,7 +45,7 @@ RUN_TIMEOUT=${RUN_TIMEOUT:-90}
 KEEP=${KEEP:-0}
 ETCD=${ETCD:-/usr/bin/etcd}
 
-for f in "$BUILD/bin/ecclrun" "$BUILD/bin/eccl-store" "$BUILD/examples/elastic_train" "$BUILD/lib/libeccl.so"; do
+for f in "$BUILD"/bin/{ecclrun,eccl-store} "$BUILD/examples/elastic_train" "$BUILD/lib/libeccl.so"; do
     [ -e "$f" ] || { echo "recovery: $f is missing: run make first" >&2; exit 2; }
 done
 for v in RUNS STEP_MS KILL_STEP KILL_RANK RUN_TIMEOUT; do
@@ -257,23 +257,30 @@ eccl_run() { # mode store n i
     local verdict
     verdict=$(awk -v n="$n" -v size="$size" -v mode="$mode" '
         function t(line) { sub(/^\[\+ */, "", line); sub(/ s\].*/, "", line); return line + 0 }
-        /^\[\+.*SIGKILL myself/ { kill = t($0); nkill++ }
-        /^\[\+.*joined: rank .* of / { for (f = 1; f < NF; f++) if ($f == "of") { g = $(f + 1); sub(/,/, "", g); if (!seen_join++) first_size = g } }
+        function fail(why) { print "FAIL " why; failed = 1; exit }
+        function after(word,   f, g) { # the field after `word`, without a trailing comma
+            for (f = 1; f < NF; f++)
+                if ($f == word) { g = $(f + 1); sub(/,$/, "", g); return g }
+            return ""
+        }
+        /^\[\+.*SIGKILL myself/ { kill = t($0); nkill++; grank = after("rank") }
+        /^\[\+.*joined: rank .* of / { if (!seen_join++) first_size = after("of") }
         /^\[\+.*\(replacement\)/ { repl++ }
         /^\[\+.*first step after recovery done/ { v = t($0); if (first == "" || v < first) first = v }
-        /^\[\+.*recovered in/ { for (f = 1; f < NF; f++) if ($f == "of") { g = $(f + 1); sub(/,/, "", g); if (g != size) badsize = g } nrec++ }
-        /recovery failed|state sync failed|join failed/ { bad = bad " [" $0 "]" }
+        /^\[\+.*recovered in/ { nrec++; if (after("of") != size) badsize = after("of") }
+        /recovery failed|state sync failed|join failed/ { bad = bad "[" $0 "] " }
         /EQUAL/ { equal++ }
         /DIFFERENT/ { diff++ }
         END {
-            if (nkill != 1) { print "FAIL no SIGKILL line (" nkill ")"; exit }
-            if (first_size != n) { print "FAIL the first generation had " first_size " ranks, not " n; exit }
-            if (bad != "") { print "FAIL" bad; exit }
-            if (first == "") { print "FAIL no first step after recovery (" nrec + 0 " recovered lines)"; exit }
-            if (badsize != "") { print "FAIL recovered with " badsize " ranks, not " size; exit }
-            if (mode == "replace" && repl == 0) { print "FAIL no replacement joined"; exit }
-            if (diff > 0 || equal == 0) { print "FAIL final parameters not EQUAL to the failure-free run"; exit }
-            printf "ok %.1f\n", (first - kill) * 1000
+            if (nkill != 1) fail("no single SIGKILL line (" nkill + 0 ")")
+            if (first_size != n) fail("the first generation had " first_size " ranks, not " n)
+            if (bad != "") fail(bad)
+            if (first == "") fail("no first step after recovery (" nrec + 0 " recovered lines)")
+            if (badsize != "") fail("recovered with " badsize " ranks, not " size)
+            if (mode == "replace" && repl == 0) fail("no replacement joined")
+            if (diff > 0 || equal == 0) fail("final parameters not EQUAL to the failure-free run")
+            if (!failed)
+                printf "ok %.1f killed-generation-rank %d\n", (first - kill) * 1000, grank
         }' "$dir/all.log")
     if [ "${verdict%% *}" = ok ] && [ "$rcs" != "$want" ]; then
         verdict="FAIL exit codes $rcs(expected $want)"
@@ -365,7 +372,8 @@ stats() { # kind mode store n field -> "count fails median max"
 }
 
 echo
-echo "Recovery: SIGKILL of rank $KILL_RANK at step $KILL_STEP -> first AllReduce completed in the new generation (ms)"
+echo "Recovery: SIGKILL of the worker started as RANK $KILL_RANK, at step $KILL_STEP ->"
+echo "first AllReduce completed in the new generation (ms)"
 echo "machine: $(uname -n), $(nproc) cores ($cpu); ${torch_version:+torchrun: $torch_version; }$RUNS runs per case, $t_total s in all"
 echo "load average (1, 5, 15 min): $load_begin at the start, $load_end at the end"
 oversub=

@@ -2,15 +2,15 @@
 # recovery_torch_worker.py - the torchrun side of bench/recovery.sh: a worker started by torchrun
 # (c10d rendezvous) that does what examples/elastic_train does per step on the eccl side, an
 # AllReduce of a small int64 tensor, here over gloo. Rank --kill-rank of the first attempt
-# (TORCHELASTIC_RESTART_COUNT=0) SIGKILLs itself at step --kill-step, as elastic_train does; torchrun
-# then stops the others and restarts the whole worker group. Each worker of a restarted attempt
-# logs the wall-clock time (CLOCK_REALTIME, seconds since the epoch) at which its first AllReduce
-# completed, runs --after steps more and exits 0.
+# (TORCHELASTIC_RESTART_COUNT=0) SIGKILLs itself at step --kill-step, as elastic_train does;
+# torchrun then stops the others and restarts the whole worker group. Each worker of a restarted
+# attempt logs the wall-clock time (CLOCK_REALTIME, seconds since the epoch) at which its first
+# AllReduce completed, runs --after steps more and exits 0.
 #
-# Every line goes to the file named by --timeline (appended with one write per line, so that the lines
-# of all processes interleave whole), not to stdout: torchrun buffers and redirects that.
-#   recovery_torch_worker.py --timeline FILE [--steps N] [--step-ms MS] [--kill-rank R --kill-step S]
-#                            [--after N]
+# Every line goes to the file named by --timeline (appended with one write per line, so that the
+# lines of all processes interleave whole), not to stdout: torchrun buffers and redirects that.
+#   recovery_torch_worker.py --timeline FILE [--steps N] [--step-ms MS]
+#                            [--kill-rank R --kill-step S] [--after N]
 import argparse
 import os
 import signal
@@ -44,7 +44,15 @@ def main():
     import torch.distributed as dist
 
     t_import = time.time()
-    dist.init_process_group("gloo")
+    if os.environ.get("TORCHELASTIC_USE_AGENT_STORE") == "True":
+        # Newer torchrun (2.x) hands every attempt the same agent store, and gloo would read the
+        # addresses that the killed attempt's workers published there: key this attempt apart.
+        store = dist.TCPStore(os.environ["MASTER_ADDR"], int(os.environ["MASTER_PORT"]),
+                              int(os.environ["WORLD_SIZE"]), is_master=False)
+        dist.init_process_group("gloo", store=dist.PrefixStore("attempt%d" % attempt, store),
+                                rank=start_rank, world_size=int(os.environ["WORLD_SIZE"]))
+    else:  # torch 1.13 with c10d: rank 0 hosts a fresh store for each attempt
+        dist.init_process_group("gloo")
     t_init = time.time()
     rank, size = dist.get_rank(), dist.get_world_size()
     say("group ready: rank %d of %d, import torch %.3f s, init_process_group %.3f s"
