@@ -195,9 +195,8 @@ int main(int argc, char **argv)
         if (ms[i].res == ecclSuccess && ms[i].victim)
             victim = i;
     uint64_t t_evict = eccl_now_ns();
-    if (victim >= 0 &&
-        el_rdzv_evict(admin, "scale", el_rdzv_member_id(ms[victim].r), eccl_deadline_ms(10000)) !=
-            ecclSuccess)
+    if (victim >= 0 && el_rdzv_evict(admin, "scale", el_rdzv_member_id(ms[victim].r),
+                                     eccl_deadline_ms(10000)) != ecclSuccess)
         fprintf(stderr, "evict failed: %s\n", eccl_log_last_error());
     for (int i = 0; i < nmembers; i++)
         pthread_join(ms[i].thread, NULL);

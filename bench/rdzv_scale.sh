@@ -10,6 +10,8 @@
 #   K=8 bench/rdzv_scale.sh            8 members per store handle
 #   BACKENDS="etcd" bench/rdzv_scale.sh
 #   ECCL_BUILD=build/other ...         where the driver is built (make BUILD=...)
+#   ETCD=/path/to/etcd ...             another etcd binary (default /usr/bin/etcd)
+#   ECCL_ELASTIC_LEASE_MS=5000 ...     the members' lease (default 2000 ms; see docs/internals/rdzv.md)
 set -u
 cd "$(dirname "$0")/.."
 build=${ECCL_BUILD:-build}
@@ -18,7 +20,10 @@ sizes=${*:-64 256 1024}
 per=${K:-1}
 backends=${BACKENDS:-etcd embedded}
 
-make --no-print-directory BUILD="$build" "$driver" >/dev/null || exit 1
+etcd_bin=${ETCD:-/usr/bin/etcd}
+if [ ! -x "$driver" ] || [ -n "$(find bench/rdzv_scale.c elastic store -newer "$driver" 2>/dev/null | head -1)" ]; then
+    make --no-print-directory BUILD="$build" "$driver" >/dev/null || exit 1
+fi
 # Each member holds a few sockets (requests, watch, keepalive) on each side.
 ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 
@@ -34,12 +39,22 @@ cleanup() {
 trap cleanup EXIT
 
 free_port() {
-    python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
+    python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])' \
+        2>/dev/null || echo $((20000 + RANDOM % 40000))
+}
+
+healthy() {
+    if command -v curl >/dev/null; then
+        curl -s -m 1 "http://127.0.0.1:$1/health" | grep -q true
+    else
+        (exec 3<>"/dev/tcp/127.0.0.1/$1" && printf 'GET /health HTTP/1.0\r\n\r\n' >&3 &&
+            timeout 1 cat <&3 | grep -q true) 2>/dev/null
+    fi
 }
 
 start_etcd() {
-    if [ ! -x /usr/bin/etcd ]; then
-        echo "etcd: /usr/bin/etcd is not installed (apt-get install etcd-server); skipped" >&2
+    if [ ! -x "$etcd_bin" ]; then
+        echo "etcd: $etcd_bin is not installed (apt-get install etcd-server); skipped" >&2
         return 1
     fi
     local base=/tmp
@@ -48,7 +63,7 @@ start_etcd() {
     local cport pport
     cport=$(free_port)
     pport=$(free_port)
-    /usr/bin/etcd --name b --data-dir "$etcd_dir/data" \
+    "$etcd_bin" --name b --data-dir "$etcd_dir/data" \
         --listen-client-urls "http://127.0.0.1:$cport" \
         --advertise-client-urls "http://127.0.0.1:$cport" \
         --listen-peer-urls "http://127.0.0.1:$pport" \
@@ -57,7 +72,7 @@ start_etcd() {
         --log-level error >"$etcd_dir/etcd.log" 2>&1 &
     etcd_pid=$!
     for _ in $(seq 150); do
-        if curl -s -m 1 "http://127.0.0.1:$cport/health" | grep -q true; then
+        if healthy "$cport"; then
             etcd_url="etcd://127.0.0.1:$cport"
             return 0
         fi
@@ -91,7 +106,8 @@ for backend in $backends; do
 done
 
 echo
-echo "rendezvous at scale on $(nproc) cores; members are threads, $per per store handle; times in ms"
+echo "rendezvous at scale on $(nproc) cores; members are threads, $per per store handle;" \
+    "lease ${ECCL_ELASTIC_LEASE_MS:-2000} ms; times in ms"
 printf '%-9s %6s  %10s %10s  %10s %10s\n' backend N form form+boot next next+boot
 for row in "${rows[@]}"; do
     # shellcheck disable=SC2086

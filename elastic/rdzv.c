@@ -98,7 +98,7 @@ static void queue_event(struct el_rdzv *r, const struct el_rdzv_event *ev)
                      r->job, r->id, EL_RDZV_QUEUE_MAX);
             return;
         }
-        size_t ncap = r->q_cap ? r->q_cap * 2 : 16;
+        size_t ncap = r->q_cap ? r->q_cap * 2 : 4;
         struct el_rdzv_event *nq = eccl_calloc(ncap, sizeof(*nq), "rdzv_events");
         if (!nq) {
             r->q_dropped++;
@@ -286,8 +286,7 @@ static void on_watch(void *arg, const struct store_event *events, size_t n, eccl
         el_textf(r->watch_err, sizeof(r->watch_err),
                  "the watch of job %s ended (result %d: the store compacted the revisions it "
                  "needed or lost its state)%s%s",
-                 r->job, (int)status, eccl_log_last_error()[0] ? ": " : "",
-                 eccl_log_last_error());
+                 r->job, (int)status, eccl_log_last_error()[0] ? ": " : "", eccl_log_last_error());
         event_init(&ev, EL_RDZV_EV_ERROR, r->my_gen, 0);
         el_textf(ev.why, sizeof(ev.why), "%s", r->watch_err);
         queue_event(r, &ev);
@@ -563,9 +562,8 @@ static ecclResult_t handle_create(struct store *s, const struct el_rdzv_config *
         el_textf(r->id, sizeof(r->id), "%.64s:%d:%08x", eccl_hostname(), (int)getpid(),
                  (unsigned)(eccl_random64() & 0xffffffffu));
     if (!el_id_valid(r->id, strlen(r->id))) /* a host name with odd characters */
-        el_textf(r->id, sizeof(r->id), "host%016llx:%d:%08x",
-                 (unsigned long long)eccl_host_hash(), (int)getpid(),
-                 (unsigned)(eccl_random64() & 0xffffffffu));
+        el_textf(r->id, sizeof(r->id), "host%016llx:%d:%08x", (unsigned long long)eccl_host_hash(),
+                 (int)getpid(), (unsigned)(eccl_random64() & 0xffffffffu));
     r->min_members = c->min_members;
     r->max_members = c->max_members;
     r->replace_rank = c->replace_rank;
@@ -607,18 +605,25 @@ static void registry_add(struct el_rdzv *r)
 {
     pthread_mutex_lock(&registry_lock);
     r->reg_next = registry;
+    r->reg_prev = NULL;
+    if (registry)
+        registry->reg_prev = r;
     registry = r;
+    r->registered = true;
     pthread_mutex_unlock(&registry_lock);
 }
 
 static void registry_remove(struct el_rdzv *r)
 {
     pthread_mutex_lock(&registry_lock);
-    for (struct el_rdzv **p = &registry; *p; p = &(*p)->reg_next) {
-        if (*p == r) {
-            *p = r->reg_next;
-            break;
-        }
+    if (r->registered) {
+        if (r->reg_prev)
+            r->reg_prev->reg_next = r->reg_next;
+        else
+            registry = r->reg_next;
+        if (r->reg_next)
+            r->reg_next->reg_prev = r->reg_prev;
+        r->registered = false;
     }
     pthread_mutex_unlock(&registry_lock);
 }
@@ -760,8 +765,8 @@ static ecclResult_t join_txn(struct el_rdzv *r, uint64_t until, struct store_txn
 ecclResult_t el_rdzv_admission(struct el_rdzv *r, uint64_t until)
 {
     pthread_mutex_lock(&r->lock);
-    bool full = r->rec && r->rec->nmembers >= r->max_members &&
-                el_gen_find(r->rec, r->id) < 0 && r->revoked_max < r->rec->gen;
+    bool full = r->rec && r->rec->nmembers >= r->max_members && el_gen_find(r->rec, r->id) < 0 &&
+                r->revoked_max < r->rec->gen;
     int64_t gen = r->rec ? r->rec->gen : 0;
     int n = r->rec ? r->rec->nmembers : 0;
     char replaced[EL_RDZV_MAX_ID + 1] = "";
@@ -802,21 +807,19 @@ ecclResult_t el_rdzv_join(struct store *s, const struct el_rdzv_config *cfg, uin
     ECCL_ARG_CHECK(out, "el_rdzv_join: out is NULL");
     ECCL_TRY(check_config(cfg));
     ecclResult_t res = ecclSuccess;
+    char text[512];
     struct el_rdzv *r;
     ECCL_TRY(handle_create(s, cfg, &r));
     ECCL_TRY_GOTO(lease_grant(r, deadline_ns), res, err_free_handle);
     registry_add(r);
-    ECCL_TRY_GOTO(store_lease_keep(s, r->lease, r->ttl_s, on_lease_lost, r), res,
-                  err_revoke_lease);
+    ECCL_TRY_GOTO(store_lease_keep(s, r->lease, r->ttl_s, on_lease_lost, r), res, err_revoke_lease);
 
     struct store_txn_result tr = {0};
     ECCL_TRY_GOTO(join_txn(r, deadline_ns, &tr), res, err_revoke_lease);
-    struct el_key kg;
-    el_key_record(&kg, r->job);
     for (size_t i = 0; i < tr.count; i++) {
         int64_t gen = 0;
-        enum el_key_kind kind = el_key_parse(r->job, tr.kvs[i].key, tr.kvs[i].key_len, &gen,
-                                             NULL, NULL);
+        enum el_key_kind kind =
+            el_key_parse(r->job, tr.kvs[i].key, tr.kvs[i].key_len, &gen, NULL, NULL);
         if (kind == EL_KEY_RECORD)
             el_rdzv_note_record(r, &tr.kvs[i]);
         else if (kind == EL_KEY_REVOKE && gen > r->revoked_max)
@@ -838,14 +841,12 @@ ecclResult_t el_rdzv_join(struct store *s, const struct el_rdzv_config *cfg, uin
     *out = r;
     return ecclSuccess;
 
-err_revoke_lease : {
+err_revoke_lease:
     /* Keep the text of the failure, not of the clean-up. */
-    char text[512];
     el_textf(text, sizeof(text), "%s", eccl_log_last_error());
     (void)lease_revoke(r, eccl_deadline_ms(2000));
     registry_remove(r);
     eccl_log_set_last_error(text);
-}
 err_free_handle:
     handle_free(r);
     return res;
@@ -921,8 +922,7 @@ ecclResult_t el_rdzv_evict(struct store *s, const char *job, const char *member_
     ECCL_ARG_CHECK(el_job_valid(job), "el_rdzv_evict: job id '%s' is not valid",
                    job ? job : "(null)");
     ECCL_ARG_CHECK(member_id && el_id_valid(member_id, strlen(member_id)),
-                   "el_rdzv_evict: member id '%s' is not valid",
-                   member_id ? member_id : "(null)");
+                   "el_rdzv_evict: member id '%s' is not valid", member_id ? member_id : "(null)");
     struct el_key k;
     el_key_member(&k, job, member_id);
     struct store_kv *kv = NULL;
@@ -1025,8 +1025,7 @@ ecclResult_t el_rdzv_boot_publish(struct el_rdzv *r, struct el_rdzv_gen *g, cons
                 } else if (kind == EL_KEY_BOOT) {
                     have_blob = true;
                     /* Ours, from an attempt whose answer was lost? */
-                    same = tr.kvs[i].value_len == blen &&
-                           memcmp(tr.kvs[i].value, buf, blen) == 0;
+                    same = tr.kvs[i].value_len == blen && memcmp(tr.kvs[i].value, buf, blen) == 0;
                 }
             }
             store_txn_result_fini(&tr);

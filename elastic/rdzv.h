@@ -38,8 +38,8 @@
  * this member was left out of a generation). The last-error text (eccl_log_last_error) says
  * exactly what. Every wait has a deadline and stops at once on el_rdzv_abort.
  *
- * Threads: a handle uses the store's keepalive thread and one watch thread of the store; it has
- * no thread of its own. el_rdzv_poll and el_rdzv_abort may be called from any thread at any
+ * Threads: a handle uses the store's keepalive thread and one watch of the store (two for a moment
+ * after its first generation, three while it proposes one); it has no thread of its own. el_rdzv_poll and el_rdzv_abort may be called from any thread at any
  * time; the other calls on one handle from one thread at a time. Handles of different members
  * may share one store handle.
  */
@@ -89,12 +89,12 @@ enum el_rdzv_event_type {
 
 struct el_rdzv_event {
     enum el_rdzv_event_type type;
-    int64_t gen;                       /* the generation it is about (0: none) */
-    int64_t rev;                       /* store revision of the change */
-    int rank;                          /* MEMBER_LOST: its rank in gen; else -1 */
-    char member[EL_RDZV_MAX_ID + 1];   /* MEMBER_LOST, JOINER; REVOKED: the failed member ("") */
-    char by[EL_RDZV_MAX_ID + 1];       /* REVOKED: who wrote the revoke record */
-    char why[EL_RDZV_MAX_WHY + 1];     /* REVOKED, ERROR, LEASE_LOST */
+    int64_t gen;                     /* the generation it is about (0: none) */
+    int64_t rev;                     /* store revision of the change */
+    int rank;                        /* MEMBER_LOST: its rank in gen; else -1 */
+    char member[EL_RDZV_MAX_ID + 1]; /* MEMBER_LOST, JOINER; REVOKED: the failed member ("") */
+    char by[EL_RDZV_MAX_ID + 1];     /* REVOKED: who wrote the revoke record */
+    char why[EL_RDZV_MAX_WHY + 1];   /* REVOKED, ERROR, LEASE_LOST */
 };
 
 /* Called on the store's watch or keepalive thread for every event, before it is queued for
@@ -109,29 +109,29 @@ struct el_rdzv_config {
     int max_members;       /* <= EL_RDZV_MAX_MEMBERS */
     int replace_rank;      /* -1, or the rank this member asks for (a launcher's replacement) */
     /* Milliseconds. el_rdzv_config_init fills them from the environment. */
-    int64_t lease_ms;        /* ECCL_ELASTIC_LEASE_MS; rounded up to whole seconds (store TTLs
+    int64_t lease_ms;          /* ECCL_ELASTIC_LEASE_MS; rounded up to whole seconds (store TTLs
                                 are seconds; etcd raises anything below 2 s to 2 s) */
-    int64_t last_call_ms;    /* ECCL_ELASTIC_LAST_CALL_MS */
-    int64_t join_timeout_ms; /* ECCL_ELASTIC_JOIN_TIMEOUT_MS: bound of one el_rdzv_next */
-    int64_t replace_wait_ms; /* ECCL_ELASTIC_REPLACE_WAIT_MS */
-    int64_t boot_timeout_ms; /* ECCL_ELASTIC_BOOT_TIMEOUT_MS: bound of el_rdzv_boot_wait */
+    int64_t last_call_ms;      /* ECCL_ELASTIC_LAST_CALL_MS */
+    int64_t join_timeout_ms;   /* ECCL_ELASTIC_JOIN_TIMEOUT_MS: bound of one el_rdzv_next */
+    int64_t replace_wait_ms;   /* ECCL_ELASTIC_REPLACE_WAIT_MS */
+    int64_t boot_timeout_ms;   /* ECCL_ELASTIC_BOOT_TIMEOUT_MS: bound of el_rdzv_boot_wait */
     el_rdzv_event_fn on_event; /* may be NULL */
     void *on_event_arg;
 };
 
 /* One generation as agreed. Owned by the caller (el_rdzv_gen_free). */
 struct el_rdzv_gen {
-    int64_t gen;      /* >= 1 */
-    int64_t step;     /* agreed last committed step: the minimum of the steps >= 0 that its members
+    int64_t gen;       /* >= 1 */
+    int64_t step;      /* agreed last committed step: the minimum of the steps >= 0 that its members
                          reported to el_rdzv_next, or -1 when none reported one */
-    int nmembers;     /* in [min_members, max_members] */
-    char **members;   /* nmembers member ids, in rank order */
-    int rank;         /* this member's rank, or -1 */
-    int64_t mod_rev;  /* store revision of the record */
+    int nmembers;      /* in [min_members, max_members] */
+    char **members;    /* nmembers member ids, in rank order */
+    int rank;          /* this member's rank, or -1 */
+    int64_t mod_rev;   /* store revision of the record */
     int64_t as_of_rev; /* the proposer's view of the members was current at this revision: members
                           watch for departures from the revision after it */
     enum el_rdzv_mode mode; /* how it was formed (EL_RDZV_GROW for the first generation) */
-    bool has_boot;    /* boot/boot_len are set (el_rdzv_boot_wait, el_rdzv_boot_publish) */
+    bool has_boot;          /* boot/boot_len are set (el_rdzv_boot_wait, el_rdzv_boot_publish) */
     size_t boot_len;
     unsigned char boot[EL_RDZV_MAX_BOOT];
 };

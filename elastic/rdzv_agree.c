@@ -169,7 +169,7 @@ struct proposal {
     bool *lost;
     struct el_map live;
     struct el_map prev; /* members of P -> rank + 1 */
-    bool overtaken; /* the record moved or the lock went: give up this proposal */
+    bool overtaken;     /* the record moved or the lock went: give up this proposal */
     int64_t as_of;
     /* Decided at close. */
     int nsurv, nadmit;
@@ -632,8 +632,8 @@ static ecclResult_t propose(struct proposal *p, struct el_rdzv_gen **g_out)
                  "rdzv: job %s: generation %" PRId64 " formed by %s: %d members (%d survivors, "
                  "%d joiners), step %" PRId64 ", revision %" PRId64
                  "; window closed after %llu ms, record written in %llu ms",
-                 r->job, g->gen, r->id, g->nmembers, p->nsurv, g->nmembers - p->nsurv, g->step,
-                 rev, (unsigned long long)((t_close - p->t0) / ECCL_NS_PER_MS),
+                 r->job, g->gen, r->id, g->nmembers, p->nsurv, g->nmembers - p->nsurv, g->step, rev,
+                 (unsigned long long)((t_close - p->t0) / ECCL_NS_PER_MS),
                  (unsigned long long)((eccl_now_ns() - t_close) / ECCL_NS_PER_MS));
             *g_out = g;
             goto out;
@@ -688,8 +688,10 @@ out:
          * registrations of a generation that exists. */
         if (store_delete(r->s, ki.s, ki.len, true, eccl_deadline_ms(2000), NULL, NULL) !=
             ecclSuccess)
-            INFO(ECCL_LOG_ELASTIC, "rdzv: job %s: could not delete the registrations of "
-                 "generation %" PRId64 ": %s", r->job, p->T, eccl_log_last_error());
+            INFO(ECCL_LOG_ELASTIC,
+                 "rdzv: job %s: could not delete the registrations of "
+                 "generation %" PRId64 ": %s",
+                 r->job, p->T, eccl_log_last_error());
     }
     return res;
 }
@@ -873,7 +875,9 @@ ecclResult_t el_rdzv_next(struct el_rdzv *r, enum el_rdzv_mode mode, int64_t com
                 *out = P;
                 return ecclSuccess;
             }
-            if (my_gen > 0) {
+            /* Not in it: this member of an older generation came too late. (In it but revoked:
+             * go on, and take part in the next agreement as one of its members.) */
+            if (my_gen > 0 && rank < 0) {
                 pthread_mutex_lock(&r->lock);
                 r->my_gen = 0;
                 r->my_rank = -1;
@@ -892,8 +896,7 @@ ecclResult_t el_rdzv_next(struct el_rdzv *r, enum el_rdzv_mode mode, int64_t com
                 goto out;
             }
         }
-        if (my_gen == 0 && P && rank < 0 && P->nmembers >= r->max_members &&
-            revoked_max < P->gen) {
+        if (my_gen == 0 && P && rank < 0 && P->nmembers >= r->max_members && revoked_max < P->gen) {
             /* Full and running: only a replacement of a member that is gone may wait. */
             res = el_rdzv_admission(r, until);
             if (res != ecclSuccess) {

@@ -150,8 +150,8 @@ struct el_map_slot {
 
 struct el_map {
     struct el_map_slot *slots;
-    size_t cap; /* power of two, or 0 */
-    size_t n;   /* live keys */
+    size_t cap;  /* power of two, or 0 */
+    size_t n;    /* live keys */
     size_t used; /* live + tombstones */
 };
 
@@ -194,12 +194,13 @@ struct el_rdzv {
 
     /* API thread only. */
     struct store_watch *watch;
-    bool monitor; /* the watch covers "<job>/s/" (else "<job>/s/g") */
+    bool monitor;                  /* the watch covers "<job>/s/" (else "<job>/s/g") */
     struct store_watch *old_watch; /* replaced by the monitor, destroyed at the next call */
     bool left;
-    int64_t reg_gen;       /* registered for this generation by el_rdzv_join (0: none) */
+    int64_t reg_gen;         /* registered for this generation by el_rdzv_join (0: none) */
     struct el_lead reg_lead; /* the proposer lock of reg_gen as the join saw it */
-    struct el_rdzv *reg_next; /* in the registry of live handles (rdzv.c), under its lock */
+    struct el_rdzv *reg_next, *reg_prev; /* the registry of live handles (rdzv.c), under its lock */
+    bool registered;                     /* under the registry's lock */
 
     pthread_mutex_t lock;
     pthread_cond_t cond; /* broadcast on every change below */
@@ -210,10 +211,10 @@ struct el_rdzv {
     int64_t my_gen;          /* the generation this member is in (0: none) */
     int my_rank;
     struct el_rdzv_gen *mine; /* my_gen's record (NULL: none) */
-    int *mine_idx;           /* its ranks sorted by member id */
-    int64_t lead_put_gen;    /* last proposer lock creation seen: its generation and revision */
+    int *mine_idx;            /* its ranks sorted by member id */
+    int64_t lead_put_gen;     /* last proposer lock creation seen: its generation and revision */
     int64_t lead_put_rev;
-    int64_t lead_del_gen;    /* last proposer lock deletion seen: its generation and revision */
+    int64_t lead_del_gen; /* last proposer lock deletion seen: its generation and revision */
     int64_t lead_del_rev;
     bool *lost;              /* per rank of my_gen: its member key went (NULL: none yet) */
     int64_t revoked_max;     /* highest generation with a revoke record seen */
@@ -222,10 +223,10 @@ struct el_rdzv {
     int64_t boot_err_gen;
     bool watch_failed;
     char watch_err[256];
-    int64_t agree_applied_rev; /* highest revision applied from keys under "<job>/s/g" */
-    int64_t skip_agree_rev; /* events under "<job>/s/g" at or below this were applied already */
+    int64_t agree_applied_rev;  /* highest revision applied from keys under "<job>/s/g" */
+    int64_t skip_agree_rev;     /* events under "<job>/s/g" at or below this were applied already */
     int64_t revoke_emitted_gen; /* EL_RDZV_EV_REVOKED was queued for this generation */
-    struct el_rdzv_event *q; /* poll queue (ring) */
+    struct el_rdzv_event *q;    /* poll queue (ring) */
     size_t q_head, q_len, q_cap;
     uint64_t q_dropped;
 };

@@ -330,16 +330,16 @@ static void rdzv_lease_expiry(void **state)
     assert_string_equal(ev.member, "ex3");
     assert_int_equal(ev.rank, r3);
     assert_int_equal(ev.gen, 1);
-    assert_true(took <= (uint64_t)lease_ms + 2500);
+    assert_true(took <= (uint64_t)lease_ms + 4000);
     ev = wait_event(ms[1].r, EL_RDZV_EV_MEMBER_LOST, 3000);
     assert_string_equal(ev.member, "ex3");
 
     /* The launcher evicts ex2: seen at once. */
     t0 = eccl_now_ns();
     OK(el_rdzv_evict(ms[0].s, "expiry", "ex2", DL(5000)));
-    ev = wait_event(ms[1].r, EL_RDZV_EV_MEMBER_LOST, 2000);
+    ev = wait_event(ms[1].r, EL_RDZV_EV_MEMBER_LOST, 3000);
     assert_string_equal(ev.member, "ex2");
-    assert_true(eccl_now_ns() - t0 < 1500 * ECCL_NS_PER_MS);
+    assert_true(eccl_now_ns() - t0 < 3000 * ECCL_NS_PER_MS);
     /* ex2's own keepalive finds its lease gone. */
     ev = wait_event(ms[2].r, EL_RDZV_EV_LEASE_LOST, lease_ms + 3000);
     assert_non_null(strstr(ev.why, "ex2"));
@@ -350,8 +350,8 @@ static void rdzv_lease_expiry(void **state)
     /* ex1 leaves cleanly: seen at once. */
     OK(el_rdzv_leave(ms[1].r, DL(5000)));
     t0 = eccl_now_ns();
-    ev = wait_lost(ms[0].r, "ex1", 2000);
-    assert_true(eccl_now_ns() - t0 < 1500 * ECCL_NS_PER_MS);
+    ev = wait_lost(ms[0].r, "ex1", 3000);
+    assert_true(eccl_now_ns() - t0 < 3000 * ECCL_NS_PER_MS);
     for (int i = 0; i < N; i++)
         member_fini(&ms[i]);
 }
@@ -608,8 +608,7 @@ static void rdzv_max_refused(void **state)
     /* Joining the running, full generation: refused by join itself. */
     member_init(&ms[refused], "max", "mx-late", 2, 2);
     struct el_rdzv *r = (struct el_rdzv *)1;
-    assert_int_equal(el_rdzv_join(ms[refused].s, &ms[refused].cfg, DL(5000), &r),
-                     ecclInvalidUsage);
+    assert_int_equal(el_rdzv_join(ms[refused].s, &ms[refused].cfg, DL(5000), &r), ecclInvalidUsage);
     assert_ptr_equal(r, (struct el_rdzv *)1);
     assert_non_null(strstr(eccl_log_last_error(), "max_members (2) reached"));
     /* And it left nothing behind. */
@@ -823,7 +822,7 @@ static void rdzv_boot_and_abort(void **state)
     t0 = eccl_now_ns();
     el_rdzv_abort(a.r);
     member_join_thread(&a);
-    assert_true(eccl_now_ns() - t0 < 1000 * ECCL_NS_PER_MS);
+    assert_true(eccl_now_ns() - t0 < 2000 * ECCL_NS_PER_MS);
     assert_int_equal(a.next_res, ecclRemoteError);
     assert_non_null(strstr(a.err, "aborted"));
     struct el_rdzv_event ev;
@@ -932,13 +931,13 @@ static void rdzv_bad_args(void **state)
     store_close(s);
 }
 
-#define RDZV_CASES                                                                             \
-    cmocka_unit_test(rdzv_bad_args), cmocka_unit_test(rdzv_form_first),                        \
-        cmocka_unit_test(rdzv_last_call), cmocka_unit_test(rdzv_join_timeout),                 \
-        cmocka_unit_test(rdzv_lease_expiry), cmocka_unit_test(rdzv_revoke),                    \
-        cmocka_unit_test(rdzv_shrink), cmocka_unit_test(rdzv_replace),                         \
-        cmocka_unit_test(rdzv_grow), cmocka_unit_test(rdzv_max_refused),                       \
-        cmocka_unit_test(rdzv_jobs_isolated), cmocka_unit_test(rdzv_race_one_record),          \
+#define RDZV_CASES                                                                    \
+    cmocka_unit_test(rdzv_bad_args), cmocka_unit_test(rdzv_form_first),               \
+        cmocka_unit_test(rdzv_last_call), cmocka_unit_test(rdzv_join_timeout),        \
+        cmocka_unit_test(rdzv_lease_expiry), cmocka_unit_test(rdzv_revoke),           \
+        cmocka_unit_test(rdzv_shrink), cmocka_unit_test(rdzv_replace),                \
+        cmocka_unit_test(rdzv_grow), cmocka_unit_test(rdzv_max_refused),              \
+        cmocka_unit_test(rdzv_jobs_isolated), cmocka_unit_test(rdzv_race_one_record), \
         cmocka_unit_test(rdzv_boot_and_abort), cmocka_unit_test(rdzv_corrupted)
 
 #endif

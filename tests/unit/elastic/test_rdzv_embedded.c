@@ -174,11 +174,11 @@ static void codec_lying_fields(void **state)
         {4, 2, "unknown version"},
         {5, 'M', "another kind"},
         {7, 1, "unknown flags"},
-        {8 + 7, 0, "generation out of range"},     /* gen 7 -> 0 (low byte) */
-        {16, 0x80, "step out of range"},           /* step negative, below -1 */
+        {8 + 7, 0, "generation out of range"}, /* gen 7 -> 0 (low byte) */
+        {16, 0x80, "step out of range"},       /* step negative, below -1 */
         {32, 9, "unknown mode"},
-        {36, 200, "larger than the record"},       /* member count 3 -> 200 */
-        {36, 0, "member count out of range"},      /* 0 members */
+        {36, 200, "larger than the record"},  /* member count 3 -> 200 */
+        {36, 0, "member count out of range"}, /* 0 members */
         /* Members are front-coded: shared prefix length, suffix length, suffix. */
         {37, 1, "member id length out of range"},   /* the first shares with nothing */
         {38, 0, "member id length out of range"},   /* empty id */
