@@ -955,6 +955,82 @@ ecclResult_t el_rdzv_evict(struct store *s, const char *job, const char *member_
     return ecclSuccess;
 }
 
+/* ---- a job seen from outside ---- */
+
+bool el_rdzv_job_valid(const char *job)
+{
+    return el_job_valid(job);
+}
+
+bool el_rdzv_member_id_valid(const char *id)
+{
+    return id && el_id_valid(id, strlen(id));
+}
+
+ecclResult_t el_rdzv_member_rank(struct store *s, const char *job, const char *member_id,
+                                 uint64_t deadline_ns, int64_t *gen_out, int *rank_out)
+{
+    ECCL_ARG_CHECK(s, "el_rdzv_member_rank: store is NULL");
+    ECCL_ARG_CHECK(el_job_valid(job), "el_rdzv_member_rank: job id '%s' is not valid",
+                   job ? job : "(null)");
+    ECCL_ARG_CHECK(el_rdzv_member_id_valid(member_id),
+                   "el_rdzv_member_rank: member id '%s' is not valid",
+                   member_id ? member_id : "(null)");
+    ECCL_ARG_CHECK(gen_out && rank_out, "el_rdzv_member_rank: gen_out or rank_out is NULL");
+    struct el_key k;
+    el_key_record(&k, job);
+    struct store_kv *kv = NULL;
+    ECCL_TRY(store_get(s, k.s, k.len, deadline_ns, &kv, NULL));
+    if (!kv) {
+        *gen_out = 0;
+        *rank_out = -1;
+        return ecclSuccess;
+    }
+    struct el_rdzv_gen *g = NULL;
+    ecclResult_t res = el_rec_decode_gen(kv->value, kv->value_len, k.s, &g);
+    store_kv_free(kv);
+    ECCL_TRY(res);
+    *gen_out = g->gen;
+    *rank_out = el_gen_find(g, member_id);
+    el_rdzv_gen_free(g);
+    return ecclSuccess;
+}
+
+ecclResult_t el_rdzv_member_registered(struct store *s, const char *job, const char *member_id,
+                                       uint64_t deadline_ns, bool *registered_out)
+{
+    ECCL_ARG_CHECK(s, "el_rdzv_member_registered: store is NULL");
+    ECCL_ARG_CHECK(el_job_valid(job), "el_rdzv_member_registered: job id '%s' is not valid",
+                   job ? job : "(null)");
+    ECCL_ARG_CHECK(el_rdzv_member_id_valid(member_id),
+                   "el_rdzv_member_registered: member id '%s' is not valid",
+                   member_id ? member_id : "(null)");
+    ECCL_ARG_CHECK(registered_out, "el_rdzv_member_registered: registered_out is NULL");
+    struct el_key k;
+    el_key_member(&k, job, member_id);
+    struct store_kv *kv = NULL;
+    ECCL_TRY(store_get(s, k.s, k.len, deadline_ns, &kv, NULL));
+    *registered_out = kv != NULL;
+    store_kv_free(kv);
+    return ecclSuccess;
+}
+
+ecclResult_t el_rdzv_member_count(struct store *s, const char *job, size_t limit,
+                                  uint64_t deadline_ns, int64_t *count_out)
+{
+    ECCL_ARG_CHECK(s, "el_rdzv_member_count: store is NULL");
+    ECCL_ARG_CHECK(el_job_valid(job), "el_rdzv_member_count: job id '%s' is not valid",
+                   job ? job : "(null)");
+    ECCL_ARG_CHECK(count_out, "el_rdzv_member_count: count_out is NULL");
+    struct el_key k;
+    el_key_prefix(&k, job, "s/m/");
+    struct store_kvs *kvs = NULL;
+    ECCL_TRY(store_get_prefix(s, k.s, k.len, NULL, 0, limit, deadline_ns, &kvs));
+    *count_out = (int64_t)kvs->count;
+    store_kvs_free(kvs);
+    return ecclSuccess;
+}
+
 /* ---- bootstrap blob ---- */
 
 ecclResult_t el_rdzv_boot_publish(struct el_rdzv *r, struct el_rdzv_gen *g, const void *blob,

@@ -22,6 +22,9 @@
  *   el_rdzv_revoke    writes the revoke record of a generation (whoever sees a failure first).
  *   el_rdzv_evict     revokes a member's lease (a launcher that saw the process die), faster than
  *                     the TTL.
+ *   el_rdzv_member_rank, el_rdzv_member_registered, el_rdzv_member_count
+ *                     read a job from outside, with no handle (a launcher: the rank a replacement
+ *                     asks for, whether a member is still registered, whether any is).
  *   el_rdzv_leave / el_rdzv_destroy
  *
  * Generations: every generation record is written by compare-and-swap on the previous record's
@@ -214,5 +217,34 @@ const char *el_rdzv_job(const struct el_rdzv *r);
 int64_t el_rdzv_lease(const struct el_rdzv *r);
 /* The generation this member belongs to (0: none yet). */
 int64_t el_rdzv_current_gen(const struct el_rdzv *r);
+
+/* ---- a job seen from outside: no handle, no lease, one store read each ---- */
+
+/* Whether `job` is a valid job id: 1..EL_RDZV_MAX_JOB characters of [A-Za-z0-9_.-], not "." or
+ * "..". NULL is not. */
+bool el_rdzv_job_valid(const char *job);
+
+/* Whether `id` is a valid member id: 1..EL_RDZV_MAX_ID bytes of '!'..'~' except '/'. NULL is
+ * not. */
+bool el_rdzv_member_id_valid(const char *id);
+
+/* Reads the current generation record of `job` and finds `member_id` in it: *gen_out gets the
+ * current generation (0: none yet), *rank_out the member's rank in it (-1: not in it, or no
+ * generation yet). What a launcher asks for a dead member's replacement. ecclInvalidArgument for
+ * a bad job or member id; the store's error when it fails; ecclRemoteError (a WARN naming the
+ * key) when the record is corrupted. The outputs are written only on success. */
+ecclResult_t el_rdzv_member_rank(struct store *s, const char *job, const char *member_id,
+                                 uint64_t deadline_ns, int64_t *gen_out, int *rank_out);
+
+/* *registered_out gets whether member `member_id` of `job` is registered: its member record is
+ * in the store, which holds while its lease lives (not after it left, was evicted, or its lease
+ * expired). Errors as el_rdzv_member_rank. */
+ecclResult_t el_rdzv_member_registered(struct store *s, const char *job, const char *member_id,
+                                       uint64_t deadline_ns, bool *registered_out);
+
+/* *count_out gets the number of registered members of `job`, counting at most `limit` of them
+ * (0: all; 1 asks whether there is any). Errors as el_rdzv_member_rank. */
+ecclResult_t el_rdzv_member_count(struct store *s, const char *job, size_t limit,
+                                  uint64_t deadline_ns, int64_t *count_out);
 
 #endif

@@ -716,6 +716,17 @@ static bool designated(struct el_rdzv *r, const struct el_rdzv_gen *P)
     return false;
 }
 
+/* How long after it found T's lock free this member waits before it tries to take it (r->lock
+ * held): nothing for the designated proposer, LEAD_FALLBACK_MS plus its jitter for the other
+ * members of P, the jitter alone for members of no generation. It depends on what the watch has
+ * seen (lost[]), so it is asked again at every wake-up, not once. */
+static uint64_t turn_delay_ms(struct el_rdzv *r, const struct el_rdzv_gen *P, uint64_t jitter_ms)
+{
+    if (designated(r, P))
+        return 0;
+    return (P && r->my_gen == P->gen ? LEAD_FALLBACK_MS : 0) + jitter_ms;
+}
+
 enum wait_outcome {
     WAIT_RECORD,   /* a record of T or later is there */
     WAIT_TRY_LEAD, /* the lock of T is free and it is this member's turn to try */
@@ -723,12 +734,18 @@ enum wait_outcome {
 };
 
 /* Waits for the record of T, following T's proposer lock through the watch (*lead), until it is
- * this member's turn to take it. */
+ * this member's turn to take it. The turn is computed again at every wake-up (every event of the
+ * watch wakes it): a member that started waiting before it heard that the members ranked below
+ * it are gone (a failure seen on the sockets before the launcher's eviction reached the store)
+ * becomes the designated proposer, and tries at once, as soon as it hears. */
 static ecclResult_t wait_turn(struct el_rdzv *r, int64_t T, struct el_lead *lead,
                               const struct el_rdzv_gen *P, uint64_t start, uint64_t until,
                               enum wait_outcome *outcome)
 {
-    uint64_t try_at = UINT64_MAX;
+    /* When this member found the lock free (0: not free, or not seen yet), and the jitter it
+     * drew then: the turn counts from there, whatever changes the delay meanwhile. */
+    uint64_t free_since = 0;
+    uint64_t jitter_ms = 0;
     pthread_mutex_lock(&r->lock);
     for (;;) {
         if (atomic_load_explicit(&r->abort, memory_order_acquire) ||
@@ -759,25 +776,24 @@ static ecclResult_t wait_turn(struct el_rdzv *r, int64_t T, struct el_lead *lead
             lead->mine = false;
             lead->create_rev = lead->seen_rev = r->lead_put_rev;
             el_textf(lead->id, sizeof(lead->id), "taken at revision %" PRId64, r->lead_put_rev);
-            try_at = UINT64_MAX;
+            free_since = 0;
         } else if (del_new) {
             lead->present = false;
             lead->seen_rev = r->lead_del_rev;
-            try_at = UINT64_MAX;
+            free_since = 0;
         }
         /* Members of the current generation lead; a joiner only when there is no generation
          * yet, or the current one is revoked (else a joiner could form a generation of joiners
          * while the members are busy). */
         bool may_lead = !P || r->my_gen == P->gen || r->revoked_max >= P->gen;
         uint64_t now = eccl_now_ns();
+        uint64_t try_at = UINT64_MAX;
         if (!lead->present && may_lead) {
-            if (try_at == UINT64_MAX) {
-                uint64_t delay_ms = 0;
-                if (!designated(r, P))
-                    delay_ms = (P && r->my_gen == P->gen ? LEAD_FALLBACK_MS : 0) +
-                               eccl_random64() % (LEAD_JITTER_MS + 1);
-                try_at = now + delay_ms * ECCL_NS_PER_MS;
+            if (free_since == 0) {
+                free_since = now;
+                jitter_ms = eccl_random64() % (LEAD_JITTER_MS + 1);
             }
+            try_at = free_since + turn_delay_ms(r, P, jitter_ms) * ECCL_NS_PER_MS;
             if (now >= try_at) {
                 *outcome = WAIT_TRY_LEAD;
                 break;

@@ -15,7 +15,7 @@
 #include <strings.h>
 #include <unistd.h>
 
-#include "elastic/rdzv_int.h"
+#include "elastic/rdzv.h"
 #include "tools/ecclrun/ecclrun.h"
 
 enum opt_id {
@@ -444,7 +444,7 @@ enum ecclrun_parse_result ecclrun_args_parse(int argc, char **argv, struct ecclr
         return ECCLRUN_PARSE_BAD;
     }
     if (raw[OPT_ID]) {
-        if (!el_job_valid(raw[OPT_ID]))
+        if (!el_rdzv_job_valid(raw[OPT_ID]))
             return bad(src[OPT_ID], "'%s' is not a job id ([A-Za-z0-9_.-], 1 to 64 of them)",
                        raw[OPT_ID]);
         snprintf(o->job, sizeof(o->job), "%s", raw[OPT_ID]);

@@ -26,7 +26,7 @@
 #include "common/check.h"
 #include "common/log.h"
 #include "common/time.h"
-#include "elastic/rdzv_int.h"
+#include "elastic/rdzv.h"
 #include "store/store.h"
 #include "tools/ecclrun/ecclrun.h"
 
@@ -170,21 +170,12 @@ static int evict(struct agent *a, const struct ecclrun_slot *s)
         return rank;
     }
     uint64_t dl = eccl_deadline_ms(EVICT_TIMEOUT_MS);
-    struct el_key k;
-    el_key_record(&k, a->o.job);
-    struct store_kv *kv = NULL;
-    int64_t gen = 0;
-    if (store_get(st, k.s, k.len, dl, &kv, NULL) == ecclSuccess && kv) {
-        struct el_rdzv_gen *g = NULL;
-        if (el_rec_decode_gen(kv->value, kv->value_len, k.s, &g) == ecclSuccess) {
-            int r = el_gen_find(g, s->member);
-            if (r >= 0) {
-                rank = r;
-                gen = g->gen;
-            }
-            el_rdzv_gen_free(g);
-        }
-        store_kv_free(kv);
+    int64_t gen = 0, cur_gen = 0;
+    int gen_rank = -1;
+    if (el_rdzv_member_rank(st, a->o.job, s->member, dl, &cur_gen, &gen_rank) == ecclSuccess &&
+        gen_rank >= 0) {
+        rank = gen_rank;
+        gen = cur_gen;
     }
     ecclResult_t res = el_rdzv_evict(st, a->o.job, s->member, dl);
     if (res == ecclSuccess && gen > 0)
@@ -386,14 +377,10 @@ static void monitor(struct agent *a)
 /* Members of the job still registered in the store (-1 when the store cannot say). */
 static int64_t members_left(struct agent *a)
 {
-    struct el_key k;
-    el_key_prefix(&k, a->o.job, "s/m/");
-    struct store_kvs *kvs = NULL;
-    if (store_get_prefix(a->store, k.s, k.len, NULL, 0, 1, eccl_deadline_ms(EVICT_TIMEOUT_MS),
-                         &kvs) != ecclSuccess)
+    int64_t n = 0;
+    if (el_rdzv_member_count(a->store, a->o.job, 1, eccl_deadline_ms(EVICT_TIMEOUT_MS), &n) !=
+        ecclSuccess)
         return -1;
-    int64_t n = (int64_t)kvs->count;
-    store_kvs_free(kvs);
     return n;
 }
 

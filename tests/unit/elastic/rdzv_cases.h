@@ -5,6 +5,8 @@
  * before including:
  *   static char base_url[256];   store URL without prefix ("tcp://127.0.0.1:P", "etcd://...")
  *   static int64_t lease_ms;     the lease the members use (the backend's minimum TTL)
+ *   static int64_t quick_next_ms; the bound of a next generation whose designated proposer is
+ *                                known (well under the 500 ms a non-designated member waits)
  * and lists RDZV_CASES in its cmocka group. Every case uses its own job id, members are threads
  * with a store handle each, and all results are checked on the main thread.
  */
@@ -80,6 +82,7 @@ struct member {
     struct el_rdzv_gen *g;
     ecclResult_t join_res, next_res, boot_res;
     char err[512];
+    uint64_t next_ns; /* when el_rdzv_next returned */
     uint64_t done_ns;
     pthread_t thread;
 };
@@ -118,6 +121,7 @@ static void *member_main(void *arg)
             goto out;
     }
     m->next_res = el_rdzv_next(m->r, m->mode, m->step, DL(m->timeout_ms), &m->g);
+    m->next_ns = eccl_now_ns();
     if (m->next_res != ecclSuccess || !m->boot)
         goto out;
     if (m->g->rank == 0) {
@@ -447,6 +451,83 @@ static void rdzv_shrink(void **state)
         member_fini(&ms[i]);
 }
 
+/* Shrink when the member that dies is rank 0: the survivors are already waiting for generation 2
+ * when they hear of the eviction (as when they saw the failure on their sockets first), so none
+ * of them was the designated proposer when it started waiting. The lowest surviving rank must
+ * take over at once, not after the fallback delay (500 ms) of a non-designated member. */
+static void rdzv_shrink_rank0(void **state)
+{
+    (void)state;
+    enum { N = 4 };
+    clean_job("shrink0");
+    struct member ms[N];
+    for (int i = 0; i < N; i++) {
+        char id[16];
+        snprintf(id, sizeof(id), "s0m%d", i);
+        member_init(&ms[i], "shrink0", id, 2, N);
+        ms[i].cfg.last_call_ms = 5000; /* closes because every live survivor is in */
+    }
+    run_members(ms, N);
+    expect_formed(ms, N, 1, N);
+    char order[N][16];
+    for (int k = 0; k < N; k++)
+        snprintf(order[k], sizeof(order[k]), "%s", ms[0].g->members[k]);
+    int victim = -1;
+    for (int i = 0; i < N; i++)
+        if (ms[i].g->rank == 0)
+            victim = i;
+    struct member *sv[N];
+    int ns = 0;
+    for (int i = 0; i < N; i++) {
+        if (i == victim)
+            continue;
+        ms[i].mode = EL_RDZV_SHRINK;
+        ms[i].step = 50;
+        sv[ns++] = &ms[i];
+    }
+    for (int i = 0; i < ns; i++)
+        member_start(sv[i]);
+    /* Every survivor registered for generation 2 (and is waiting for its turn) before the
+     * eviction. */
+    struct store *s = open_store();
+    uint64_t until = DL(10000);
+    for (;;) {
+        struct store_kvs *kvs = NULL;
+        OK(store_get_prefix(s, "shrink0/i/2/", 12, NULL, 0, 0, DL(5000), &kvs));
+        size_t n = kvs->count;
+        store_kvs_free(kvs);
+        if (n == (size_t)ns)
+            break;
+        if (eccl_deadline_passed(until))
+            fail_msg("only %zu of %d survivors registered for generation 2", n, ns);
+        eccl_sleep_us(2000);
+    }
+    eccl_sleep_us(20000);
+    uint64_t t0 = eccl_now_ns();
+    OK(el_rdzv_evict(s, "shrink0", ms[victim].id, DL(5000)));
+    for (int i = 0; i < ns; i++)
+        member_join_thread(sv[i]);
+    uint64_t last = 0;
+    for (int i = 0; i < ns; i++)
+        if (sv[i]->next_ns > last)
+            last = sv[i]->next_ns;
+    double took_ms = (double)(last - t0) / 1e6;
+    fprintf(stderr,
+            "    generation 2 formed %.1f ms after the eviction of rank 0 (bound %lld ms)\n",
+            took_ms, (long long)quick_next_ms);
+    struct member tmp[N];
+    for (int i = 0; i < ns; i++)
+        tmp[i] = *sv[i];
+    expect_formed(tmp, ns, 2, N - 1);
+    for (int k = 1; k < N; k++)
+        assert_string_equal(sv[0]->g->members[k - 1], order[k]);
+    assert_int_equal(sv[0]->g->step, 50);
+    assert_true(took_ms < (double)quick_next_ms);
+    store_close(s);
+    for (int i = 0; i < N; i++)
+        member_fini(&ms[i]);
+}
+
 /* Replace: rank 2 of 4 dies; a replacement that asks for rank 2 gets it; the size is restored.
  * Then without a replacement: after replace_wait the survivors shrink. */
 static void rdzv_replace(void **state)
@@ -679,6 +760,82 @@ static void rdzv_jobs_isolated(void **state)
         member_fini(&b[i]);
 }
 
+/* A job read from outside, as a launcher does (no handle): the rank of a member in the current
+ * generation, whether a member is registered, how many are; the name checks. */
+static void rdzv_outside_view(void **state)
+{
+    (void)state;
+    enum { N = 3 };
+    clean_job("outside");
+    struct store *s = open_store();
+    int64_t gen = -5, count = -5;
+    int rank = -5;
+    bool reg = true;
+    /* No generation, no member yet. */
+    OK(el_rdzv_member_rank(s, "outside", "ov0", DL(5000), &gen, &rank));
+    assert_int_equal(gen, 0);
+    assert_int_equal(rank, -1);
+    OK(el_rdzv_member_registered(s, "outside", "ov0", DL(5000), &reg));
+    assert_false(reg);
+    OK(el_rdzv_member_count(s, "outside", 0, DL(5000), &count));
+    assert_int_equal(count, 0);
+    struct member ms[N];
+    for (int i = 0; i < N; i++) {
+        char id[16];
+        snprintf(id, sizeof(id), "ov%d", i);
+        member_init(&ms[i], "outside", id, N, N);
+    }
+    run_members(ms, N);
+    expect_formed(ms, N, 1, N);
+    for (int i = 0; i < N; i++) {
+        OK(el_rdzv_member_rank(s, "outside", ms[i].id, DL(5000), &gen, &rank));
+        assert_int_equal(gen, 1);
+        assert_int_equal(rank, ms[i].g->rank);
+        OK(el_rdzv_member_registered(s, "outside", ms[i].id, DL(5000), &reg));
+        assert_true(reg);
+    }
+    OK(el_rdzv_member_rank(s, "outside", "stranger", DL(5000), &gen, &rank));
+    assert_int_equal(gen, 1);
+    assert_int_equal(rank, -1);
+    OK(el_rdzv_member_count(s, "outside", 0, DL(5000), &count));
+    assert_int_equal(count, N);
+    OK(el_rdzv_member_count(s, "outside", 1, DL(5000), &count));
+    assert_int_equal(count, 1);
+    /* Evicted: no longer registered, still in the record until the next generation. */
+    OK(el_rdzv_evict(s, "outside", ms[1].id, DL(5000)));
+    OK(el_rdzv_member_registered(s, "outside", ms[1].id, DL(5000), &reg));
+    assert_false(reg);
+    OK(el_rdzv_member_count(s, "outside", 0, DL(5000), &count));
+    assert_int_equal(count, N - 1);
+    OK(el_rdzv_member_rank(s, "outside", ms[1].id, DL(5000), &gen, &rank));
+    assert_int_equal(rank, ms[1].g->rank);
+    /* Another job sees none of it. */
+    OK(el_rdzv_member_count(s, "outside2", 0, DL(5000), &count));
+    assert_int_equal(count, 0);
+    /* Bad arguments: clear errors, outputs untouched. */
+    gen = -5;
+    rank = -5;
+    assert_int_equal(el_rdzv_member_rank(s, "a/b", "ov0", DL(1000), &gen, &rank),
+                     ecclInvalidArgument);
+    assert_int_equal(el_rdzv_member_rank(s, "outside", "has space", DL(1000), &gen, &rank),
+                     ecclInvalidArgument);
+    assert_int_equal(el_rdzv_member_registered(s, "outside", NULL, DL(1000), &reg),
+                     ecclInvalidArgument);
+    assert_int_equal(el_rdzv_member_count(s, "", 0, DL(1000), &count), ecclInvalidArgument);
+    assert_int_equal(gen, -5);
+    assert_int_equal(rank, -5);
+    assert_true(el_rdzv_job_valid("a.b-c_9"));
+    assert_false(el_rdzv_job_valid(".."));
+    assert_false(el_rdzv_job_valid(NULL));
+    assert_true(el_rdzv_member_id_valid("host:1:ab"));
+    assert_false(el_rdzv_member_id_valid("a/b"));
+    assert_false(el_rdzv_member_id_valid(""));
+    assert_false(el_rdzv_member_id_valid(NULL));
+    store_close(s);
+    for (int i = 0; i < N; i++)
+        member_fini(&ms[i]);
+}
+
 /* ---- races and the bootstrap blob ---- */
 
 struct rec_counter {
@@ -892,6 +1049,13 @@ static void rdzv_corrupted(void **state)
     struct el_rdzv *r = NULL;
     assert_int_equal(el_rdzv_join(s, &c, DL(5000), &r), ecclRemoteError);
     assert_non_null(strstr(eccl_log_last_error(), "corrupted"));
+    int64_t bad_gen = -5;
+    int bad_rank = -5;
+    assert_int_equal(el_rdzv_member_rank(s, "bad", "bd0", DL(5000), &bad_gen, &bad_rank),
+                     ecclRemoteError);
+    assert_non_null(strstr(eccl_log_last_error(), "corrupted"));
+    assert_int_equal(bad_gen, -5);
+    assert_int_equal(bad_rank, -5);
     /* A record with a valid layout but a lying member count: the same. */
     struct el_rdzv_gen *good = NULL;
     OK(el_gen_dup(ms[0].g, &good));
@@ -931,13 +1095,14 @@ static void rdzv_bad_args(void **state)
     store_close(s);
 }
 
-#define RDZV_CASES                                                                    \
-    cmocka_unit_test(rdzv_bad_args), cmocka_unit_test(rdzv_form_first),               \
-        cmocka_unit_test(rdzv_last_call), cmocka_unit_test(rdzv_join_timeout),        \
-        cmocka_unit_test(rdzv_lease_expiry), cmocka_unit_test(rdzv_revoke),           \
-        cmocka_unit_test(rdzv_shrink), cmocka_unit_test(rdzv_replace),                \
-        cmocka_unit_test(rdzv_grow), cmocka_unit_test(rdzv_max_refused),              \
-        cmocka_unit_test(rdzv_jobs_isolated), cmocka_unit_test(rdzv_race_one_record), \
+#define RDZV_CASES                                                                   \
+    cmocka_unit_test(rdzv_bad_args), cmocka_unit_test(rdzv_form_first),              \
+        cmocka_unit_test(rdzv_last_call), cmocka_unit_test(rdzv_join_timeout),       \
+        cmocka_unit_test(rdzv_lease_expiry), cmocka_unit_test(rdzv_revoke),          \
+        cmocka_unit_test(rdzv_shrink), cmocka_unit_test(rdzv_shrink_rank0),          \
+        cmocka_unit_test(rdzv_replace), cmocka_unit_test(rdzv_grow),                 \
+        cmocka_unit_test(rdzv_max_refused), cmocka_unit_test(rdzv_jobs_isolated),    \
+        cmocka_unit_test(rdzv_outside_view), cmocka_unit_test(rdzv_race_one_record), \
         cmocka_unit_test(rdzv_boot_and_abort), cmocka_unit_test(rdzv_corrupted)
 
 #endif

@@ -34,7 +34,6 @@
 
 #include "common/time.h"
 #include "elastic/rdzv.h"
-#include "elastic/rdzv_int.h"
 #include "store/store.h"
 #include "tests/support/store_fixture.h"
 
@@ -530,7 +529,7 @@ static void env_embedded(void **state)
         size_t ml = strlen(members[l]);
         assert_true(ml > strlen(tail) && ml <= EL_RDZV_MAX_ID);
         assert_string_equal(members[l] + ml - strlen(tail), tail);
-        assert_true(el_id_valid(members[l], ml));
+        assert_true(el_rdzv_member_id_valid(members[l]));
         /* Each worker leads its own process group. */
         assert_int_equal(int_value(f, "PGID"), int_value(f, "PID"));
     }
@@ -811,22 +810,21 @@ static void kill_replace_evict(void **state)
     file_value("env.1.0", "ECCL_ELASTIC_MEMBER_ID", member, sizeof(member));
     struct store *s = NULL;
     assert_int_equal(store_open(ep, eccl_deadline_ms(5000), &s), ecclSuccess);
-    struct el_key k;
-    el_key_member(&k, "kr", member);
-    struct store_kv *kv = NULL;
-    assert_int_equal(store_get(s, k.s, k.len, eccl_deadline_ms(5000), &kv, NULL), ecclSuccess);
-    assert_non_null(kv); /* registered */
-    store_kv_free(kv);
+    bool registered = false;
+    assert_int_equal(
+        el_rdzv_member_registered(s, "kr", member, eccl_deadline_ms(5000), &registered),
+        ecclSuccess);
+    assert_true(registered);
 
     pid_t victim = int_value("env.1.0", "PID");
     uint64_t t0 = eccl_now_ns();
     assert_int_equal(kill(victim, SIGKILL), 0);
     for (;;) {
-        kv = NULL;
-        assert_int_equal(store_get(s, k.s, k.len, eccl_deadline_ms(5000), &kv, NULL), ecclSuccess);
-        if (!kv)
+        assert_int_equal(
+            el_rdzv_member_registered(s, "kr", member, eccl_deadline_ms(5000), &registered),
+            ecclSuccess);
+        if (!registered)
             break;
-        store_kv_free(kv);
         if (eccl_now_ns() - t0 > 3000 * ECCL_NS_PER_MS) {
             dump_err();
             fail_msg("member %s still registered 3 s after its death (its lease is 30 s)", member);

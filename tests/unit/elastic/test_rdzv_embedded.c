@@ -19,7 +19,8 @@
 #include "tests/support/store_fixture.h"
 
 static char base_url[256];
-static int64_t lease_ms = 1000; /* the embedded store's minimum TTL is 1 s */
+static int64_t lease_ms = 1000;     /* the embedded store's minimum TTL is 1 s */
+static int64_t quick_next_ms = 250; /* rdzv_shrink_rank0 */
 
 #include "rdzv_cases.h"
 

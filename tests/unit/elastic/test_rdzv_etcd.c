@@ -19,7 +19,8 @@
 #include "tests/support/etcd.h"
 
 static char base_url[256];
-static int64_t lease_ms = 2000; /* etcd's minimum TTL is 2 s */
+static int64_t lease_ms = 2000;     /* etcd's minimum TTL is 2 s */
+static int64_t quick_next_ms = 350; /* rdzv_shrink_rank0 */
 static struct etcd_proc etcd;
 
 #include "rdzv_cases.h"
