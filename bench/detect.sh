@@ -43,10 +43,11 @@ run_proxy() {
     [ -x "$bin" ] || { echo "skip proxy faults: $bin not built (make test-fault)"; return; }
     : >"$out/proxy.raw"
     for _ in $(seq "$RUNS"); do
-        "$bin" 2>&1 | grep -E 'failed after|^\[ (RUN|     OK|  FAILED) ' >>"$out/proxy.raw"
+        "$bin" 2>&1 | grep -E 'failed after|^\[ +(RUN|OK|FAILED) ' >>"$out/proxy.raw"
     done
     # Per test: the slowest rank of each run.
-    for t in test_proxy_thread_dies:"proxy thread killed" test_service_thread_dies:"UDS service thread killed" \
+    for t in test_proxy_thread_dies:"proxy thread killed" test_proxy_thread_stalls:"proxy thread stuck (STALL_MS=200)" \
+        test_service_thread_dies:"UDS service thread killed" \
         test_uds_closed:"UDS connections closed"; do
         name=${t#*:} test=${t%%:*}
         awk -v t="$test" '/^\[ RUN/ {cur=($NF==t); max=-1; next}
@@ -58,6 +59,6 @@ run_proxy() {
 }
 
 printf "%-44s %5s %10s %10s\n" "case ($(nproc) cores, $(hostname))" runs "median ms" "max ms"
-run_kill shm "$BUILD/tests/fault/test_kill_rank"
-run_kill tcp "$BUILD/tests/fault/test_kill_rank" ECCL_SHM_DISABLE=1
+[ -z "${PROXY_ONLY:-}" ] && run_kill shm "$BUILD/tests/fault/test_kill_rank"
+[ -z "${PROXY_ONLY:-}" ] && run_kill tcp "$BUILD/tests/fault/test_kill_rank" ECCL_SHM_DISABLE=1
 run_proxy
