@@ -5,7 +5,7 @@ set -euo pipefail
 
 pkgs=(build-essential pkg-config libcmocka-dev libcurl4-openssl-dev libjansson-dev
       libibverbs-dev etcd-server etcd-client openssl iproute2 procps clang-format
-      clang libclang-rt-14-dev)
+      clang libclang-rt-14-dev curl python3)
 
 missing=()
 for p in "${pkgs[@]}"; do
