@@ -714,23 +714,32 @@ static void conn_fail(struct proxy_state *px, struct proxy_conn *c, const char *
     memset(c->req, 0, sizeof(c->req));
 }
 
-static int net_progress_send(struct proxy_state *px, struct proxy_conn *c, int budget)
+/* One connection: posts what can be posted (send: steps the executor posted; receive: free
+ * slots), then completes in order. A completed send frees its slot (head); a completed receive
+ * publishes the step (its size, then tail). Returns the work done. */
+static int net_progress_conn(struct proxy_state *px, struct proxy_conn *c, int budget)
 {
     struct eccl_conn_ctrl *f = c->ctrl;
     uint32_t nreq = ECCL_MIN(c->nslots, (uint32_t)ECCL_NET_MAX_REQUESTS);
-    uint32_t tail = atomic_load_explicit(&f->tail, memory_order_acquire);
+    /* Send: up to what the executor posted. Receive: up to what it has consumed + nslots. */
+    uint32_t limit = c->send ? atomic_load_explicit(&f->tail, memory_order_acquire)
+                             : atomic_load_explicit(&f->head, memory_order_acquire) + c->nslots;
     int work = 0;
-    while (c->posted != tail && c->posted - c->completed < nreq && work < budget) {
+    while (c->posted != limit && c->posted - c->completed < nreq && work < budget) {
         uint32_t slot = c->posted % c->nslots;
-        uint32_t size = atomic_load_explicit(&f->sizes[slot], memory_order_relaxed);
-        if (size > c->slot_bytes) {
-            conn_fail(px, c, "a step larger than its slot");
-            return work;
-        }
+        char *data = eccl_conn_data(f) + (size_t)slot * c->slot_bytes;
         void *req = NULL;
-        ecclResult_t r =
-            px->net->isend(c->net_comm, eccl_conn_data(f) + (size_t)slot * c->slot_bytes, size, 0,
-                           c->mhandle, &req);
+        ecclResult_t r;
+        if (c->send) {
+            uint32_t size = atomic_load_explicit(&f->sizes[slot], memory_order_relaxed);
+            if (size > c->slot_bytes) {
+                conn_fail(px, c, "a step larger than its slot");
+                return work;
+            }
+            r = px->net->isend(c->net_comm, data, size, 0, c->mhandle, &req);
+        } else {
+            r = px->net->irecv(c->net_comm, data, c->slot_bytes, 0, c->mhandle, &req);
+        }
         if (r != ecclSuccess) {
             conn_fail(px, c, eccl_log_last_error());
             return work;
@@ -741,6 +750,8 @@ static int net_progress_send(struct proxy_state *px, struct proxy_conn *c, int b
         c->posted++;
         work++;
     }
+    _Atomic uint32_t *counter = c->send ? &f->head : &f->tail;
+    _Atomic uint32_t *waiters = c->send ? &f->head_waiters : &f->tail_waiters;
     while (c->completed != c->posted) {
         uint32_t slot = c->completed % c->nslots;
         int done = 0;
@@ -752,61 +763,19 @@ static int net_progress_send(struct proxy_state *px, struct proxy_conn *c, int b
         }
         if (!done)
             break;
-        c->req[slot] = NULL;
-        c->completed++;
-        atomic_store_explicit(&f->head, c->completed, memory_order_release);
-        atomic_thread_fence(memory_order_seq_cst);
-        if (atomic_load_explicit(&f->head_waiters, memory_order_relaxed))
-            eccl_futex_wake(&f->head, true);
-        work++;
-    }
-    return work;
-}
-
-static int net_progress_recv(struct proxy_state *px, struct proxy_conn *c, int budget)
-{
-    struct eccl_conn_ctrl *f = c->ctrl;
-    uint32_t nreq = ECCL_MIN(c->nslots, (uint32_t)ECCL_NET_MAX_REQUESTS);
-    uint32_t head = atomic_load_explicit(&f->head, memory_order_acquire);
-    int work = 0;
-    while (c->posted - head < c->nslots && c->posted - c->completed < nreq && work < budget) {
-        uint32_t slot = c->posted % c->nslots;
-        void *req = NULL;
-        ecclResult_t r =
-            px->net->irecv(c->net_comm, eccl_conn_data(f) + (size_t)slot * c->slot_bytes,
-                           c->slot_bytes, 0, c->mhandle, &req);
-        if (r != ecclSuccess) {
-            conn_fail(px, c, eccl_log_last_error());
-            return work;
-        }
-        if (!req)
-            break;
-        c->req[slot] = req;
-        c->posted++;
-        work++;
-    }
-    while (c->completed != c->posted) {
-        uint32_t slot = c->completed % c->nslots;
-        int done = 0;
-        size_t size = 0;
-        ecclResult_t r = px->net->test(c->req[slot], &done, &size);
-        if (r != ecclSuccess) {
-            conn_fail(px, c, eccl_log_last_error());
-            return work;
-        }
-        if (!done)
-            break;
-        if (size > c->slot_bytes) {
-            conn_fail(px, c, "a message larger than its slot");
-            return work;
+        if (!c->send) {
+            if (size > c->slot_bytes) {
+                conn_fail(px, c, "a message larger than its slot");
+                return work;
+            }
+            atomic_store_explicit(&f->sizes[slot], (uint32_t)size, memory_order_relaxed);
         }
         c->req[slot] = NULL;
-        atomic_store_explicit(&f->sizes[slot], (uint32_t)size, memory_order_relaxed);
         c->completed++;
-        atomic_store_explicit(&f->tail, c->completed, memory_order_release);
+        atomic_store_explicit(counter, c->completed, memory_order_release);
         atomic_thread_fence(memory_order_seq_cst);
-        if (atomic_load_explicit(&f->tail_waiters, memory_order_relaxed))
-            eccl_futex_wake(&f->tail, true);
+        if (atomic_load_explicit(waiters, memory_order_relaxed))
+            eccl_futex_wake(counter, true);
         work++;
     }
     return work;
@@ -846,7 +815,7 @@ static int net_progress(struct proxy_state *px, int budget, bool *inflight)
                 continue;
             }
         }
-        work += c->send ? net_progress_send(px, c, budget) : net_progress_recv(px, c, budget);
+        work += net_progress_conn(px, c, budget);
         if (c->dead)
             continue;
         if (c->send)
