@@ -116,10 +116,13 @@ int eccl_thread_id(void)
     return (int)syscall(SYS_gettid);
 }
 
-char eccl_thread_state(int tid)
+char eccl_task_state(int pid, int tid)
 {
     char path[64], buf[256];
-    snprintf(path, sizeof(path), "/proc/self/task/%d/stat", tid);
+    if (tid > 0)
+        snprintf(path, sizeof(path), "/proc/%d/task/%d/stat", pid, tid);
+    else
+        snprintf(path, sizeof(path), "/proc/%d/stat", pid);
     int fd = open(path, O_RDONLY | O_CLOEXEC);
     if (fd < 0)
         return 0;
@@ -133,4 +136,9 @@ char eccl_thread_state(int tid)
     if (!p || p[1] != ' ' || !p[2])
         return 0;
     return p[2] == 'Z' || p[2] == 'X' ? 0 : p[2];
+}
+
+char eccl_thread_state(int tid)
+{
+    return eccl_task_state((int)getpid(), tid);
 }

@@ -45,6 +45,8 @@ void eccl_bell_drain(struct eccl_bell *b);
 /* The scheduler state of thread `tid` of this process, from /proc/self/task/<tid>/stat: 'R'
  * (running or runnable), 'S', 'D', 'T', ...; 0 when the thread does not exist (exited). */
 char eccl_thread_state(int tid);
+/* The same for thread `tid` of process `pid` (tid 0: the process), from /proc/<pid>/... */
+char eccl_task_state(int pid, int tid);
 /* The calling thread's id (gettid). */
 int eccl_thread_id(void);
 

@@ -322,29 +322,6 @@ static void handle_peer(struct proxy_service *svc, int peer, short revents)
     }
 }
 
-/* The scheduler state ('R', 'S', 'D', 'T', ...) of a peer's service thread (or of its process
- * while the thread's id is not known), 0 when gone. */
-static char process_state(int pid, int tid)
-{
-    char path[64], buf[256];
-    if (tid > 0)
-        snprintf(path, sizeof(path), "/proc/%d/task/%d/stat", pid, tid);
-    else
-        snprintf(path, sizeof(path), "/proc/%d/stat", pid);
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0)
-        return 0;
-    ssize_t n = read(fd, buf, sizeof(buf) - 1);
-    close(fd);
-    if (n <= 0)
-        return 0;
-    buf[n] = '\0';
-    const char *p = strrchr(buf, ')');
-    if (!p || p[1] != ' ' || !p[2])
-        return 0;
-    return p[2] == 'Z' || p[2] == 'X' ? 0 : p[2];
-}
-
 static void *svc_main(void *arg)
 {
     struct proxy_service *svc = arg;
@@ -406,7 +383,7 @@ static void *svc_main(void *arg)
                 if (p->fd < 0 || p->gone ||
                     now - p->last_heard_ns <= svc->heartbeat_ns * (uint64_t)svc->misses)
                     continue;
-                char st = p->pid > 0 ? process_state(p->pid, p->svc_tid) : '?';
+                char st = p->pid > 0 ? eccl_task_state(p->pid, p->svc_tid) : '?';
                 if (st == 'R' || st == 'S' || st == 'D') {
                     /* Its service thread runs: slow, starved of CPU, not dead. A hang is the
                      * watchdog's (ECCL_TIMEOUT_MS). */
