@@ -232,8 +232,8 @@ static ecclResult_t build_comm(struct ecclElastic *el, uint64_t deadline)
     ecclConfig_t cfg = ECCL_CONFIG_INITIALIZER;
     if (el->has_comm_cfg)
         cfg = el->comm_cfg;
-    char name[64];
-    snprintf(name, sizeof(name), "%s/g%lld", el_rdzv_job(el->rdzv), (long long)g->gen);
+    char name[EL_RDZV_MAX_JOB + 32];
+    snprintf(name, sizeof(name), "%s/g%lld", el->job, (long long)g->gen);
     cfg.commName = name;
     struct core_init_opts opts = {.cancel = &el->failed, .bootstrap_timeout_ms = el->init_ms};
     ecclComm_t comm = NULL;
@@ -436,7 +436,8 @@ err_free:
 
 static ecclResult_t check_el(ecclElastic_t el, const char *fn)
 {
-    if (!el || !el->rdzv) {
+    /* rdzv may be NULL: a rejoin failed (the store away); Recover tries again, Destroy frees. */
+    if (!el || !el->store) {
         WARN("%s: el is NULL or not from ecclElasticJoin", fn);
         return ecclInvalidArgument;
     }
@@ -474,7 +475,7 @@ ECCL_API ecclResult_t ecclElasticPoll(ecclElastic_t el, ecclElasticChange_t *cha
     ECCL_ARG_CHECK(change != NULL, "ecclElasticPoll: change is NULL");
     /* The callbacks acted on every event; drop the queued copies. */
     struct el_rdzv_event ev;
-    for (int i = 0; i < 64; i++) {
+    for (int i = 0; el->rdzv && i < 64; i++) {
         if (el_rdzv_poll(el->rdzv, 0, &ev) != ecclSuccess || ev.type == EL_RDZV_EV_NONE)
             break;
     }
@@ -590,7 +591,7 @@ ECCL_API ecclResult_t ecclElasticLeave(ecclElastic_t el)
     }
     atomic_store(&el->cur_gen, -1); /* departures from now on are not failures */
     drop_comm(el);
-    ecclResult_t res = el_rdzv_leave(el->rdzv, eccl_deadline_ms(5000));
+    ecclResult_t res = el->rdzv ? el_rdzv_leave(el->rdzv, eccl_deadline_ms(5000)) : ecclSuccess;
     el_free(el);
     return res;
 }
