@@ -1414,7 +1414,10 @@ static ecclResult_t sock_test(void *request, int *done, size_t *size)
             complete = false;
     }
     if (!complete) {
-        /* The sender closed at a message boundary: receives still unmatched never will be. */
+        /* The sender closed at a message boundary: a receive still unmatched never will be.
+         * Only this request and older ones count: a later one, posted ahead for a message that
+         * was never sent, must not fail a matched one whose data is still arriving on the data
+         * sockets (the sender may close as soon as its last byte is written). */
         for (uint32_t n = c->released; c->ctrl_eof && n != c->posted; n++) {
             struct sock_req *o = &c->reqs[n % ECCL_NET_MAX_REQUESTS];
             if (o->live && !o->matched) {
@@ -1422,6 +1425,8 @@ static ecclResult_t sock_test(void *request, int *done, size_t *size)
                           "peer closed the connection while receives wait for a message");
                 return comm_error(c);
             }
+            if (o == r)
+                break;
         }
         return ecclSuccess;
     }
