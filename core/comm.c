@@ -258,9 +258,23 @@ static ecclResult_t pick_device(const ecclConfig_t *cfg, bool *host, int *dev)
         );
         return ecclInvalidUsage;
     }
-    WARN("CUDA communicators need the GPU executor, which is not part of this build yet: set "
-         "ECCL_DEVICE=host (or config.deviceKind = ECCL_DEVICE_HOST) for host communicators");
-    return ecclInvalidUsage;
+#ifdef ECCL_HAVE_CUDA
+    cudaError_t e = cudaGetDevice(dev);
+    if (e != cudaSuccess) {
+        WARN("cudaGetDevice failed: %s", cudaGetErrorString(e));
+        return ecclUnhandledCudaError;
+    }
+#endif
+    *host = false;
+    return ecclSuccess;
+}
+
+/* The GPU executor's watcher saw a kernel fail (its WARN is this thread's last error). */
+static void on_dev_error(void *arg, ecclResult_t res, int peer, const char *what)
+{
+    (void)peer;
+    (void)what;
+    set_error(arg, res, true);
 }
 
 static int pick_nchannels(const ecclConfig_t *cfg, int nlocal)
@@ -293,6 +307,9 @@ struct core_reg {
 static void comm_free(struct ecclComm *comm)
 {
     bool clean = atomic_load(&comm->async_error) == ecclSuccess && !atomic_load(&comm->abort);
+    /* Kernels first (they use the connectors; an abort has stopped them), then what they used. */
+    kern_dev_destroy(comm->dev);
+    comm->dev = NULL;
     proxy_service_destroy(comm->svc, clean);
     comm->svc = NULL;
     core_exec_stop(comm);
@@ -536,7 +553,20 @@ ecclResult_t core_comm_create_opts(struct ecclComm **out, int nranks, const eccl
         if (res != ecclSuccess)
             goto err_free;
     }
-    ECCL_TRY_GOTO(core_exec_start(comm), res, err_free);
+    if (host) {
+        ECCL_TRY_GOTO(core_exec_start(comm), res, err_free);
+    } else {
+        struct kern_dev_opts dopts = {
+            .cuda_dev = dev,
+            .rank = rank,
+            .nchannels = comm->nchannels,
+            .timeout_ns = comm->timeout_ms > 0 ? (uint64_t)comm->timeout_ms * ECCL_NS_PER_MS : 0,
+            .abort = &comm->abort,
+            .on_error = on_dev_error,
+            .arg = comm,
+        };
+        ECCL_TRY_GOTO(kern_dev_create(&dopts, &comm->dev), res, err_free);
+    }
     ECCL_TRY_GOTO(core_bootstrap_barrier(&comm->bs), res, err_free);
     INFO(ECCL_LOG_INIT,
          "ecclCommInitRank comm %p rank %d nranks %d cudaDev %d nchannels %d - "

@@ -18,6 +18,7 @@
 #include "common/sync.h"
 #include "core/core.h"
 #include "eccl.h"
+#include "kernels/dev_exec.h"
 #include "kernels/host_exec.h"
 #include "kernels/reduce.h"
 #include "kernels/work.h"
@@ -146,6 +147,8 @@ struct ecclComm {
     int nranks;
     int cuda_dev; /* -1 for host communicators */
     bool host;
+    struct kern_dev *dev; /* the GPU executor of a CUDA communicator */
+    void *stream;         /* cudaStream_t of the group's calls (CUDA communicators) */
     uint64_t comm_hash;
     char name[64];
     ecclConfig_t config; /* effective values, our layout */

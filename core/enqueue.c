@@ -144,7 +144,8 @@ static ecclResult_t finish(ecclResult_t res, bool implicit)
 }
 
 static ecclResult_t enqueue_coll(int func, const void *sendbuff, void *recvbuff, size_t count,
-                                 ecclDataType_t dtype, ecclRedOp_t op, int root, ecclComm_t comm)
+                                 ecclDataType_t dtype, ecclRedOp_t op, int root, ecclComm_t comm,
+                                 cudaStream_t stream)
 {
     const char *fn = func_name(func);
     bool reduces =
@@ -172,6 +173,7 @@ static ecclResult_t enqueue_coll(int func, const void *sendbuff, void *recvbuff,
     bool implicit = core_group_depth() == 0;
     if (implicit)
         ecclGroupStart();
+    comm->stream = (void *)stream; /* the group's plans go on the stream of its calls */
     ecclResult_t res = add_task(comm, func, sendbuff, recvbuff, count, dtype, &rop, root);
     if (res != ecclSuccess && implicit)
         ecclGroupEnd(); /* empty the implicit group; the error stands */
@@ -182,25 +184,24 @@ ECCL_API ecclResult_t ecclAllReduce(const void *sendbuff, void *recvbuff, size_t
                                     ecclDataType_t datatype, ecclRedOp_t op, ecclComm_t comm,
                                     cudaStream_t stream)
 {
-    (void)stream;
-    return enqueue_coll(ECCL_FUNC_ALLREDUCE, sendbuff, recvbuff, count, datatype, op, 0, comm);
+    return enqueue_coll(ECCL_FUNC_ALLREDUCE, sendbuff, recvbuff, count, datatype, op, 0, comm,
+                        stream);
 }
 
 ECCL_API ecclResult_t ecclReduce(const void *sendbuff, void *recvbuff, size_t count,
                                  ecclDataType_t datatype, ecclRedOp_t op, int root, ecclComm_t comm,
                                  cudaStream_t stream)
 {
-    (void)stream;
-    return enqueue_coll(ECCL_FUNC_REDUCE, sendbuff, recvbuff, count, datatype, op, root, comm);
+    return enqueue_coll(ECCL_FUNC_REDUCE, sendbuff, recvbuff, count, datatype, op, root, comm,
+                        stream);
 }
 
 ECCL_API ecclResult_t ecclBroadcast(const void *sendbuff, void *recvbuff, size_t count,
                                     ecclDataType_t datatype, int root, ecclComm_t comm,
                                     cudaStream_t stream)
 {
-    (void)stream;
     return enqueue_coll(ECCL_FUNC_BROADCAST, sendbuff, recvbuff, count, datatype, ecclSum, root,
-                        comm);
+                        comm, stream);
 }
 
 ECCL_API ecclResult_t ecclBcast(void *buff, size_t count, ecclDataType_t datatype, int root,
@@ -212,22 +213,20 @@ ECCL_API ecclResult_t ecclBcast(void *buff, size_t count, ecclDataType_t datatyp
 ECCL_API ecclResult_t ecclAllGather(const void *sendbuff, void *recvbuff, size_t sendcount,
                                     ecclDataType_t datatype, ecclComm_t comm, cudaStream_t stream)
 {
-    (void)stream;
     return enqueue_coll(ECCL_FUNC_ALLGATHER, sendbuff, recvbuff, sendcount, datatype, ecclSum, 0,
-                        comm);
+                        comm, stream);
 }
 
 ECCL_API ecclResult_t ecclReduceScatter(const void *sendbuff, void *recvbuff, size_t recvcount,
                                         ecclDataType_t datatype, ecclRedOp_t op, ecclComm_t comm,
                                         cudaStream_t stream)
 {
-    (void)stream;
     return enqueue_coll(ECCL_FUNC_REDUCESCATTER, sendbuff, recvbuff, recvcount, datatype, op, 0,
-                        comm);
+                        comm, stream);
 }
 
 static ecclResult_t enqueue_p2p(int func, const void *buf, size_t count, ecclDataType_t dtype,
-                                int peer, ecclComm_t comm)
+                                int peer, ecclComm_t comm, cudaStream_t stream)
 {
     const char *fn = func_name(func);
     ECCL_TRY(check_common(comm, fn, dtype, count, 1));
@@ -236,6 +235,7 @@ static ecclResult_t enqueue_p2p(int func, const void *buf, size_t count, ecclDat
     bool implicit = core_group_depth() == 0;
     if (implicit)
         ecclGroupStart();
+    comm->stream = (void *)stream;
     ecclResult_t res =
         add_task(comm, func, func == ECCL_FUNC_SEND ? buf : NULL,
                  func == ECCL_FUNC_RECV ? (void *)buf : NULL, count, dtype, NULL, peer);
@@ -247,21 +247,20 @@ static ecclResult_t enqueue_p2p(int func, const void *buf, size_t count, ecclDat
 ECCL_API ecclResult_t ecclSend(const void *sendbuff, size_t count, ecclDataType_t datatype,
                                int peer, ecclComm_t comm, cudaStream_t stream)
 {
-    (void)stream;
-    return enqueue_p2p(ECCL_FUNC_SEND, sendbuff, count, datatype, peer, comm);
+    return enqueue_p2p(ECCL_FUNC_SEND, sendbuff, count, datatype, peer, comm, stream);
 }
 
 ECCL_API ecclResult_t ecclRecv(void *recvbuff, size_t count, ecclDataType_t datatype, int peer,
                                ecclComm_t comm, cudaStream_t stream)
 {
-    (void)stream;
-    return enqueue_p2p(ECCL_FUNC_RECV, recvbuff, count, datatype, peer, comm);
+    return enqueue_p2p(ECCL_FUNC_RECV, recvbuff, count, datatype, peer, comm, stream);
 }
 
 /* AlltoAll, Gather, Scatter: groups of sends and receives. `kind`: 0 alltoall, 1 gather,
  * 2 scatter. */
 static ecclResult_t enqueue_pattern(int kind, const void *sendbuff, void *recvbuff, size_t count,
-                                    ecclDataType_t dtype, int root, ecclComm_t comm)
+                                    ecclDataType_t dtype, int root, ecclComm_t comm,
+                                    cudaStream_t stream)
 {
     static const char *names[] = {"AlltoAll", "Gather", "Scatter"};
     const char *fn = names[kind];
@@ -289,6 +288,7 @@ static ecclResult_t enqueue_pattern(int kind, const void *sendbuff, void *recvbu
     char *r = recvbuff;
     ecclResult_t res = ecclSuccess;
     ecclGroupStart();
+    comm->stream = (void *)stream;
     for (int p = 0; p < n && res == ecclSuccess; p++) {
         if (kind == 0) {
             res =
@@ -319,24 +319,21 @@ static ecclResult_t enqueue_pattern(int kind, const void *sendbuff, void *recvbu
 ECCL_API ecclResult_t ecclAlltoAll(const void *sendbuff, void *recvbuff, size_t count,
                                    ecclDataType_t datatype, ecclComm_t comm, cudaStream_t stream)
 {
-    (void)stream;
-    return enqueue_pattern(0, sendbuff, recvbuff, count, datatype, 0, comm);
+    return enqueue_pattern(0, sendbuff, recvbuff, count, datatype, 0, comm, stream);
 }
 
 ECCL_API ecclResult_t ecclGather(const void *sendbuff, void *recvbuff, size_t count,
                                  ecclDataType_t datatype, int root, ecclComm_t comm,
                                  cudaStream_t stream)
 {
-    (void)stream;
-    return enqueue_pattern(1, sendbuff, recvbuff, count, datatype, root, comm);
+    return enqueue_pattern(1, sendbuff, recvbuff, count, datatype, root, comm, stream);
 }
 
 ECCL_API ecclResult_t ecclScatter(const void *sendbuff, void *recvbuff, size_t count,
                                   ecclDataType_t datatype, int root, ecclComm_t comm,
                                   cudaStream_t stream)
 {
-    (void)stream;
-    return enqueue_pattern(2, sendbuff, recvbuff, count, datatype, root, comm);
+    return enqueue_pattern(2, sendbuff, recvbuff, count, datatype, root, comm, stream);
 }
 
 ECCL_API ecclResult_t ecclRedOpCreatePreMulSum(ecclRedOp_t *op, void *scalar,

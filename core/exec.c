@@ -152,6 +152,25 @@ ecclResult_t core_exec_wait(struct ecclComm *comm, struct core_plan *plan, bool 
     return res;
 }
 
+/* A CUDA communicator's plan: queued on the group's stream; the descriptors are copied, so the
+ * plan goes back to the pool at once. */
+static ecclResult_t launch_dev(struct ecclComm *comm, struct core_plan *p)
+{
+    struct kern_chan *chans[CORE_MAX_CHANNELS];
+    for (int c = 0; c < comm->nchannels; c++)
+        chans[c] = &comm->channels[c].kc;
+    ecclResult_t res = kern_dev_launch(comm->dev, chans, p->work, p->nwork, comm->stream);
+    /* A proxy that moves network steps for these kernels cannot be rung by them: wake it now,
+     * and it stays awake while steps flow. */
+    for (int c = 0; c < comm->nchannels; c++)
+        if (comm->channels[c].kc.bell)
+            eccl_bell_ring(comm->channels[c].kc.bell);
+    eccl_pool_put(&comm->plan_pool, p);
+    if (res != ecclSuccess)
+        core_comm_set_error(comm, res);
+    return res;
+}
+
 ecclResult_t core_exec_plans(struct ecclComm *comm, struct eccl_queue *plans)
 {
     ecclResult_t res = ecclSuccess;
@@ -165,6 +184,12 @@ ecclResult_t core_exec_plans(struct ecclComm *comm, struct eccl_queue *plans)
         comm->sched_hash = eccl_hash64(&p->fingerprint, sizeof(p->fingerprint), comm->sched_hash);
         comm->plans_launched++;
         int ncoll = p->ncoll;
+        if (comm->dev) {
+            res = launch_dev(comm, p);
+            if (res == ecclSuccess)
+                comm->coll_seq += (uint64_t)ncoll;
+            continue;
+        }
         core_exec_post(comm, p, true);
         res = core_exec_wait(comm, p, true);
         if (res == ecclSuccess)

@@ -15,6 +15,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "kernels/conn_layout.h"
+
 #define ECCL_CONN_MAGIC     0x65636f6e /* "econ" */
 #define ECCL_CONN_MAX_SLOTS 16
 
@@ -34,6 +36,17 @@ struct eccl_conn_ctrl {
     _Atomic uint32_t closed;
     _Atomic uint32_t sizes[ECCL_CONN_MAX_SLOTS];
 };
+
+/* The byte offsets of kernels/conn_layout.h are the layout of this struct: */
+_Static_assert(offsetof(struct eccl_conn_ctrl, tail) == ECCL_CONN_OFF_TAIL, "conn layout");
+_Static_assert(offsetof(struct eccl_conn_ctrl, head) == ECCL_CONN_OFF_HEAD, "conn layout");
+_Static_assert(offsetof(struct eccl_conn_ctrl, nslots) == ECCL_CONN_OFF_NSLOTS, "conn layout");
+_Static_assert(offsetof(struct eccl_conn_ctrl, slot_bytes) == ECCL_CONN_OFF_SLOT_BYTES,
+               "conn layout");
+_Static_assert(offsetof(struct eccl_conn_ctrl, closed) == ECCL_CONN_OFF_CLOSED, "conn layout");
+_Static_assert(offsetof(struct eccl_conn_ctrl, sizes) == ECCL_CONN_OFF_SIZES, "conn layout");
+_Static_assert(((sizeof(struct eccl_conn_ctrl) + 63) & ~(size_t)63) == ECCL_CONN_DATA_OFF,
+               "conn layout");
 
 /* Bytes a connector with these parameters occupies (control block + data, 64-byte aligned). */
 static inline size_t eccl_conn_bytes(uint32_t nslots, uint32_t slot_bytes)

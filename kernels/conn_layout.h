@@ -1,0 +1,17 @@
+/*
+ * conn_layout.h - the layout of a connector's control block (struct eccl_conn_ctrl,
+ * kernels/conn.h) as byte offsets, for the CUDA kernels, which cannot include that C11 header.
+ * kernels/conn.h asserts that these match the struct.
+ */
+#ifndef ECCL_KERNELS_CONN_LAYOUT_H
+#define ECCL_KERNELS_CONN_LAYOUT_H
+
+#define ECCL_CONN_OFF_TAIL       0   /* uint32_t: steps posted by the sender */
+#define ECCL_CONN_OFF_HEAD       64  /* uint32_t: steps consumed by the receiver */
+#define ECCL_CONN_OFF_NSLOTS     132 /* uint32_t */
+#define ECCL_CONN_OFF_SLOT_BYTES 136 /* uint32_t */
+#define ECCL_CONN_OFF_CLOSED     140 /* uint32_t: nonzero once either side gave up */
+#define ECCL_CONN_OFF_SIZES      144 /* uint32_t[ECCL_CONN_MAX_SLOTS]: bytes of each slot's step */
+#define ECCL_CONN_DATA_OFF       256 /* the first slot */
+
+#endif

@@ -1,0 +1,870 @@
+/*
+ * dev_coll.cuh - the collective kernels: the algorithms of kernels/host_exec.c (ring AllReduce,
+ * ReduceScatter, AllGather, Broadcast and Reduce chains, tree AllReduce, point to point) run by
+ * one thread block per channel over the same connectors, step for step, so that a GPU rank and
+ * the chunking of its peers agree exactly.
+ *
+ * Thread 0 of a block does the waiting (connector counters, the closed word, the abort word, the
+ * status word, the watchdog); the block then moves the step's data together. Data written into a
+ * connector is fenced (__threadfence_system) before thread 0 publishes the step; data read from
+ * one is read with volatile loads, since the slot was written by another process.
+ *
+ * Instantiated per data type and reduction by generated files (tools/gen-dev-kernels.sh):
+ * coll_kernel<DTYPE, KIND> runs the reducing collectives, copy_kernel the rest.
+ */
+#ifndef ECCL_KERNELS_DEV_COLL_CUH
+#define ECCL_KERNELS_DEV_COLL_CUH
+
+#include <stdint.h>
+
+#include "kernels/conn_layout.h"
+#include "kernels/dev_work.h"
+#include "kernels/reduce_dev.cuh"
+
+namespace eccl_dev
+{
+
+/* ---- waiting ---------------------------------------------------------------------------------- */
+
+struct blk {
+    const kern_dev_chan *ch;
+    volatile uint32_t *abort;
+    kern_dev_status *status;
+    uint64_t timeout_ns;
+    uint32_t func; /* of the work being run, for the status */
+};
+
+__device__ __forceinline__ uint64_t now_ns()
+{
+    uint64_t t;
+    asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(t));
+    return t;
+}
+
+__device__ __forceinline__ volatile uint32_t *word(uint64_t conn, int off)
+{
+    return (volatile uint32_t *)((char *)conn + off);
+}
+
+__device__ __forceinline__ char *slot_at(uint64_t conn, uint32_t step)
+{
+    uint32_t nslots = *word(conn, ECCL_CONN_OFF_NSLOTS);
+    uint32_t slot_bytes = *word(conn, ECCL_CONN_OFF_SLOT_BYTES);
+    return (char *)conn + ECCL_CONN_DATA_OFF + (size_t)(step % nslots) * slot_bytes;
+}
+
+/* Records the first failure; the others' waits see the status and stop. Thread 0 only. */
+__device__ inline void fail(const blk &b, uint32_t code, int peer, uint32_t expect = 0,
+                            uint32_t got = 0)
+{
+    if (atomicCAS(&b.status->code, 0u, code) == 0u) {
+        b.status->peer = peer;
+        b.status->expect = expect;
+        b.status->got = got;
+        b.status->func = b.func;
+        __threadfence_system();
+    }
+}
+
+/* Checks whatever ends a wait. *start: when the wait began (0: not yet). Thread 0 only. */
+__device__ inline uint32_t wait_check(const blk &b, uint64_t conn, uint64_t *start)
+{
+    if (*b.abort)
+        return KERN_DEV_ABORTED;
+    if (*(volatile uint32_t *)&b.status->code)
+        return KERN_DEV_ABORTED;
+    if (conn && *word(conn, ECCL_CONN_OFF_CLOSED))
+        return KERN_DEV_CLOSED;
+    if (b.timeout_ns) {
+        uint64_t now = now_ns();
+        if (*start == 0)
+            *start = now;
+        else if (now - *start > b.timeout_ns)
+            return KERN_DEV_TIMEOUT;
+    }
+    return KERN_DEV_OK;
+}
+
+/* Until the sender posted step `head`. Thread 0 only. */
+__device__ inline uint32_t wait_data(const blk &b, uint64_t conn, uint32_t head)
+{
+    volatile uint32_t *tail = word(conn, ECCL_CONN_OFF_TAIL);
+    uint64_t start = 0;
+    for (uint32_t spins = 0; *tail == head; spins++) {
+        if ((spins & 63) == 63) {
+            uint32_t e = wait_check(b, conn, &start);
+            if (e)
+                return e;
+        }
+    }
+    return KERN_DEV_OK;
+}
+
+/* Until slot `tail` is free. Thread 0 only. */
+__device__ inline uint32_t wait_space(const blk &b, uint64_t conn, uint32_t tail)
+{
+    volatile uint32_t *head = word(conn, ECCL_CONN_OFF_HEAD);
+    uint32_t nslots = *word(conn, ECCL_CONN_OFF_NSLOTS);
+    uint64_t start = 0;
+    for (uint32_t spins = 0; tail - *head >= nslots; spins++) {
+        if ((spins & 63) == 63) {
+            uint32_t e = wait_check(b, conn, &start);
+            if (e)
+                return e;
+        }
+    }
+    return KERN_DEV_OK;
+}
+
+/* Publishes one step: size, then (after the block's data) tail + 1. Thread 0, after the block's
+ * fence and barrier. */
+__device__ inline void post_send(uint64_t conn, size_t bytes)
+{
+    volatile uint32_t *tail = word(conn, ECCL_CONN_OFF_TAIL);
+    uint32_t t = *tail;
+    uint32_t nslots = *word(conn, ECCL_CONN_OFF_NSLOTS);
+    *word(conn, ECCL_CONN_OFF_SIZES + 4 * (int)(t % nslots)) = (uint32_t)bytes;
+    __threadfence_system();
+    *tail = t + 1;
+    __threadfence_system();
+}
+
+__device__ inline void post_recv(uint64_t conn)
+{
+    volatile uint32_t *head = word(conn, ECCL_CONN_OFF_HEAD);
+    uint32_t h = *head;
+    __threadfence_system();
+    *head = h + 1;
+    __threadfence_system();
+}
+
+/* ---- one step --------------------------------------------------------------------------------- */
+
+enum step_kind {
+    STEP_SEND,
+    STEP_RECV,
+    STEP_RECV_REDUCE_SEND,
+    STEP_RECV_REDUCE_COPY,
+    STEP_RECV_REDUCE_COPY_SEND,
+    STEP_RECV_COPY_SEND,
+    STEP_COPY_SEND,
+};
+
+struct step_io {
+    uint64_t from; /* connector to receive from */
+    int from_peer;
+    uint64_t to; /* connector to send to */
+    int to_peer;
+};
+
+struct step_shared {
+    const char *prev;
+    char *slot;
+    uint32_t err;
+};
+
+/* Thread 0: waits for what the step needs; the block learns the outcome through sh. */
+__device__ inline void step_acquire(const blk &b, const step_io &io, bool recv, bool send,
+                                    size_t bytes, step_shared *sh)
+{
+    uint32_t e = KERN_DEV_OK;
+    if (recv) {
+        uint32_t head = *word(io.from, ECCL_CONN_OFF_HEAD);
+        e = wait_data(b, io.from, head);
+        if (e == KERN_DEV_OK) {
+            uint32_t nslots = *word(io.from, ECCL_CONN_OFF_NSLOTS);
+            uint32_t got = *word(io.from, ECCL_CONN_OFF_SIZES + 4 * (int)(head % nslots));
+            if (got != bytes) {
+                fail(b, KERN_DEV_MISMATCH, io.from_peer, (uint32_t)bytes, got);
+                e = KERN_DEV_MISMATCH;
+            }
+            sh->prev = slot_at(io.from, head);
+        } else if (e != KERN_DEV_ABORTED) {
+            fail(b, e, io.from_peer);
+        }
+    }
+    if (e == KERN_DEV_OK && send) {
+        uint32_t tail = *word(io.to, ECCL_CONN_OFF_TAIL);
+        e = wait_space(b, io.to, tail);
+        if (e == KERN_DEV_OK)
+            sh->slot = slot_at(io.to, tail);
+        else if (e != KERN_DEV_ABORTED)
+            fail(b, e, io.to_peer);
+    }
+    sh->err = e;
+}
+
+template <typename T> __device__ __forceinline__ T vload(const T *p)
+{
+    return *(const volatile T *)p;
+}
+
+/* The step of host_exec.c's do_step, on T elements. OP: a redop (reducing kernels) or void. */
+template <typename OP>
+__device__ inline uint32_t do_step(const blk &b, const step_io &io, const OP &op, step_kind kind,
+                                   const typename OP::T *in, typename OP::T *out, size_t nelem)
+{
+    typedef typename OP::T T;
+    __shared__ step_shared sh;
+    size_t bytes = nelem * sizeof(T);
+    bool recv = kind != STEP_SEND && kind != STEP_COPY_SEND;
+    bool send = kind != STEP_RECV && kind != STEP_RECV_REDUCE_COPY;
+    if (threadIdx.x == 0)
+        step_acquire(b, io, recv, send, bytes, &sh);
+    __syncthreads();
+    uint32_t err = sh.err;
+    if (err) {
+        __syncthreads(); /* nobody reads sh after this before thread 0 writes it again */
+        return err;
+    }
+    const T *prev = (const T *)sh.prev;
+    T *slot = (T *)sh.slot;
+    for (size_t i = threadIdx.x; i < nelem; i += blockDim.x) {
+        T v;
+        switch (kind) {
+        case STEP_SEND:
+            slot[i] = op.pre(in[i]);
+            break;
+        case STEP_COPY_SEND:
+            v = in[i];
+            if (out && out != in)
+                out[i] = v;
+            slot[i] = v;
+            break;
+        case STEP_RECV:
+            out[i] = vload(prev + i);
+            break;
+        case STEP_RECV_REDUCE_SEND:
+            slot[i] = op.local(in[i], vload(prev + i));
+            break;
+        case STEP_RECV_REDUCE_COPY:
+            out[i] = op.post(op.local(in[i], vload(prev + i)));
+            break;
+        case STEP_RECV_REDUCE_COPY_SEND:
+            v = op.post(op.local(in[i], vload(prev + i)));
+            out[i] = v;
+            slot[i] = v;
+            break;
+        case STEP_RECV_COPY_SEND:
+            v = vload(prev + i);
+            out[i] = v;
+            slot[i] = v;
+            break;
+        }
+    }
+    __threadfence_system();
+    __syncthreads();
+    if (threadIdx.x == 0) {
+        if (recv)
+            post_recv(io.from);
+        if (send)
+            post_send(io.to, bytes);
+    }
+    return KERN_DEV_OK;
+}
+
+/* The byte-moving kernel's "reduction": copies only (AllGather, Broadcast). Moves 8-byte words
+ * when the step allows, bytes otherwise; the chunking stays that of the element type. */
+struct copy_op {
+    typedef uint8_t T;
+    __device__ T pre(T x) const
+    {
+        return x;
+    }
+    __device__ T local(T x, T) const
+    {
+        return x;
+    }
+    __device__ T post(T x) const
+    {
+        return x;
+    }
+};
+
+/* ---- ring and tree algorithms ------------------------------------------------------------------ */
+
+template <typename OP> struct algo {
+    typedef typename OP::T T;
+    const blk &b;
+    const OP &op;
+    const eccl_work &w;
+    step_io io;
+    size_t chunk; /* elements per step */
+    size_t ts;    /* bytes per element: sizeof(T) for reductions, the dtype's size for copies */
+
+    __device__ algo(const blk &b_, const OP &op_, const eccl_work &w_, size_t ts_)
+        : b(b_), op(op_), w(w_), ts(ts_)
+    {
+        const kern_dev_chan *ch = b.ch;
+        int n = ch->nranks;
+        const int32_t *ring = (const int32_t *)ch->ring;
+        io.from = ch->ring_recv;
+        io.from_peer = ring[(ch->ring_index + n - 1) % n];
+        io.to = ch->ring_send;
+        io.to_peer = ring[(ch->ring_index + 1) % n];
+        uint32_t slot = 0xffffffffu;
+        if (io.from)
+            slot = *word(io.from, ECCL_CONN_OFF_SLOT_BYTES);
+        if (io.to && *word(io.to, ECCL_CONN_OFF_SLOT_BYTES) < slot)
+            slot = *word(io.to, ECCL_CONN_OFF_SLOT_BYTES);
+        chunk = slot / ts;
+    }
+
+    /* Element e of the channel's share, as a T pointer into buffer `base`. */
+    __device__ T *at(uint64_t base, size_t e) const
+    {
+        return base ? (T *)((char *)base + (w.chan_offset + e) * ts) : nullptr;
+    }
+
+    /* A step over ne elements of the work's type. */
+    __device__ uint32_t step(step_kind k, const T *in, T *out, size_t ne)
+    {
+        return do_step(b, io, op, k, in, out, ne * ts / sizeof(T));
+    }
+
+    __device__ uint32_t single(bool reduces)
+    {
+        const T *in = at(w.sendbuff, 0);
+        T *out = at(w.recvbuff, 0);
+        size_t n = w.chan_count * ts / sizeof(T);
+        for (size_t i = threadIdx.x; i < n; i += blockDim.x)
+            out[i] = reduces ? op.post(op.pre(in[i])) : in[i];
+        return KERN_DEV_OK;
+    }
+
+    __device__ uint32_t ring_allreduce()
+    {
+        int n = b.ch->nranks, idx = b.ch->ring_index;
+        size_t cnt = w.chan_count;
+        if (n == 1)
+            return single(true);
+        const T *in = at(w.sendbuff, 0);
+        T *out = at(w.recvbuff, 0);
+        size_t loop_elems = (size_t)n * chunk;
+        for (size_t loop = 0; loop < cnt; loop += loop_elems) {
+            size_t rem = cnt - loop;
+            size_t cc = min(chunk, (rem + n - 1) / n);
+            auto off = [&](int c) { return loop + (size_t)c * cc; };
+            auto num = [&](int c) -> size_t {
+                return (size_t)c * cc >= rem ? 0 : min(cc, rem - (size_t)c * cc);
+            };
+            auto ip = [&](int c) { return (const T *)((const char *)in + off(c) * ts); };
+            auto op_ = [&](int c) { return (T *)((char *)out + off(c) * ts); };
+            uint32_t e;
+            int c = (idx + n - 1) % n;
+            if ((e = step(STEP_SEND, ip(c), nullptr, num(c))))
+                return e;
+            for (int j = 2; j < n; j++) {
+                c = (idx + n - j) % n;
+                if ((e = step(STEP_RECV_REDUCE_SEND, ip(c), nullptr, num(c))))
+                    return e;
+            }
+            c = idx;
+            if ((e = step(STEP_RECV_REDUCE_COPY_SEND, ip(c), op_(c), num(c))))
+                return e;
+            for (int j = 1; j < n - 1; j++) {
+                c = (idx + n - j) % n;
+                if ((e = step(STEP_RECV_COPY_SEND, nullptr, op_(c), num(c))))
+                    return e;
+            }
+            c = (idx + 1) % n;
+            if ((e = step(STEP_RECV, nullptr, op_(c), num(c))))
+                return e;
+        }
+        return KERN_DEV_OK;
+    }
+
+    __device__ uint32_t ring_reducescatter()
+    {
+        int n = b.ch->nranks, idx = b.ch->ring_index;
+        size_t cnt = w.chan_count, block = w.count * ts;
+        if (n == 1)
+            return single(true);
+        const int32_t *ring = (const int32_t *)b.ch->ring;
+        const char *in = (const char *)at(w.sendbuff, 0);
+        T *out = at(w.recvbuff, 0);
+        for (size_t loop = 0; loop < cnt; loop += chunk) {
+            size_t ne = min(chunk, cnt - loop), off = loop * ts;
+            auto ip = [&](int p) { return (const T *)(in + (size_t)ring[p] * block + off); };
+            uint32_t e;
+            int p = (idx + n - 1) % n;
+            if ((e = step(STEP_SEND, ip(p), nullptr, ne)))
+                return e;
+            for (int j = 2; j < n; j++) {
+                p = (idx + n - j) % n;
+                if ((e = step(STEP_RECV_REDUCE_SEND, ip(p), nullptr, ne)))
+                    return e;
+            }
+            if ((e = step(STEP_RECV_REDUCE_COPY, ip(idx), (T *)((char *)out + off), ne)))
+                return e;
+        }
+        return KERN_DEV_OK;
+    }
+
+    __device__ uint32_t ring_allgather()
+    {
+        int n = b.ch->nranks, idx = b.ch->ring_index;
+        size_t cnt = w.chan_count, block = w.count * ts;
+        const int32_t *ring = (const int32_t *)b.ch->ring;
+        const T *in = at(w.sendbuff, 0);
+        char *out = (char *)at(w.recvbuff, 0);
+        if (n == 1) {
+            T *dst = (T *)(out + (size_t)ring[0] * block);
+            size_t ne = cnt * ts / sizeof(T);
+            if (dst != in)
+                for (size_t i = threadIdx.x; i < ne; i += blockDim.x)
+                    dst[i] = in[i];
+            return KERN_DEV_OK;
+        }
+        for (size_t loop = 0; loop < cnt; loop += chunk) {
+            size_t ne = min(chunk, cnt - loop), off = loop * ts;
+            auto op_ = [&](int p) { return (T *)(out + (size_t)ring[p] * block + off); };
+            uint32_t e;
+            if ((e = step(STEP_COPY_SEND, (const T *)((const char *)in + off), op_(idx), ne)))
+                return e;
+            for (int j = 1; j < n - 1; j++) {
+                int p = (idx + n - j) % n;
+                if ((e = step(STEP_RECV_COPY_SEND, nullptr, op_(p), ne)))
+                    return e;
+            }
+            int p = (idx + 1) % n;
+            if ((e = step(STEP_RECV, nullptr, op_(p), ne)))
+                return e;
+        }
+        return KERN_DEV_OK;
+    }
+
+    __device__ uint32_t ring_chain(int start_after_root, step_kind first, step_kind middle,
+                                   step_kind last, bool reduces)
+    {
+        int n = b.ch->nranks;
+        size_t cnt = w.chan_count;
+        if (n == 1)
+            return single(reduces);
+        const int32_t *ring = (const int32_t *)b.ch->ring;
+        int root_idx = 0;
+        for (int i = 0; i < n; i++)
+            if (ring[i] == w.root)
+                root_idx = i;
+        int d = (b.ch->ring_index - root_idx + n) % n;
+        int pos = (d - start_after_root + n) % n;
+        step_kind kind = pos == 0 ? first : pos == n - 1 ? last : middle;
+        const char *in = (const char *)at(w.sendbuff, 0);
+        char *out = (char *)at(w.recvbuff, 0);
+        for (size_t loop = 0; loop < cnt; loop += chunk) {
+            size_t ne = min(chunk, cnt - loop), off = loop * ts;
+            uint32_t e = step(kind, in ? (const T *)(in + off) : nullptr,
+                              out ? (T *)(out + off) : nullptr, ne);
+            if (e)
+                return e;
+        }
+        return KERN_DEV_OK;
+    }
+
+    __device__ uint32_t tree_allreduce()
+    {
+        const kern_dev_chan *ch = b.ch;
+        size_t cnt = w.chan_count;
+        if (ch->nranks == 1)
+            return single(true);
+        int nchild = (ch->tree_child[0] >= 0) + (ch->tree_child[1] >= 0);
+        bool has_parent = ch->tree_parent >= 0;
+        size_t tchunk = ~(size_t)0;
+        for (int i = 0; i < nchild; i++) {
+            tchunk = min(tchunk, (size_t)*word(ch->tree_up_recv[i], ECCL_CONN_OFF_SLOT_BYTES) / ts);
+            tchunk =
+                min(tchunk, (size_t)*word(ch->tree_down_send[i], ECCL_CONN_OFF_SLOT_BYTES) / ts);
+        }
+        if (has_parent) {
+            tchunk = min(tchunk, (size_t)*word(ch->tree_up_send, ECCL_CONN_OFF_SLOT_BYTES) / ts);
+            tchunk = min(tchunk, (size_t)*word(ch->tree_down_recv, ECCL_CONN_OFF_SLOT_BYTES) / ts);
+        }
+        const T *in = at(w.sendbuff, 0);
+        T *out = at(w.recvbuff, 0);
+        __shared__ const char *s_cin[2];
+        __shared__ char *s_dst;
+        __shared__ uint32_t s_err;
+        for (size_t loop = 0; loop < cnt; loop += tchunk) {
+            size_t ne = min(tchunk, cnt - loop), bytes = ne * ts, off = loop * ts;
+            const T *src = (const T *)((const char *)in + off);
+            T *res = (T *)((char *)out + off);
+            /* Up: wait for the children's partial results and room toward the parent. */
+            if (threadIdx.x == 0) {
+                uint32_t e = KERN_DEV_OK;
+                for (int i = 0; i < nchild && !e; i++) {
+                    step_io cio = {ch->tree_up_recv[i], ch->tree_child[i], 0, -1};
+                    step_shared tmp;
+                    step_acquire(b, cio, true, false, bytes, &tmp);
+                    e = tmp.err;
+                    s_cin[i] = tmp.prev;
+                }
+                s_dst = (char *)res;
+                if (!e && has_parent) {
+                    step_io pio = {0, -1, ch->tree_up_send, ch->tree_parent};
+                    step_shared tmp;
+                    step_acquire(b, pio, false, true, bytes, &tmp);
+                    e = tmp.err;
+                    s_dst = tmp.slot;
+                }
+                s_err = e;
+            }
+            __syncthreads();
+            if (s_err) {
+                uint32_t e = s_err;
+                __syncthreads();
+                return e;
+            }
+            T *dst = (T *)s_dst;
+            const T *c0 = (const T *)s_cin[0], *c1 = (const T *)s_cin[1];
+            for (size_t i = threadIdx.x; i < ne; i += blockDim.x) {
+                T v = nchild == 0 ? op.pre(src[i]) : op.local(src[i], vload(c0 + i));
+                if (nchild == 2)
+                    v = op.combine(v, vload(c1 + i));
+                if (!has_parent)
+                    v = op.post(v);
+                dst[i] = v;
+            }
+            __threadfence_system();
+            __syncthreads();
+            if (threadIdx.x == 0) {
+                for (int i = 0; i < nchild; i++)
+                    post_recv(ch->tree_up_recv[i]);
+                if (has_parent)
+                    post_send(ch->tree_up_send, bytes);
+            }
+            /* Down: the result from the parent, then on to the children. */
+            if (has_parent) {
+                step_io dio = {ch->tree_down_recv, ch->tree_parent, 0, -1};
+                uint32_t e = do_step(b, dio, op, STEP_RECV, nullptr, res, ne);
+                if (e)
+                    return e;
+            }
+            for (int i = 0; i < nchild; i++) {
+                step_io sio = {0, -1, ch->tree_down_send[i], ch->tree_child[i]};
+                uint32_t e = do_step(b, sio, op, STEP_COPY_SEND, res, nullptr, ne);
+                if (e)
+                    return e;
+            }
+        }
+        return KERN_DEV_OK;
+    }
+};
+
+/* ---- point to point (byte-moving kernel) ------------------------------------------------------- */
+
+__device__ __forceinline__ size_t dtype_bytes(int dtype)
+{
+    switch (dtype) {
+    case ecclInt8:
+    case ecclUint8:
+    case ecclFloat8e4m3:
+    case ecclFloat8e5m2:
+        return 1;
+    case ecclFloat16:
+    case ecclBfloat16:
+        return 2;
+    case ecclInt32:
+    case ecclUint32:
+    case ecclFloat32:
+        return 4;
+    case ecclInt64:
+    case ecclUint64:
+    case ecclFloat64:
+        return 8;
+    default:
+        return 0;
+    }
+}
+
+/* Copies n bytes with the whole block: 16-byte words when both sides allow. `vol`: the source is a
+ * connector slot (volatile loads). */
+__device__ inline void block_copy(char *dst, const char *src, size_t n, bool vol)
+{
+    if ((((uintptr_t)dst | (uintptr_t)src | n) & 15) == 0) {
+        uint4 *d = (uint4 *)dst;
+        const uint4 *s = (const uint4 *)src;
+        for (size_t i = threadIdx.x; i < n / 16; i += blockDim.x) {
+            uint4 v;
+            if (vol) {
+                const volatile uint4 *vs = (const volatile uint4 *)(s + i);
+                v.x = vs->x;
+                v.y = vs->y;
+                v.z = vs->z;
+                v.w = vs->w;
+            } else {
+                v = s[i];
+            }
+            d[i] = v;
+        }
+        return;
+    }
+    for (size_t i = threadIdx.x; i < n; i += blockDim.x)
+        dst[i] = vol ? vload(src + i) : src[i];
+}
+
+struct p2p_shared {
+    int pick; /* work index, -1: none ready */
+    uint32_t err;
+    char *slot;
+    size_t bytes;
+};
+
+/* Runs the channel's point-to-point works (the tail of its list) together, as host_exec.c's
+ * p2p_run does: any work whose connector is ready moves one slot, in order per peer and kind. */
+__device__ inline uint32_t p2p_run(blk &b, const eccl_work *works, int n)
+{
+    const kern_dev_chan *ch = b.ch;
+    const uint64_t *sendc = (const uint64_t *)ch->p2p_send;
+    const uint64_t *recvc = (const uint64_t *)ch->p2p_recv;
+    /* Progress per work lives in shared memory: at most this many works per launch per channel
+     * (the host splits larger lists). */
+    __shared__ uint64_t done[KERN_DEV_THREADS];
+    __shared__ p2p_shared sh;
+    if (n > KERN_DEV_THREADS)
+        n = KERN_DEV_THREADS;
+    for (int i = threadIdx.x; i < n; i += blockDim.x)
+        done[i] = 0;
+    __syncthreads();
+    /* To self: the i-th send pairs with the i-th receive. */
+    if (threadIdx.x == 0) {
+        sh.err = KERN_DEV_OK;
+        int s = 0, r = 0;
+        for (;;) {
+            while (s < n && (works[s].func != ECCL_FUNC_SEND || works[s].root != ch->rank))
+                s++;
+            while (r < n && (works[r].func != ECCL_FUNC_RECV || works[r].root != ch->rank))
+                r++;
+            if (s == n && r == n)
+                break;
+            if (s == n || r == n ||
+                works[s].chan_count * dtype_bytes(works[s].dtype) !=
+                    works[r].chan_count * dtype_bytes(works[r].dtype)) {
+                fail(b, KERN_DEV_P2P_SELF, ch->rank);
+                sh.err = KERN_DEV_P2P_SELF;
+                break;
+            }
+            done[s] = done[r] = ~(uint64_t)0; /* copied below */
+            s++;
+            r++;
+        }
+    }
+    __syncthreads();
+    if (sh.err)
+        return sh.err;
+    /* The self copies, by the whole block. */
+    for (int s = 0, r = 0;; s++, r++) {
+        while (s < n && (works[s].func != ECCL_FUNC_SEND || works[s].root != ch->rank))
+            s++;
+        while (r < n && (works[r].func != ECCL_FUNC_RECV || works[r].root != ch->rank))
+            r++;
+        if (s == n || r == n)
+            break;
+        size_t bytes = works[s].chan_count * dtype_bytes(works[s].dtype);
+        if (works[r].recvbuff != works[s].sendbuff)
+            block_copy((char *)works[r].recvbuff, (const char *)works[s].sendbuff, bytes, false);
+    }
+    __syncthreads();
+    uint64_t start = 0;
+    for (;;) {
+        if (threadIdx.x == 0) {
+            sh.pick = -1;
+            sh.err = KERN_DEV_OK;
+            bool left = false;
+            int wait_peer = -1;
+            uint64_t wait_conn = 0;
+            for (int i = 0; i < n && sh.pick < 0; i++) {
+                const eccl_work &w = works[i];
+                size_t total = w.chan_count * dtype_bytes(w.dtype);
+                if (w.root == ch->rank || done[i] >= total)
+                    continue;
+                bool blocked = false;
+                for (int j = 0; j < i && !blocked; j++) {
+                    size_t tj = works[j].chan_count * dtype_bytes(works[j].dtype);
+                    blocked = works[j].func == w.func && works[j].root == w.root && done[j] < tj;
+                }
+                if (blocked)
+                    continue;
+                left = true;
+                bool is_send = w.func == ECCL_FUNC_SEND;
+                uint64_t c = is_send ? sendc[w.root] : recvc[w.root];
+                if (!c) {
+                    b.func = w.func;
+                    fail(b, KERN_DEV_BAD_WORK, w.root);
+                    sh.err = KERN_DEV_BAD_WORK;
+                    break;
+                }
+                uint32_t slot_bytes = *word(c, ECCL_CONN_OFF_SLOT_BYTES);
+                size_t bytes = min((size_t)slot_bytes, total - (size_t)done[i]);
+                if (is_send) {
+                    uint32_t tail = *word(c, ECCL_CONN_OFF_TAIL);
+                    if (tail - *word(c, ECCL_CONN_OFF_HEAD) < *word(c, ECCL_CONN_OFF_NSLOTS)) {
+                        sh.pick = i;
+                        sh.slot = slot_at(c, tail);
+                        sh.bytes = bytes;
+                    }
+                } else {
+                    uint32_t head = *word(c, ECCL_CONN_OFF_HEAD);
+                    if (*word(c, ECCL_CONN_OFF_TAIL) != head) {
+                        uint32_t nslots = *word(c, ECCL_CONN_OFF_NSLOTS);
+                        uint32_t got = *word(c, ECCL_CONN_OFF_SIZES + 4 * (int)(head % nslots));
+                        if (got != bytes) {
+                            b.func = w.func;
+                            fail(b, KERN_DEV_MISMATCH, w.root, (uint32_t)bytes, got);
+                            sh.err = KERN_DEV_MISMATCH;
+                            break;
+                        }
+                        sh.pick = i;
+                        sh.slot = slot_at(c, head);
+                        sh.bytes = bytes;
+                    }
+                }
+                if (sh.pick < 0 && !wait_conn) {
+                    wait_conn = c;
+                    wait_peer = w.root;
+                }
+            }
+            if (!sh.err && sh.pick < 0 && !left)
+                sh.err = 0xffffffffu; /* all done */
+            if (!sh.err && sh.pick < 0) {
+                uint32_t e = wait_check(b, wait_conn, &start);
+                if (e) {
+                    if (e != KERN_DEV_ABORTED)
+                        fail(b, e, wait_peer);
+                    sh.err = e;
+                }
+            } else if (sh.pick >= 0) {
+                start = 0;
+            }
+        }
+        __syncthreads();
+        uint32_t err = sh.err;
+        int pick = sh.pick;
+        if (err) {
+            __syncthreads();
+            return err == 0xffffffffu ? KERN_DEV_OK : err;
+        }
+        if (pick < 0) {
+            __syncthreads();
+            continue;
+        }
+        const eccl_work &w = works[pick];
+        bool is_send = w.func == ECCL_FUNC_SEND;
+        size_t off = (size_t)done[pick], bytes = sh.bytes;
+        if (is_send)
+            block_copy(sh.slot, (const char *)w.sendbuff + off, bytes, false);
+        else
+            block_copy((char *)w.recvbuff + off, sh.slot, bytes, true);
+        __threadfence_system();
+        __syncthreads();
+        if (threadIdx.x == 0) {
+            uint64_t c = is_send ? sendc[w.root] : recvc[w.root];
+            if (is_send)
+                post_send(c, bytes);
+            else
+                post_recv(c);
+            done[pick] += bytes;
+        }
+        __syncthreads();
+    }
+}
+
+/* ---- kernels ---------------------------------------------------------------------------------- */
+
+__device__ __forceinline__ bool blk_init(blk &b, const kern_dev_args &a)
+{
+    if ((int)blockIdx.x >= a.nchan)
+        return false;
+    b.ch = (const kern_dev_chan *)a.chans + blockIdx.x;
+    b.abort = (volatile uint32_t *)a.abort;
+    b.status = (kern_dev_status *)a.status;
+    b.timeout_ns = a.timeout_ns;
+    b.func = 0;
+    return true;
+}
+
+/* Reducing collectives of one data type and reduction. */
+template <int DTYPE, int KIND>
+__global__ void __launch_bounds__(KERN_DEV_THREADS) coll_kernel(kern_dev_args a)
+{
+    blk b;
+    if (!blk_init(b, a))
+        return;
+    typedef redop<DTYPE, KIND> op_t;
+    const eccl_work *works = (const eccl_work *)b.ch->works;
+    for (int i = 0; i < b.ch->nwork; i++) {
+        const eccl_work &w = works[i];
+        b.func = w.func;
+        const op_t op(w.scalar);
+        algo<op_t> al(b, op, w, sizeof(typename op_t::T));
+        uint32_t e;
+        if (b.ch->nranks > 1 && al.chunk == 0) {
+            if (threadIdx.x == 0)
+                fail(b, KERN_DEV_BAD_WORK, -1);
+            return;
+        }
+        switch (w.func) {
+        case ECCL_FUNC_ALLREDUCE:
+            e = w.algo == ECCL_ALGO_TREE ? al.tree_allreduce() : al.ring_allreduce();
+            break;
+        case ECCL_FUNC_REDUCESCATTER:
+            e = al.ring_reducescatter();
+            break;
+        case ECCL_FUNC_REDUCE:
+            e = al.ring_chain(1, STEP_SEND, STEP_RECV_REDUCE_SEND, STEP_RECV_REDUCE_COPY, true);
+            break;
+        default:
+            if (threadIdx.x == 0)
+                fail(b, KERN_DEV_BAD_WORK, -1);
+            return;
+        }
+        if (e)
+            return;
+    }
+}
+
+#ifdef ECCL_DEV_COPY_KERNEL /* defined by the one file that instantiates it */
+/* AllGather, Broadcast, Send and Recv: bytes, whatever the type. */
+__global__ void __launch_bounds__(KERN_DEV_THREADS) copy_kernel(kern_dev_args a)
+{
+    blk b;
+    if (!blk_init(b, a))
+        return;
+    const eccl_work *works = (const eccl_work *)b.ch->works;
+    const copy_op op;
+    int i = 0;
+    for (; i < b.ch->nwork; i++) {
+        const eccl_work &w = works[i];
+        if (w.func == ECCL_FUNC_SEND || w.func == ECCL_FUNC_RECV)
+            break;
+        b.func = w.func;
+        size_t ts = dtype_bytes(w.dtype);
+        algo<copy_op> al(b, op, w, ts);
+        if (ts == 0 || (b.ch->nranks > 1 && al.chunk == 0)) {
+            if (threadIdx.x == 0)
+                fail(b, KERN_DEV_BAD_WORK, -1);
+            return;
+        }
+        uint32_t e;
+        switch (w.func) {
+        case ECCL_FUNC_ALLGATHER:
+            e = al.ring_allgather();
+            break;
+        case ECCL_FUNC_BROADCAST:
+            e = al.ring_chain(0, STEP_COPY_SEND, STEP_RECV_COPY_SEND, STEP_RECV, false);
+            break;
+        default:
+            if (threadIdx.x == 0)
+                fail(b, KERN_DEV_BAD_WORK, -1);
+            return;
+        }
+        if (e)
+            return;
+    }
+    if (i < b.ch->nwork)
+        p2p_run(b, works + i, b.ch->nwork - i);
+}
+#endif
+
+} // namespace eccl_dev
+
+#endif

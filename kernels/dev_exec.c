@@ -1,0 +1,652 @@
+/*
+ * dev_exec.c - the host side of the GPU executor (kernels/dev_exec.h): connector registration,
+ * launch arguments in mapped host memory, the split of a plan into kernels, and the watcher
+ * thread that mirrors the abort flag to the kernels and reports their failures.
+ *
+ * The launch argument blocks come from a ring of KERN_DEV_SLOTS buffers, each reusable once the
+ * event recorded after its kernel has fired; a launch waits (polling, abort-aware) only when all
+ * of them are in flight. In a build without CUDA every entry point says so.
+ */
+#include <pthread.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "common/alloc.h"
+#include "common/check.h"
+#include "common/log.h"
+#include "common/time.h"
+#include "kernels/conn.h"
+#include "kernels/dev_exec.h"
+#include "kernels/dev_work.h"
+
+int kern_dev_kernel_of(const struct eccl_work *w)
+{
+    switch (w->func) {
+    case ECCL_FUNC_ALLGATHER:
+    case ECCL_FUNC_BROADCAST:
+    case ECCL_FUNC_SEND:
+    case ECCL_FUNC_RECV:
+        return 0;
+    case ECCL_FUNC_ALLREDUCE:
+    case ECCL_FUNC_REDUCESCATTER:
+    case ECCL_FUNC_REDUCE:
+        if (w->dtype >= ecclNumTypes || w->redop >= ECCL_RED_COUNT)
+            return -1;
+        return 1 + w->dtype * ECCL_RED_COUNT + w->redop;
+    default:
+        return -1;
+    }
+}
+
+static bool is_p2p(const struct eccl_work *w)
+{
+    return w->func == ECCL_FUNC_SEND || w->func == ECCL_FUNC_RECV;
+}
+
+/* The operation a work belongs to: its op_index for collectives; point-to-point work (always at
+ * the end of a channel's list) counts as one last operation, p2p_op. */
+static uint32_t op_of(const struct eccl_work *w, uint32_t p2p_op)
+{
+    return is_p2p(w) ? p2p_op : w->op_index;
+}
+
+static uint32_t p2p_op_of(struct eccl_work *const *works, const int *nwork, int nchannels)
+{
+    uint32_t n = 0;
+    for (int c = 0; c < nchannels; c++)
+        for (int i = 0; i < nwork[c]; i++)
+            if (!is_p2p(&works[c][i]) && works[c][i].op_index + 1 > n)
+                n = works[c][i].op_index + 1;
+    return n;
+}
+
+int kern_dev_split(struct eccl_work *const *works, const int *nwork, int nchannels,
+                   uint32_t *first_op, uint32_t *end_op, int *kernel, int max)
+{
+    uint32_t p2p_op = p2p_op_of(works, nwork, nchannels);
+    int nseg = 0;
+    /* Operations in order; each one's kernel is that of any of its works. */
+    for (uint32_t op = 0; op <= p2p_op; op++) {
+        int k = -2;
+        for (int c = 0; c < nchannels && k == -2; c++)
+            for (int i = 0; i < nwork[c]; i++)
+                if (op_of(&works[c][i], p2p_op) == op) {
+                    k = kern_dev_kernel_of(&works[c][i]);
+                    break;
+                }
+        if (k == -2)
+            continue; /* no work (the p2p slot when there is none) */
+        if (k < 0)
+            return -1;
+        if (nseg > 0 && kernel[nseg - 1] == k) {
+            end_op[nseg - 1] = op + 1;
+            continue;
+        }
+        if (nseg == max)
+            return -1;
+        first_op[nseg] = op;
+        end_op[nseg] = op + 1;
+        kernel[nseg] = k;
+        nseg++;
+    }
+    return nseg;
+}
+
+#ifdef ECCL_HAVE_CUDA
+
+#include <cuda_runtime_api.h>
+
+#define KERN_DEV_SLOTS      32
+#define KERN_DEV_MAX_SEGS   64
+#define KERN_DEV_WATCH_US   1000
+#define KERN_DEV_DESTROY_MS 10000
+
+struct dev_reg {
+    const void *host;
+    void *dev;
+    size_t bytes;
+    bool owned; /* we registered it (else it was registered already) */
+};
+
+struct dev_slot {
+    void *mem; /* mapped host memory */
+    void *dev; /* its device address */
+    size_t cap;
+    cudaEvent_t ev;
+    bool inflight;
+};
+
+struct kern_dev {
+    int cuda_dev;
+    int rank;
+    int nchannels;
+    uint64_t timeout_ns;
+    const _Atomic uint32_t *abort_src;
+    kern_dev_error_fn on_error;
+    void *arg;
+
+    /* Mapped host memory: the status, then the abort word. */
+    void *ctl;
+    void *ctl_dev;
+    volatile struct kern_dev_status *status;
+    volatile uint32_t *abort;
+
+    pthread_t watcher;
+    bool watcher_started;
+    _Atomic bool stop;
+    _Atomic int first_error; /* ecclResult_t, set once by the watcher */
+
+    struct dev_reg *regs;
+    int nregs;
+    int capregs;
+    int last_reg;
+
+    struct dev_slot slots[KERN_DEV_SLOTS];
+    int next_slot;
+};
+
+static ecclResult_t cuda_fail(const char *what, cudaError_t e)
+{
+    WARN("%s failed: %s (%s)", what, cudaGetErrorString(e), cudaGetErrorName(e));
+    return ecclUnhandledCudaError;
+}
+
+#define CUDA_TRY_GOTO(call, res, label)        \
+    do {                                       \
+        cudaError_t cuda_e_ = (call);          \
+        if (cuda_e_ != cudaSuccess) {          \
+            (res) = cuda_fail(#call, cuda_e_); \
+            goto label;                        \
+        }                                      \
+    } while (0)
+
+static ecclResult_t code_result(uint32_t code)
+{
+    switch (code) {
+    case KERN_DEV_CLOSED:
+    case KERN_DEV_TIMEOUT:
+    case KERN_DEV_ABORTED:
+        return ecclRemoteError;
+    case KERN_DEV_MISMATCH:
+    case KERN_DEV_P2P_SELF:
+        return ecclInvalidUsage;
+    default:
+        return ecclInternalError;
+    }
+}
+
+static void describe(const struct kern_dev *d, const struct kern_dev_status *st, char *buf,
+                     size_t len)
+{
+    switch (st->code) {
+    case KERN_DEV_CLOSED:
+        snprintf(buf, len, "rank %d closed its connection: its communicator failed or was aborted",
+                 st->peer);
+        break;
+    case KERN_DEV_TIMEOUT:
+        snprintf(buf, len, "no progress from rank %d for %llu ms (seen by a kernel)", st->peer,
+                 (unsigned long long)(d->timeout_ns / 1000000));
+        break;
+    case KERN_DEV_MISMATCH:
+        snprintf(buf, len,
+                 "rank %d sent a step of %u bytes where %u were expected: the ranks called "
+                 "different operations or counts",
+                 st->peer, st->got, st->expect);
+        break;
+    case KERN_DEV_P2P_SELF:
+        snprintf(buf, len,
+                 "rank %d: sends to itself and receives from itself do not pair up (count or "
+                 "number)",
+                 st->peer);
+        break;
+    default:
+        snprintf(buf, len, "a kernel met a work descriptor it cannot run (function %u, peer %d)",
+                 st->func, st->peer);
+        break;
+    }
+}
+
+static void *watch_main(void *arg)
+{
+    struct kern_dev *d = arg;
+    eccl_log_set_dev(d->rank);
+    while (!atomic_load_explicit(&d->stop, memory_order_acquire)) {
+        if (d->abort_src && atomic_load_explicit(d->abort_src, memory_order_acquire) &&
+            !*d->abort) {
+            *d->abort = 1;
+            __atomic_thread_fence(__ATOMIC_SEQ_CST);
+        }
+        uint32_t code = d->status->code;
+        if (code != KERN_DEV_OK && atomic_load(&d->first_error) == ecclSuccess) {
+            __atomic_thread_fence(__ATOMIC_SEQ_CST);
+            struct kern_dev_status st;
+            memcpy(&st, (const void *)d->status, sizeof(st));
+            st.code = code;
+            ecclResult_t res = code_result(code);
+            char what[256];
+            describe(d, &st, what, sizeof(what));
+            WARN("%s", what);
+            atomic_store(&d->first_error, res);
+            if (d->on_error)
+                d->on_error(d->arg, res, st.peer, what);
+        }
+        eccl_sleep_us(KERN_DEV_WATCH_US);
+    }
+    return NULL;
+}
+
+ecclResult_t kern_dev_create(const struct kern_dev_opts *opts, struct kern_dev **out)
+{
+    ecclResult_t res = ecclSuccess;
+    struct kern_dev *d = NULL;
+    int prev = -1;
+    *out = NULL;
+    ECCL_ARG_CHECK(opts->nchannels > 0 && opts->nchannels <= 64, "GPU executor: %d channels",
+                   opts->nchannels);
+    ECCL_CALLOC_GOTO(d, 1, "kern-dev", res, fail);
+    d->cuda_dev = opts->cuda_dev;
+    d->rank = opts->rank;
+    d->nchannels = opts->nchannels;
+    d->timeout_ns = opts->timeout_ns;
+    d->abort_src = opts->abort;
+    d->on_error = opts->on_error;
+    d->arg = opts->arg;
+    atomic_store(&d->first_error, ecclSuccess);
+    CUDA_TRY_GOTO(cudaGetDevice(&prev), res, fail_free);
+    CUDA_TRY_GOTO(cudaSetDevice(d->cuda_dev), res, fail_free);
+    CUDA_TRY_GOTO(cudaHostAlloc(&d->ctl, 4096, cudaHostAllocMapped | cudaHostAllocPortable), res,
+                  fail_device);
+    memset(d->ctl, 0, 4096);
+    CUDA_TRY_GOTO(cudaHostGetDevicePointer(&d->ctl_dev, d->ctl, 0), res, fail_ctl);
+    d->status = (volatile struct kern_dev_status *)d->ctl;
+    d->abort = (volatile uint32_t *)((char *)d->ctl + 256);
+    for (int i = 0; i < KERN_DEV_SLOTS; i++) {
+        cudaError_t e = cudaEventCreateWithFlags(&d->slots[i].ev, cudaEventDisableTiming);
+        if (e != cudaSuccess) {
+            res = cuda_fail("cudaEventCreateWithFlags", e);
+            for (int j = 0; j < i; j++)
+                cudaEventDestroy(d->slots[j].ev);
+            goto fail_ctl;
+        }
+    }
+    int rc = pthread_create(&d->watcher, NULL, watch_main, d);
+    if (rc != 0) {
+        WARN("pthread_create of the GPU executor's watcher failed: %s", strerror(rc));
+        res = ecclSystemError;
+        goto fail_events;
+    }
+    d->watcher_started = true;
+    cudaSetDevice(prev);
+    INFO(ECCL_LOG_INIT, "GPU executor on device %d: %d channels, %d threads per block", d->cuda_dev,
+         d->nchannels, KERN_DEV_THREADS);
+    *out = d;
+    return ecclSuccess;
+
+fail_events:
+    for (int i = 0; i < KERN_DEV_SLOTS; i++)
+        cudaEventDestroy(d->slots[i].ev);
+fail_ctl:
+    cudaFreeHost(d->ctl);
+fail_device:
+    cudaSetDevice(prev);
+fail_free:
+    eccl_free(d);
+fail:
+    return res;
+}
+
+/* The device address of connector `c`, registering its memory on first use. */
+static ecclResult_t reg_conn(struct kern_dev *d, const struct eccl_conn_ctrl *c, uint64_t *dev)
+{
+    *dev = 0;
+    if (!c)
+        return ecclSuccess;
+    if (d->last_reg < d->nregs && d->regs[d->last_reg].host == c) {
+        *dev = (uint64_t)(uintptr_t)d->regs[d->last_reg].dev;
+        return ecclSuccess;
+    }
+    for (int i = 0; i < d->nregs; i++) {
+        if (d->regs[i].host == c) {
+            d->last_reg = i;
+            *dev = (uint64_t)(uintptr_t)d->regs[i].dev;
+            return ecclSuccess;
+        }
+    }
+    if (d->nregs == d->capregs) {
+        int cap = d->capregs ? d->capregs * 2 : 64;
+        struct dev_reg *n = eccl_calloc((size_t)cap, sizeof(*n), "kern-dev-regs");
+        if (!n)
+            return ecclSystemError;
+        if (d->nregs)
+            memcpy(n, d->regs, (size_t)d->nregs * sizeof(*n));
+        eccl_free(d->regs);
+        d->regs = n;
+        d->capregs = cap;
+    }
+    if (c->magic != ECCL_CONN_MAGIC || c->nslots == 0 || c->nslots > ECCL_CONN_MAX_SLOTS) {
+        WARN("GPU executor: connector %p is not initialised (magic 0x%x, %u slots)", (void *)c,
+             c->magic, c->nslots);
+        return ecclInternalError;
+    }
+    struct dev_reg *r = &d->regs[d->nregs];
+    r->host = c;
+    r->bytes = eccl_conn_bytes(c->nslots, c->slot_bytes);
+    r->owned = true;
+    cudaError_t e =
+        cudaHostRegister((void *)c, r->bytes, cudaHostRegisterMapped | cudaHostRegisterPortable);
+    if (e == cudaErrorHostMemoryAlreadyRegistered) {
+        (void)cudaGetLastError();
+        r->owned = false;
+    } else if (e != cudaSuccess) {
+        return cuda_fail("cudaHostRegister of a connector", e);
+    }
+    e = cudaHostGetDevicePointer(&r->dev, (void *)c, 0);
+    if (e != cudaSuccess) {
+        if (r->owned)
+            cudaHostUnregister((void *)c);
+        return cuda_fail("cudaHostGetDevicePointer of a connector", e);
+    }
+    d->last_reg = d->nregs++;
+    *dev = (uint64_t)(uintptr_t)r->dev;
+    return ecclSuccess;
+}
+
+/* A free argument block of at least `need` bytes. Waits (polling, abort-aware) when every block
+ * is in flight. */
+static ecclResult_t slot_get(struct kern_dev *d, size_t need, struct dev_slot **out)
+{
+    struct dev_slot *s = &d->slots[d->next_slot];
+    d->next_slot = (d->next_slot + 1) % KERN_DEV_SLOTS;
+    while (s->inflight) {
+        cudaError_t e = cudaEventQuery(s->ev);
+        if (e == cudaSuccess) {
+            s->inflight = false;
+            break;
+        }
+        if (e != cudaErrorNotReady)
+            return cuda_fail("cudaEventQuery", e);
+        if (atomic_load(&d->first_error) != ecclSuccess ||
+            (d->abort_src && atomic_load(d->abort_src))) {
+            WARN("GPU executor: the communicator failed while a launch waited for room");
+            return ecclRemoteError;
+        }
+        eccl_sleep_us(20);
+    }
+    if (s->cap < need) {
+        size_t cap = need < 65536 ? 65536 : need * 2;
+        void *mem = NULL, *dev = NULL;
+        cudaError_t e = cudaHostAlloc(&mem, cap, cudaHostAllocMapped | cudaHostAllocPortable);
+        if (e != cudaSuccess)
+            return cuda_fail("cudaHostAlloc of launch arguments", e);
+        e = cudaHostGetDevicePointer(&dev, mem, 0);
+        if (e != cudaSuccess) {
+            cudaFreeHost(mem);
+            return cuda_fail("cudaHostGetDevicePointer of launch arguments", e);
+        }
+        if (s->mem)
+            cudaFreeHost(s->mem);
+        s->mem = mem;
+        s->dev = dev;
+        s->cap = cap;
+    }
+    *out = s;
+    return ecclSuccess;
+}
+
+/* Fills one channel's descriptor and tables at host address `at` (device address `at_dev`);
+ * returns the bytes used, or 0 on error (*res set). */
+static size_t fill_chan(struct kern_dev *d, struct kern_chan *kc, struct kern_dev_chan *dc,
+                        const struct eccl_work *w, int nw, char *at, uint64_t at_dev,
+                        ecclResult_t *res)
+{
+    size_t used = 0;
+    memset(dc, 0, sizeof(*dc));
+    dc->id = kc->id;
+    dc->rank = kc->rank;
+    dc->nranks = kc->nranks;
+    dc->ring_index = kc->ring_index;
+    dc->tree_parent = kc->tree_parent;
+    dc->tree_child[0] = kc->tree_child[0];
+    dc->tree_child[1] = kc->tree_child[1];
+    dc->nwork = nw;
+    if (nw == 0)
+        return sizeof(uint64_t); /* nothing to run: the block exits at once */
+    ECCL_TRY_GOTO(reg_conn(d, kc->ring_recv, &dc->ring_recv), *res, fail);
+    ECCL_TRY_GOTO(reg_conn(d, kc->ring_send, &dc->ring_send), *res, fail);
+    ECCL_TRY_GOTO(reg_conn(d, kc->tree_up_send, &dc->tree_up_send), *res, fail);
+    ECCL_TRY_GOTO(reg_conn(d, kc->tree_down_recv, &dc->tree_down_recv), *res, fail);
+    for (int i = 0; i < 2; i++) {
+        ECCL_TRY_GOTO(reg_conn(d, kc->tree_up_recv[i], &dc->tree_up_recv[i]), *res, fail);
+        ECCL_TRY_GOTO(reg_conn(d, kc->tree_down_send[i], &dc->tree_down_send[i]), *res, fail);
+    }
+    /* Ring order. */
+    int32_t *ring = (int32_t *)at;
+    for (int i = 0; i < kc->nranks; i++)
+        ring[i] = kc->ring[i];
+    dc->ring = at_dev;
+    used = ((size_t)kc->nranks * sizeof(int32_t) + 15) & ~(size_t)15;
+    /* Point-to-point tables, when the channel has such work. */
+    bool p2p = false;
+    for (int i = 0; i < nw; i++)
+        p2p |= is_p2p(&w[i]);
+    if (p2p) {
+        uint64_t *ps = (uint64_t *)(at + used), *pr = ps + kc->nranks;
+        memset(ps, 0, 2 * (size_t)kc->nranks * sizeof(uint64_t));
+        for (int i = 0; i < nw; i++) {
+            if (!is_p2p(&w[i]) || w[i].root == kc->rank)
+                continue;
+            int peer = w[i].root;
+            if (peer < 0 || peer >= kc->nranks) {
+                WARN("GPU executor: point-to-point work for rank %d of %d", peer, kc->nranks);
+                *res = ecclInternalError;
+                return 0;
+            }
+            if (w[i].func == ECCL_FUNC_SEND)
+                ECCL_TRY_GOTO(reg_conn(d, kc->p2p_send ? kc->p2p_send[peer] : NULL, &ps[peer]),
+                              *res, fail);
+            else
+                ECCL_TRY_GOTO(reg_conn(d, kc->p2p_recv ? kc->p2p_recv[peer] : NULL, &pr[peer]),
+                              *res, fail);
+        }
+        dc->p2p_send = at_dev + used;
+        dc->p2p_recv = at_dev + used + (size_t)kc->nranks * sizeof(uint64_t);
+        used += 2 * (size_t)kc->nranks * sizeof(uint64_t);
+    }
+    memcpy(at + used, w, (size_t)nw * sizeof(*w));
+    dc->works = at_dev + used;
+    used += (size_t)nw * sizeof(*w);
+    return used;
+fail:
+    return 0;
+}
+
+static ecclResult_t launch_seg(struct kern_dev *d, struct kern_chan *const *chans,
+                               struct eccl_work *const *works, const int *nwork, uint32_t first,
+                               uint32_t end, uint32_t p2p_op, int kernel, void *stream)
+{
+    int nch = d->nchannels;
+    int lo[64], cnt[64];
+    size_t need = (size_t)nch * sizeof(struct kern_dev_chan);
+    for (int c = 0; c < nch; c++) {
+        int i = 0;
+        while (i < nwork[c] && op_of(&works[c][i], p2p_op) < first)
+            i++;
+        int j = i;
+        while (j < nwork[c] && op_of(&works[c][j], p2p_op) < end)
+            j++;
+        lo[c] = i;
+        cnt[c] = j - i;
+        int np = 0;
+        for (int k = i; k < j; k++)
+            np += is_p2p(&works[c][k]);
+        if (np > KERN_DEV_THREADS) {
+            WARN("GPU executor: %d point-to-point operations on channel %d in one launch (at most "
+                 "%d): split the group",
+                 np, c, KERN_DEV_THREADS);
+            return ecclInvalidUsage;
+        }
+        need += 16 + (size_t)chans[c]->nranks * (sizeof(int32_t) + 2 * sizeof(uint64_t)) +
+                (size_t)cnt[c] * sizeof(struct eccl_work);
+    }
+    struct dev_slot *s;
+    ECCL_TRY(slot_get(d, need, &s));
+    struct kern_dev_chan *dcs = s->mem;
+    size_t off = (size_t)nch * sizeof(struct kern_dev_chan);
+    for (int c = 0; c < nch; c++) {
+        ecclResult_t res = ecclSuccess;
+        off = (off + 15) & ~(size_t)15;
+        size_t used = fill_chan(d, chans[c], &dcs[c], works[c] + lo[c], cnt[c],
+                                (char *)s->mem + off, (uint64_t)(uintptr_t)s->dev + off, &res);
+        if (used == 0)
+            return res;
+        off += used;
+    }
+    struct kern_dev_args a = {.chans = (uint64_t)(uintptr_t)s->dev,
+                              .status = (uint64_t)(uintptr_t)d->ctl_dev,
+                              .abort = (uint64_t)(uintptr_t)d->ctl_dev + 256,
+                              .timeout_ns = d->timeout_ns,
+                              .nchan = nch};
+    int e = kern_dev_cu_launch(kernel, &a, stream);
+    if (e != 0)
+        return cuda_fail("the collective kernel's launch", (cudaError_t)e);
+    cudaError_t er = cudaEventRecord(s->ev, (cudaStream_t)stream);
+    if (er != cudaSuccess)
+        return cuda_fail("cudaEventRecord", er);
+    s->inflight = true;
+    return ecclSuccess;
+}
+
+ecclResult_t kern_dev_launch(struct kern_dev *d, struct kern_chan *const *chans,
+                             struct eccl_work *const *works, const int *nwork, void *stream)
+{
+    ecclResult_t res = kern_dev_status(d);
+    if (res != ecclSuccess) {
+        WARN("GPU executor: an earlier kernel failed; nothing more is launched");
+        return res;
+    }
+    uint32_t first[KERN_DEV_MAX_SEGS], end[KERN_DEV_MAX_SEGS];
+    int kernel[KERN_DEV_MAX_SEGS];
+    int nseg = kern_dev_split(works, nwork, d->nchannels, first, end, kernel, KERN_DEV_MAX_SEGS);
+    if (nseg < 0) {
+        WARN("GPU executor: a plan with a bad work descriptor or more than %d kernels",
+             KERN_DEV_MAX_SEGS);
+        return ecclInternalError;
+    }
+    uint32_t p2p_op = p2p_op_of(works, nwork, d->nchannels);
+    int prev = -1;
+    cudaError_t e = cudaGetDevice(&prev);
+    if (e != cudaSuccess)
+        return cuda_fail("cudaGetDevice", e);
+    if (prev != d->cuda_dev && (e = cudaSetDevice(d->cuda_dev)) != cudaSuccess)
+        return cuda_fail("cudaSetDevice", e);
+    for (int i = 0; i < nseg && res == ecclSuccess; i++)
+        res = launch_seg(d, chans, works, nwork, first[i], end[i], p2p_op, kernel[i], stream);
+    if (prev != d->cuda_dev)
+        cudaSetDevice(prev);
+    return res;
+}
+
+ecclResult_t kern_dev_status(struct kern_dev *d)
+{
+    ecclResult_t r = (ecclResult_t)atomic_load(&d->first_error);
+    if (r != ecclSuccess)
+        return r;
+    uint32_t code = d->status->code;
+    return code == KERN_DEV_OK ? ecclSuccess : code_result(code);
+}
+
+ecclResult_t kern_dev_drain(struct kern_dev *d, int64_t timeout_ms)
+{
+    uint64_t deadline = eccl_deadline_ms(timeout_ms);
+    for (int i = 0; i < KERN_DEV_SLOTS; i++) {
+        struct dev_slot *s = &d->slots[i];
+        while (s->inflight) {
+            cudaError_t e = cudaEventQuery(s->ev);
+            if (e == cudaSuccess) {
+                s->inflight = false;
+                break;
+            }
+            if (e != cudaErrorNotReady)
+                return cuda_fail("cudaEventQuery", e);
+            if (eccl_deadline_passed(deadline)) {
+                WARN("GPU executor: kernels still running after %lld ms", (long long)timeout_ms);
+                return ecclRemoteError;
+            }
+            eccl_sleep_us(100);
+        }
+    }
+    return ecclSuccess;
+}
+
+void kern_dev_destroy(struct kern_dev *d)
+{
+    if (!d)
+        return;
+    if (kern_dev_drain(d, KERN_DEV_DESTROY_MS) != ecclSuccess) {
+        /* Make them stop: the abort word, then wait once more. */
+        *d->abort = 1;
+        if (kern_dev_drain(d, KERN_DEV_DESTROY_MS) != ecclSuccess)
+            WARN("GPU executor: kernels ignore the abort flag; their memory is kept");
+    }
+    if (d->watcher_started) {
+        atomic_store(&d->stop, true);
+        pthread_join(d->watcher, NULL);
+    }
+    bool idle = true;
+    for (int i = 0; i < KERN_DEV_SLOTS; i++)
+        idle &= !d->slots[i].inflight;
+    int prev = -1;
+    cudaGetDevice(&prev);
+    cudaSetDevice(d->cuda_dev);
+    if (idle) {
+        for (int i = 0; i < d->nregs; i++)
+            if (d->regs[i].owned)
+                cudaHostUnregister((void *)d->regs[i].host);
+        for (int i = 0; i < KERN_DEV_SLOTS; i++) {
+            if (d->slots[i].mem)
+                cudaFreeHost(d->slots[i].mem);
+            cudaEventDestroy(d->slots[i].ev);
+        }
+        cudaFreeHost(d->ctl);
+    }
+    if (prev >= 0)
+        cudaSetDevice(prev);
+    eccl_free(d->regs);
+    eccl_free(d);
+}
+
+#else /* no CUDA in this build */
+
+ecclResult_t kern_dev_create(const struct kern_dev_opts *opts, struct kern_dev **out)
+{
+    (void)opts;
+    *out = NULL;
+    WARN("CUDA communicators need a build with CUDA (make CUDA=1 with nvcc present)");
+    return ecclInvalidUsage;
+}
+
+ecclResult_t kern_dev_launch(struct kern_dev *d, struct kern_chan *const *chans,
+                             struct eccl_work *const *works, const int *nwork, void *stream)
+{
+    (void)d, (void)chans, (void)works, (void)nwork, (void)stream;
+    return ecclInvalidUsage;
+}
+
+ecclResult_t kern_dev_status(struct kern_dev *d)
+{
+    (void)d;
+    return ecclSuccess;
+}
+
+ecclResult_t kern_dev_drain(struct kern_dev *d, int64_t timeout_ms)
+{
+    (void)d, (void)timeout_ms;
+    return ecclSuccess;
+}
+
+void kern_dev_destroy(struct kern_dev *d)
+{
+    (void)d;
+}
+
+#endif

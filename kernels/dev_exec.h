@@ -1,0 +1,83 @@
+/*
+ * dev_exec.h - the GPU executor: runs a plan's work descriptors (kernels/work.h) in CUDA kernels,
+ * one thread block per channel, over the same connectors (kernels/conn.h) as the host executor.
+ *
+ * Connector memory is host memory shared between processes (the proxy's segments); the executor
+ * registers each connector with CUDA the first time a launch uses it (mapped, portable), so that
+ * kernels read and write it directly. A kernel polls three things in every wait: the connector's
+ * `closed` word, the executor's abort word (mapped host memory, mirrored from the communicator's
+ * abort flag by the executor's watcher thread) and its status word (a block that failed stops
+ * the others). The watcher reports a kernel's failure through `on_error` within a few ms, which
+ * is what closes the connectors so that the peers stop too.
+ *
+ * Launches are asynchronous on the caller's stream: kern_dev_launch returns once the kernels are
+ * queued. A plan becomes one launch per run of operations that share a kernel (the data type and
+ * reduction of reducing collectives; one byte-moving kernel for the rest).
+ */
+#ifndef ECCL_KERNELS_DEV_EXEC_H
+#define ECCL_KERNELS_DEV_EXEC_H
+
+#include <stdatomic.h>
+#include <stdint.h>
+
+#include "eccl.h"
+#include "kernels/host_exec.h"
+#include "kernels/work.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+struct kern_dev;
+
+/* Called from the watcher thread when a kernel failed: res is ecclRemoteError (a peer closed its
+ * connector or made no progress for the timeout), ecclInvalidUsage (ranks disagree on sizes) or
+ * ecclInternalError; peer is the rank concerned (-1: none). */
+typedef void (*kern_dev_error_fn)(void *arg, ecclResult_t res, int peer, const char *what);
+
+struct kern_dev_opts {
+    int cuda_dev;
+    int rank;
+    int nchannels;
+    uint64_t timeout_ns;           /* a kernel's no-progress watchdog (0: none) */
+    const _Atomic uint32_t *abort; /* the communicator's abort flag, mirrored to the kernels */
+    kern_dev_error_fn on_error;
+    void *arg;
+};
+
+/* Sets up the executor for one communicator on its device: mapped control words, the watcher
+ * thread. ecclInvalidUsage in a build without CUDA, ecclUnhandledCudaError when CUDA fails. */
+ecclResult_t kern_dev_create(const struct kern_dev_opts *opts, struct kern_dev **out);
+
+/* Queues the kernels of one plan on `stream` (a cudaStream_t; NULL: the legacy default stream).
+ * chans[c] describes channel c; works[c] holds nwork[c] descriptors (copied: the caller may
+ * free them on return). An error (a registration or launch that CUDA refuses, a kernel that has
+ * already failed) comes back at once with a WARN; nothing is queued then. */
+ecclResult_t kern_dev_launch(struct kern_dev *d, struct kern_chan *const *chans,
+                             struct eccl_work *const *works, const int *nwork, void *stream);
+
+/* The first failure a kernel reported (ecclSuccess: none). */
+ecclResult_t kern_dev_status(struct kern_dev *d);
+
+/* Waits until every kernel queued so far has finished, at most timeout_ms (then ecclRemoteError
+ * with a WARN: a kernel that ignores the abort flag is a bug). */
+ecclResult_t kern_dev_drain(struct kern_dev *d, int64_t timeout_ms);
+
+/* Drains (bounded), unregisters the connectors and frees everything. Call before the connector
+ * memory is unmapped. NULL is fine. */
+void kern_dev_destroy(struct kern_dev *d);
+
+/* How many kernels one kern_dev_launch of this plan queues: runs of consecutive operations with
+ * the same kernel. Exposed for the unit tests of the launch split; works[c] as above. */
+int kern_dev_split(struct eccl_work *const *works, const int *nwork, int nchannels,
+                   uint32_t *first_op, uint32_t *end_op, int *kernel, int max);
+
+/* The kernel index a work descriptor runs in: 1 + dtype * ECCL_RED_COUNT + redop for reducing
+ * collectives, 0 (the byte-moving kernel) for the others. */
+int kern_dev_kernel_of(const struct eccl_work *w);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif

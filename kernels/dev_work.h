@@ -1,0 +1,79 @@
+/*
+ * dev_work.h - what the host side of the GPU executor (kernels/dev_exec.c) hands to its kernels
+ * (kernels/dev_coll.cuh): plain structs of device addresses, readable from C and CUDA C++.
+ *
+ * A launch's arguments point at a block of mapped host memory holding, per channel, a
+ * kern_dev_chan, then the ring order, the point-to-point connector tables and the channel's work
+ * descriptors. Connector addresses are device addresses of registered host memory.
+ */
+#ifndef ECCL_KERNELS_DEV_WORK_H
+#define ECCL_KERNELS_DEV_WORK_H
+
+#include <stdint.h>
+
+#define KERN_DEV_THREADS 512 /* threads per block (one block per channel) */
+
+/* Why a kernel stopped early (kern_dev_status.code). */
+enum kern_dev_code {
+    KERN_DEV_OK = 0,
+    KERN_DEV_ABORTED = 1,  /* the communicator's abort flag */
+    KERN_DEV_CLOSED = 2,   /* the peer closed the connector */
+    KERN_DEV_TIMEOUT = 3,  /* no progress from the peer for the timeout */
+    KERN_DEV_MISMATCH = 4, /* a step's size differs from what this rank expects */
+    KERN_DEV_BAD_WORK = 5, /* a work descriptor this kernel cannot run */
+    KERN_DEV_P2P_SELF = 6, /* sends and receives to self do not pair up */
+};
+
+/* Written by the kernels (the first failing block wins), read by the watcher thread. */
+struct kern_dev_status {
+    uint32_t code; /* enum kern_dev_code */
+    int32_t peer;
+    uint32_t expect; /* KERN_DEV_MISMATCH: bytes expected, and got */
+    uint32_t got;
+    uint32_t func; /* the work's function */
+    uint32_t pad;
+};
+
+struct kern_dev_chan {
+    int32_t id;
+    int32_t rank;
+    int32_t nranks;
+    int32_t ring_index;
+    int32_t tree_parent;
+    int32_t tree_child[2];
+    int32_t nwork;
+    /* Device addresses of connectors (0: none). */
+    uint64_t ring_recv;
+    uint64_t ring_send;
+    uint64_t tree_up_recv[2];
+    uint64_t tree_up_send;
+    uint64_t tree_down_recv;
+    uint64_t tree_down_send[2];
+    uint64_t ring;     /* int32_t[nranks] */
+    uint64_t p2p_send; /* uint64_t[nranks]: connector per peer, 0 where none */
+    uint64_t p2p_recv;
+    uint64_t works; /* struct eccl_work[nwork], the ones of this launch */
+};
+
+struct kern_dev_args {
+    uint64_t chans;  /* struct kern_dev_chan[nchan] */
+    uint64_t status; /* struct kern_dev_status */
+    uint64_t abort;  /* uint32_t: nonzero stops every wait */
+    uint64_t timeout_ns;
+    int32_t nchan;
+    int32_t pad;
+};
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* Launches kernel `kernel` (kern_dev_kernel_of) with one block per channel on `stream`; returns
+ * a cudaError_t as int (0: queued). In kernels/gen (generated). */
+int kern_dev_cu_launch(int kernel, const struct kern_dev_args *args, void *stream);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif

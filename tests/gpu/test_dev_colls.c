@@ -1,0 +1,385 @@
+/*
+ * test_dev_colls.c - collectives on CUDA communicators, checked against the host executor.
+ *
+ * Every rank is a process on the same GPU (eccl allows several ranks per GPU). Each rank makes a
+ * CUDA communicator and a host communicator with the same ranks, runs the same operation on
+ * both with the same inputs (device buffers for one, host buffers for the other) and compares
+ * the outputs byte for byte (any NaN matching any NaN): the kernels run the host executor's
+ * algorithms with the same chunking and order, so the results must be identical. Covered: every
+ * collective, data type and reduction (PreMulSum included), sizes 0, 1, odd and large, in place
+ * and out of place, with 1, 2 and 4 ranks (ECCL_TEST_GPU_RANKS="1 2 4 8" to change).
+ * ECCL_TEST_GPU_BIG=1 adds a 64 MiB + 4 B AllReduce; ECCL_TEST_GPU_QUICK=1 keeps three types and
+ * the small sizes (for compute-sanitizer).
+ *
+ * Exits 77 (skip) where no CUDA device is present. CUDA is never touched in the parent process
+ * (a forked child could not use it then): a first child counts the devices.
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#ifdef ECCL_HAVE_CUDA
+#include <cuda_runtime_api.h>
+#endif
+
+#include "eccl.h"
+#include "kernels/reduce.h"
+#include "kernels/reduce_dev.h"
+#include "tests/support/gpu.h"
+#include "tests/support/mp.h"
+
+#ifdef ECCL_HAVE_CUDA
+
+enum coll {
+    C_ALLREDUCE,
+    C_REDUCESCATTER,
+    C_REDUCE,
+    C_ALLGATHER,
+    C_BROADCAST,
+    C_SENDRECV,
+    C_ALLTOALL,
+    C_GATHER,
+    C_SCATTER,
+    C_COUNT
+};
+
+static const char *const coll_names[C_COUNT] = {"AllReduce", "ReduceScatter", "Reduce",
+                                                "AllGather", "Broadcast",     "SendRecv",
+                                                "AlltoAll",  "Gather",        "Scatter"};
+
+struct shared {
+    struct mp_barrier barrier;
+    ecclUniqueId host_id;
+    _Atomic int checks;
+};
+
+static bool big;
+static bool quick; /* ECCL_TEST_GPU_QUICK: three types, small sizes (for compute-sanitizer) */
+
+/* Elements of the send and receive buffers for count `n` per rank. */
+static void buf_sizes(enum coll c, size_t n, int nranks, size_t *ns, size_t *nr)
+{
+    size_t all = n * (size_t)nranks;
+    switch (c) {
+    case C_REDUCESCATTER:
+        *ns = all, *nr = n;
+        break;
+    case C_ALLGATHER:
+    case C_GATHER:
+        *ns = n, *nr = all;
+        break;
+    case C_ALLTOALL:
+        *ns = all, *nr = all;
+        break;
+    case C_SCATTER:
+        *ns = all, *nr = n;
+        break;
+    default:
+        *ns = n, *nr = n;
+        break;
+    }
+}
+
+static void fill(void *buf, size_t n, int dtype, uint64_t seed, int op)
+{
+    uint64_t x = seed * 0x9e3779b97f4a7c15ull + 1;
+    for (size_t i = 0; i < n; i++) {
+        x ^= x << 13, x ^= x >> 7, x ^= x << 17;
+        if (eccl_dtype_is_float(dtype)) {
+            /* Products stay finite: factors near 1 for PROD. */
+            double v = op == ecclProd ? 0.5 + (double)(x % 1000) / 1000.0
+                                      : ((double)(x % 2001) - 1000.0) / 64.0;
+            eccl_dtype_store(buf, i, dtype, v);
+        } else {
+            memcpy((char *)buf + i * eccl_dtype_size(dtype), &x, eccl_dtype_size(dtype));
+        }
+    }
+}
+
+/* Byte-equal, or both NaN. Returns the first differing element, or -1. */
+static long compare(const void *a, const void *b, size_t n, int dtype)
+{
+    size_t ts = eccl_dtype_size(dtype);
+    for (size_t i = 0; i < n; i++) {
+        if (memcmp((const char *)a + i * ts, (const char *)b + i * ts, ts) == 0)
+            continue;
+        if (eccl_dtype_is_float(dtype) && isnan(eccl_dtype_load(a, i, dtype)) &&
+            isnan(eccl_dtype_load(b, i, dtype)))
+            continue;
+        return (long)i;
+    }
+    return -1;
+}
+
+static ecclResult_t run_coll(enum coll c, const void *s, void *r, size_t n, int dtype, int op,
+                             ecclComm_t comm, cudaStream_t st)
+{
+    int nranks, rank;
+    ecclCommCount(comm, &nranks);
+    ecclCommUserRank(comm, &rank);
+    size_t ts = eccl_dtype_size(dtype);
+    switch (c) {
+    case C_ALLREDUCE:
+        return ecclAllReduce(s, r, n, dtype, op, comm, st);
+    case C_REDUCESCATTER:
+        return ecclReduceScatter(s, r, n, dtype, op, comm, st);
+    case C_REDUCE:
+        return ecclReduce(s, r, n, dtype, op, nranks - 1, comm, st);
+    case C_ALLGATHER:
+        return ecclAllGather(s, r, n, dtype, comm, st);
+    case C_BROADCAST:
+        return ecclBroadcast(s, r, n, dtype, nranks / 2, comm, st);
+    case C_SENDRECV: {
+        ecclGroupStart();
+        ecclSend(s, n, dtype, (rank + 1) % nranks, comm, st);
+        ecclRecv(r, n, dtype, (rank + nranks - 1) % nranks, comm, st);
+        (void)ts;
+        return ecclGroupEnd();
+    }
+    case C_ALLTOALL:
+        return ecclAlltoAll(s, r, n, dtype, comm, st);
+    case C_GATHER:
+        return ecclGather(s, r, n, dtype, 0, comm, st);
+    case C_SCATTER:
+        return ecclScatter(s, r, n, dtype, nranks - 1, comm, st);
+    default:
+        return ecclInternalError;
+    }
+}
+
+struct dev_case {
+    enum coll c;
+    int dtype;
+    int op; /* ecclNumOps: a PreMulSum made for the case */
+    size_t n;
+    bool inplace;
+};
+
+static int one_case(int rank, int nranks, ecclComm_t dcomm, ecclComm_t hcomm, cudaStream_t st,
+                    const struct dev_case *k)
+{
+    size_t ts = eccl_dtype_size(k->dtype), ns, nr;
+    buf_sizes(k->c, k->n, nranks, &ns, &nr);
+    size_t sb = ns * ts, rb = nr * ts;
+    size_t alloc = (sb > rb ? sb : rb) + 64;
+    char *hs = calloc(1, alloc), *hr = calloc(1, alloc), *got = calloc(1, alloc);
+    void *ds = NULL, *dr = NULL;
+    int bad = 1;
+    ecclRedOp_t dop = k->op, hop = k->op;
+    if (!hs || !hr || !got)
+        goto out;
+    if (k->op == ecclNumOps) {
+        double scalar = 0.5 + rank; /* per rank: PreMulSum's scalar is local */
+        char sc[8];
+        eccl_dtype_store(sc, 0, k->dtype, scalar);
+        if (ecclRedOpCreatePreMulSum(&dop, sc, k->dtype, ecclScalarHostImmediate, dcomm) != 0 ||
+            ecclRedOpCreatePreMulSum(&hop, sc, k->dtype, ecclScalarHostImmediate, hcomm) != 0) {
+            printf("rank %d: PreMulSum: %s\n", rank, ecclGetLastError(NULL));
+            goto out;
+        }
+    }
+    fill(hs, ns, k->dtype, (uint64_t)rank * 7919 + k->n + (uint64_t)k->c * 131, k->op);
+    fill(hr, nr, k->dtype, 12345 + (uint64_t)rank, 0); /* what was there before */
+    if (cudaMalloc(&ds, alloc) != cudaSuccess || cudaMalloc(&dr, alloc) != cudaSuccess) {
+        printf("rank %d: cudaMalloc of %zu bytes failed\n", rank, alloc);
+        goto out;
+    }
+    /* In place: NCCL's layouts (AllGather's input is the rank's block of the output,
+     * ReduceScatter's output the rank's block of the input, the others one buffer). */
+    char *hsend = hs, *hrecv = hr;
+    char *dsend = ds, *drecv = dr;
+    size_t cmp_bytes = rb;
+    if (k->inplace) {
+        if (k->c == C_ALLGATHER) {
+            memcpy(hr + (size_t)rank * sb, hs, sb);
+            hsend = hr + (size_t)rank * sb, dsend = (char *)dr + (size_t)rank * sb;
+        } else if (k->c == C_REDUCESCATTER) {
+            memcpy(hr, hs, sb);
+            hsend = hr, hrecv = hr + (size_t)rank * rb;
+            dsend = dr, drecv = (char *)dr + (size_t)rank * rb;
+            cmp_bytes = sb;
+        } else {
+            memcpy(hr, hs, sb);
+            hsend = hr, dsend = dr;
+        }
+    }
+    if (cudaMemcpy(ds, hs, alloc, cudaMemcpyHostToDevice) != cudaSuccess ||
+        cudaMemcpy(dr, hr, alloc, cudaMemcpyHostToDevice) != cudaSuccess) {
+        printf("rank %d: cudaMemcpy to the device failed\n", rank);
+        goto out;
+    }
+    ecclResult_t r = run_coll(k->c, dsend, drecv, k->n, k->dtype, dop, dcomm, st);
+    if (r == ecclSuccess)
+        r = gpu_stream_wait(dcomm, st, 120000);
+    if (r != ecclSuccess) {
+        printf("rank %d: %s on the GPU: %s (%s)\n", rank, coll_names[k->c], ecclGetErrorString(r),
+               ecclGetLastError(dcomm));
+        goto out;
+    }
+    r = run_coll(k->c, hsend, hrecv, k->n, k->dtype, hop, hcomm, NULL);
+    if (r != ecclSuccess) {
+        printf("rank %d: %s on the host: %s\n", rank, coll_names[k->c], ecclGetLastError(hcomm));
+        goto out;
+    }
+    /* The whole receive buffer must match (what an operation must not touch included). */
+    if (cudaMemcpy(got, dr, cmp_bytes, cudaMemcpyDeviceToHost) != cudaSuccess) {
+        printf("rank %d: cudaMemcpy from the device failed\n", rank);
+        goto out;
+    }
+    long at = compare(got, hr, cmp_bytes / ts, k->dtype);
+    if (at >= 0) {
+        printf("rank %d: %s %s op %d n %zu%s: element %ld differs: GPU %g, host %g\n", rank,
+               coll_names[k->c], eccl_dtype_name(k->dtype), k->op, k->n,
+               k->inplace ? " in place" : "", at, eccl_dtype_load(got, (size_t)at, k->dtype),
+               eccl_dtype_load(hr, (size_t)at, k->dtype));
+        goto out;
+    }
+    bad = 0;
+out:
+    if (k->op == ecclNumOps) {
+        if (dop != ecclNumOps)
+            ecclRedOpDestroy(dop, dcomm);
+        if (hop != ecclNumOps)
+            ecclRedOpDestroy(hop, hcomm);
+    }
+    cudaFree(ds);
+    cudaFree(dr);
+    free(hs);
+    free(hr);
+    free(got);
+    return bad;
+}
+
+static int rank_main(int rank, int nranks, const ecclUniqueId *id, void *arg)
+{
+    struct shared *sh = arg;
+    if (cudaSetDevice(0) != cudaSuccess) {
+        printf("rank %d: cudaSetDevice(0) failed\n", rank);
+        return 1;
+    }
+    ecclConfig_t cfg = ECCL_CONFIG_INITIALIZER;
+    cfg.deviceKind = ECCL_DEVICE_CUDA;
+    ecclComm_t dcomm = NULL, hcomm = NULL;
+    if (ecclCommInitRankConfig(&dcomm, nranks, *id, rank, &cfg) != ecclSuccess) {
+        printf("rank %d: CUDA communicator: %s\n", rank, ecclGetLastError(NULL));
+        return 1;
+    }
+    int dev = -1;
+    if (ecclCommCuDevice(dcomm, &dev) != ecclSuccess || dev != 0) {
+        printf("rank %d: ecclCommCuDevice says %d\n", rank, dev);
+        return 1;
+    }
+    if (rank == 0 && ecclGetUniqueId(&sh->host_id) != ecclSuccess)
+        return 1;
+    if (mp_barrier_wait(&sh->barrier, 30000) != 0)
+        return 1;
+    ecclConfig_t hcfg = ECCL_CONFIG_INITIALIZER;
+    hcfg.deviceKind = ECCL_DEVICE_HOST;
+    if (ecclCommInitRankConfig(&hcomm, nranks, sh->host_id, rank, &hcfg) != ecclSuccess) {
+        printf("rank %d: host communicator: %s\n", rank, ecclGetLastError(NULL));
+        return 1;
+    }
+    cudaStream_t st;
+    if (cudaStreamCreateWithFlags(&st, cudaStreamNonBlocking) != cudaSuccess)
+        return 1;
+    static const size_t sizes[] = {0, 1, 1001, (1u << 18) + 7};
+    int bad = 0, checks = 0;
+    for (int c = 0; c < C_COUNT && !bad; c++) {
+        bool reduces = c == C_ALLREDUCE || c == C_REDUCESCATTER || c == C_REDUCE;
+        for (int dt = 0; dt < ecclNumTypes && !bad; dt++) {
+            if (quick && dt != ecclInt8 && dt != ecclFloat32 && dt != ecclBfloat16)
+                continue;
+            if (!reduces && dt != ecclInt8 && dt != ecclFloat16 && dt != ecclFloat32 &&
+                dt != ecclFloat64)
+                continue;
+            int nops = reduces ? ecclNumOps + 1 : 1;
+            for (int op = 0; op < nops && !bad; op++) {
+                for (size_t s = 0; s < sizeof(sizes) / sizeof(sizes[0]) && !bad; s++) {
+                    /* Large sizes for a few types only: the host side runs them too. */
+                    if (s == 3 && quick)
+                        continue;
+                    if (s == 3 && dt != ecclFloat32 && dt != ecclBfloat16 && dt != ecclInt8)
+                        continue;
+                    for (int inplace = 0; inplace < 2 && !bad; inplace++) {
+                        if (inplace &&
+                            (c == C_SENDRECV || c == C_ALLTOALL || c == C_GATHER || c == C_SCATTER))
+                            continue;
+                        struct dev_case k = {(enum coll)c, dt, op, sizes[s], inplace};
+                        bad = one_case(rank, nranks, dcomm, hcomm, st, &k);
+                        checks++;
+                    }
+                }
+            }
+        }
+    }
+    if (!bad && big) {
+        struct dev_case k = {C_ALLREDUCE, ecclFloat32, ecclSum, (64u << 20) / 4 + 1, false};
+        bad = one_case(rank, nranks, dcomm, hcomm, st, &k);
+        checks++;
+    }
+    if (rank == 0)
+        atomic_store(&sh->checks, checks);
+    cudaStreamDestroy(st);
+    if (ecclCommDestroy(hcomm) != ecclSuccess)
+        bad = 1;
+    if (ecclCommDestroy(dcomm) != ecclSuccess) {
+        printf("rank %d: destroy of the CUDA communicator: %s\n", rank, ecclGetLastError(NULL));
+        bad = 1;
+    }
+    return bad;
+}
+
+static void run_ranks(int nranks)
+{
+    struct shared *sh = mp_shm_alloc(sizeof(*sh));
+    assert_non_null(sh);
+    mp_barrier_init(&sh->barrier, nranks);
+    double t0 = mp_now_ms();
+    int rc = mp_run(nranks, rank_main, sh, 900000);
+    printf("%d rank(s) on one GPU: %d cases per rank against the host executor, %.1f s\n", nranks,
+           atomic_load(&sh->checks), (mp_now_ms() - t0) / 1000);
+    mp_shm_free(sh, sizeof(*sh));
+    assert_int_equal(rc, 0);
+}
+
+static void test_dev_colls(void **state)
+{
+    (void)state;
+    const char *list = getenv("ECCL_TEST_GPU_RANKS");
+    char buf[64];
+    snprintf(buf, sizeof(buf), "%s", list ? list : "1 2 4");
+    for (char *save = NULL, *tok = strtok_r(buf, " ,", &save); tok;
+         tok = strtok_r(NULL, " ,", &save)) {
+        int n = atoi(tok);
+        if (n >= 1 && n <= MP_MAX_RANKS)
+            run_ranks(n);
+    }
+}
+
+#endif /* ECCL_HAVE_CUDA */
+
+int main(void)
+{
+    setenv("ECCL_SOCKET_IFNAME", "lo", 0);
+    if (!gpu_present()) {
+        printf("SKIP: no CUDA device\n");
+        return 77;
+    }
+#ifdef ECCL_HAVE_CUDA
+    big = getenv("ECCL_TEST_GPU_BIG") != NULL && strcmp(getenv("ECCL_TEST_GPU_BIG"), "0") != 0;
+    quick =
+        getenv("ECCL_TEST_GPU_QUICK") != NULL && strcmp(getenv("ECCL_TEST_GPU_QUICK"), "0") != 0;
+    const struct CMUnitTest tests[] = {cmocka_unit_test(test_dev_colls)};
+    return cmocka_run_group_tests(tests, NULL, NULL);
+#else
+    return 77;
+#endif
+}
