@@ -143,6 +143,19 @@ struct kern_dev {
 
     struct dev_slot slots[KERN_DEV_SLOTS];
     int next_slot;
+
+    /* Argument blocks of launches captured into CUDA graphs: they live as long as the graph. The
+     * graph's destructor (a host callback, which may not call CUDA) moves a block to `dead`;
+     * the next launch or the destroy frees it. */
+    pthread_mutex_t graph_lock;
+    struct graph_block *live; /* owned by graphs still alive */
+    struct graph_block *dead; /* their graphs are gone */
+};
+
+struct graph_block {
+    struct graph_block *next;
+    struct kern_dev *d;
+    void *mem;
 };
 
 static ecclResult_t cuda_fail(const char *what, cudaError_t e)
@@ -252,6 +265,7 @@ ecclResult_t kern_dev_create(const struct kern_dev_opts *opts, struct kern_dev *
     d->on_error = opts->on_error;
     d->arg = opts->arg;
     atomic_store(&d->first_error, ecclSuccess);
+    pthread_mutex_init(&d->graph_lock, NULL);
     CUDA_TRY_GOTO(cudaGetDevice(&prev), res, fail_free);
     CUDA_TRY_GOTO(cudaSetDevice(d->cuda_dev), res, fail_free);
     CUDA_TRY_GOTO(cudaHostAlloc(&d->ctl, 4096, cudaHostAllocMapped | cudaHostAllocPortable), res,
@@ -290,6 +304,7 @@ fail_ctl:
 fail_device:
     cudaSetDevice(prev);
 fail_free:
+    pthread_mutex_destroy(&d->graph_lock);
     eccl_free(d);
 fail:
     return res;
@@ -393,6 +408,92 @@ static ecclResult_t slot_get(struct kern_dev *d, size_t need, struct dev_slot **
     return ecclSuccess;
 }
 
+static void graph_block_release(void *arg)
+{
+    struct graph_block *g = arg;
+    struct kern_dev *d = g->d;
+    pthread_mutex_lock(&d->graph_lock);
+    for (struct graph_block **pp = &d->live; *pp; pp = &(*pp)->next) {
+        if (*pp == g) {
+            *pp = g->next;
+            break;
+        }
+    }
+    g->next = d->dead;
+    d->dead = g;
+    pthread_mutex_unlock(&d->graph_lock);
+}
+
+static void graph_blocks_free(struct kern_dev *d, bool all)
+{
+    pthread_mutex_lock(&d->graph_lock);
+    struct graph_block *g = d->dead;
+    d->dead = NULL;
+    if (all) {
+        /* Graphs still alive at destroy keep pointers into these: they must not be replayed
+         * after their communicator is gone (as with NCCL). */
+        struct graph_block **tail = &g;
+        while (*tail)
+            tail = &(*tail)->next;
+        *tail = d->live;
+        d->live = NULL;
+    }
+    pthread_mutex_unlock(&d->graph_lock);
+    while (g) {
+        struct graph_block *next = g->next;
+        cudaFreeHost(g->mem);
+        eccl_free(g);
+        g = next;
+    }
+}
+
+/* An argument block for a launch being captured into a graph: its own memory, tied to the graph
+ * by a user object whose release hands it back. */
+static ecclResult_t graph_block_get(struct kern_dev *d, size_t need, void *stream, void **mem,
+                                    void **dev)
+{
+    cudaGraph_t graph = NULL;
+    enum cudaStreamCaptureStatus st;
+    cudaError_t e =
+        cudaStreamGetCaptureInfo((cudaStream_t)stream, &st, NULL, &graph, NULL, NULL, NULL);
+    if (e != cudaSuccess)
+        return cuda_fail("cudaStreamGetCaptureInfo", e);
+    if (st != cudaStreamCaptureStatusActive || !graph) {
+        WARN("GPU executor: the stream's capture is not active (status %d)", (int)st);
+        return ecclInvalidUsage;
+    }
+    struct graph_block *g = eccl_calloc(1, sizeof(*g), "kern-dev-graph");
+    if (!g)
+        return ecclSystemError;
+    g->d = d;
+    e = cudaHostAlloc(&g->mem, need, cudaHostAllocMapped | cudaHostAllocPortable);
+    if (e != cudaSuccess) {
+        eccl_free(g);
+        return cuda_fail("cudaHostAlloc of a captured launch's arguments", e);
+    }
+    e = cudaHostGetDevicePointer(dev, g->mem, 0);
+    cudaUserObject_t obj;
+    if (e == cudaSuccess)
+        e = cudaUserObjectCreate(&obj, g, graph_block_release, 1, cudaUserObjectNoDestructorSync);
+    if (e != cudaSuccess) {
+        cudaFreeHost(g->mem);
+        eccl_free(g);
+        return cuda_fail("cudaUserObjectCreate for a captured launch", e);
+    }
+    pthread_mutex_lock(&d->graph_lock);
+    g->next = d->live;
+    d->live = g;
+    pthread_mutex_unlock(&d->graph_lock);
+    /* The graph takes our reference: the block lives until the graph is destroyed. */
+    e = cudaGraphRetainUserObject(graph, obj, 1, cudaGraphUserObjectMove);
+    if (e != cudaSuccess) {
+        cudaUserObjectRelease(obj, 1); /* runs graph_block_release: freed later */
+        return cuda_fail("cudaGraphRetainUserObject", e);
+    }
+    *mem = g->mem;
+    return ecclSuccess;
+}
+
 /* Fills one channel's descriptor and tables at host address `at` (device address `at_dev`);
  * returns the bytes used, or 0 on error (*res set). */
 static size_t fill_chan(struct kern_dev *d, struct kern_chan *kc, struct kern_dev_chan *dc,
@@ -462,7 +563,8 @@ fail:
 
 static ecclResult_t launch_seg(struct kern_dev *d, struct kern_chan *const *chans,
                                struct eccl_work *const *works, const int *nwork, uint32_t first,
-                               uint32_t end, uint32_t p2p_op, int kernel, void *stream)
+                               uint32_t end, uint32_t p2p_op, int kernel, void *stream,
+                               bool capturing)
 {
     int nch = d->nchannels;
     int lo[64], cnt[64];
@@ -488,20 +590,28 @@ static ecclResult_t launch_seg(struct kern_dev *d, struct kern_chan *const *chan
         need += 16 + (size_t)chans[c]->nranks * (sizeof(int32_t) + 2 * sizeof(uint64_t)) +
                 (size_t)cnt[c] * sizeof(struct eccl_work);
     }
-    struct dev_slot *s;
-    ECCL_TRY(slot_get(d, need, &s));
-    struct kern_dev_chan *dcs = s->mem;
+    need += (size_t)nch * 16;
+    struct dev_slot *s = NULL;
+    void *mem, *dev;
+    if (capturing) {
+        ECCL_TRY(graph_block_get(d, need, stream, &mem, &dev));
+    } else {
+        ECCL_TRY(slot_get(d, need, &s));
+        mem = s->mem;
+        dev = s->dev;
+    }
+    struct kern_dev_chan *dcs = mem;
     size_t off = (size_t)nch * sizeof(struct kern_dev_chan);
     for (int c = 0; c < nch; c++) {
         ecclResult_t res = ecclSuccess;
         off = (off + 15) & ~(size_t)15;
-        size_t used = fill_chan(d, chans[c], &dcs[c], works[c] + lo[c], cnt[c],
-                                (char *)s->mem + off, (uint64_t)(uintptr_t)s->dev + off, &res);
+        size_t used = fill_chan(d, chans[c], &dcs[c], works[c] + lo[c], cnt[c], (char *)mem + off,
+                                (uint64_t)(uintptr_t)dev + off, &res);
         if (used == 0)
             return res;
         off += used;
     }
-    struct kern_dev_args a = {.chans = (uint64_t)(uintptr_t)s->dev,
+    struct kern_dev_args a = {.chans = (uint64_t)(uintptr_t)dev,
                               .status = (uint64_t)(uintptr_t)d->ctl_dev,
                               .abort = (uint64_t)(uintptr_t)d->ctl_dev + 256,
                               .timeout_ns = d->timeout_ns,
@@ -509,6 +619,8 @@ static ecclResult_t launch_seg(struct kern_dev *d, struct kern_chan *const *chan
     int e = kern_dev_cu_launch(kernel, &a, stream);
     if (e != 0)
         return cuda_fail("the collective kernel's launch", (cudaError_t)e);
+    if (capturing)
+        return ecclSuccess; /* the graph owns the block */
     cudaError_t er = cudaEventRecord(s->ev, (cudaStream_t)stream);
     if (er != cudaSuccess)
         return cuda_fail("cudaEventRecord", er);
@@ -539,8 +651,24 @@ ecclResult_t kern_dev_launch(struct kern_dev *d, struct kern_chan *const *chans,
         return cuda_fail("cudaGetDevice", e);
     if (prev != d->cuda_dev && (e = cudaSetDevice(d->cuda_dev)) != cudaSuccess)
         return cuda_fail("cudaSetDevice", e);
+    /* A launch into a stream being captured becomes part of a graph that may be replayed any
+     * number of times: its arguments get memory of their own (kernels read connector counters
+     * from memory, so a replay simply continues the schedule). */
+    enum cudaStreamCaptureStatus cap = cudaStreamCaptureStatusNone;
+    e = cudaStreamIsCapturing((cudaStream_t)stream, &cap);
+    if (e != cudaSuccess)
+        res = cuda_fail("cudaStreamIsCapturing", e);
+    else if (cap == cudaStreamCaptureStatusInvalidated)
+        res = cuda_fail("a launch into an invalidated capture", cudaErrorStreamCaptureInvalidated);
+    /* Registering connectors and allocating argument blocks are not stream work: allowed while
+     * the caller's thread captures (in any capture mode) only in relaxed mode. */
+    enum cudaStreamCaptureMode mode = cudaStreamCaptureModeRelaxed;
+    cudaThreadExchangeStreamCaptureMode(&mode);
+    graph_blocks_free(d, false);
     for (int i = 0; i < nseg && res == ecclSuccess; i++)
-        res = launch_seg(d, chans, works, nwork, first[i], end[i], p2p_op, kernel[i], stream);
+        res = launch_seg(d, chans, works, nwork, first[i], end[i], p2p_op, kernel[i], stream,
+                         cap == cudaStreamCaptureStatusActive);
+    cudaThreadExchangeStreamCaptureMode(&mode);
     if (prev != d->cuda_dev)
         cudaSetDevice(prev);
     return res;
@@ -608,9 +736,11 @@ void kern_dev_destroy(struct kern_dev *d)
             cudaEventDestroy(d->slots[i].ev);
         }
         cudaFreeHost(d->ctl);
+        graph_blocks_free(d, true);
     }
     if (prev >= 0)
         cudaSetDevice(prev);
+    pthread_mutex_destroy(&d->graph_lock);
     eccl_free(d->regs);
     eccl_free(d);
 }

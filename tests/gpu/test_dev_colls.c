@@ -7,7 +7,7 @@
  * the outputs byte for byte (any NaN matching any NaN): the kernels run the host executor's
  * algorithms with the same chunking and order, so the results must be identical. Covered: every
  * collective, data type and reduction (PreMulSum included), sizes 0, 1, odd and large, in place
- * and out of place, with 1, 2 and 4 ranks (ECCL_TEST_GPU_RANKS="1 2 4 8" to change).
+ * and out of place, captured into CUDA graphs and replayed, with 1, 2 and 4 ranks (ECCL_TEST_GPU_RANKS="1 2 4 8" to change).
  * ECCL_TEST_GPU_BIG=1 adds a 64 MiB + 4 B AllReduce; ECCL_TEST_GPU_QUICK=1 keeps three types and
  * the small sizes (for compute-sanitizer).
  *
@@ -161,7 +161,11 @@ struct dev_case {
     int op; /* ecclNumOps: a PreMulSum made for the case */
     size_t n;
     bool inplace;
+    int graph; /* > 0: captured once into a CUDA graph, replayed this many times on new inputs */
 };
+
+static int check_host(int rank, ecclComm_t hcomm, ecclRedOp_t hop, const struct dev_case *k,
+                      char *hsend, char *hrecv, char *hr, char *got, void *dr, size_t cmp_bytes);
 
 static int one_case(int rank, int nranks, ecclComm_t dcomm, ecclComm_t hcomm, cudaStream_t st,
                     const struct dev_case *k)
@@ -174,6 +178,8 @@ static int one_case(int rank, int nranks, ecclComm_t dcomm, ecclComm_t hcomm, cu
     void *ds = NULL, *dr = NULL;
     int bad = 1;
     ecclRedOp_t dop = k->op, hop = k->op;
+    cudaGraph_t graph = NULL;
+    cudaGraphExec_t exec = NULL;
     if (!hs || !hr || !got)
         goto out;
     if (k->op == ecclNumOps) {
@@ -216,34 +222,46 @@ static int one_case(int rank, int nranks, ecclComm_t dcomm, ecclComm_t hcomm, cu
         printf("rank %d: cudaMemcpy to the device failed\n", rank);
         goto out;
     }
-    ecclResult_t r = run_coll(k->c, dsend, drecv, k->n, k->dtype, dop, dcomm, st);
-    if (r == ecclSuccess)
-        r = gpu_stream_wait(dcomm, st, 120000);
-    if (r != ecclSuccess) {
-        printf("rank %d: %s on the GPU: %s (%s)\n", rank, coll_names[k->c], ecclGetErrorString(r),
-               ecclGetLastError(dcomm));
-        goto out;
+    ecclResult_t r = ecclSuccess;
+    if (k->graph > 0) {
+        if (cudaStreamBeginCapture(st, cudaStreamCaptureModeGlobal) != cudaSuccess)
+            goto out;
+        r = run_coll(k->c, dsend, drecv, k->n, k->dtype, dop, dcomm, st);
+        cudaError_t e = cudaStreamEndCapture(st, &graph);
+        if (r != ecclSuccess || e != cudaSuccess ||
+            cudaGraphInstantiate(&exec, graph, 0) != cudaSuccess) {
+            printf("rank %d: capture of %s: %s / %s\n", rank, coll_names[k->c],
+                   ecclGetErrorString(r), cudaGetErrorString(e));
+            goto out;
+        }
     }
-    r = run_coll(k->c, hsend, hrecv, k->n, k->dtype, hop, hcomm, NULL);
-    if (r != ecclSuccess) {
-        printf("rank %d: %s on the host: %s\n", rank, coll_names[k->c], ecclGetLastError(hcomm));
-        goto out;
-    }
-    /* The whole receive buffer must match (what an operation must not touch included). */
-    if (cudaMemcpy(got, dr, cmp_bytes, cudaMemcpyDeviceToHost) != cudaSuccess) {
-        printf("rank %d: cudaMemcpy from the device failed\n", rank);
-        goto out;
-    }
-    long at = compare(got, hr, cmp_bytes / ts, k->dtype);
-    if (at >= 0) {
-        printf("rank %d: %s %s op %d n %zu%s: element %ld differs: GPU %g, host %g\n", rank,
-               coll_names[k->c], eccl_dtype_name(k->dtype), k->op, k->n,
-               k->inplace ? " in place" : "", at, eccl_dtype_load(got, (size_t)at, k->dtype),
-               eccl_dtype_load(hr, (size_t)at, k->dtype));
-        goto out;
+    for (int replay = 0; replay < (k->graph > 0 ? k->graph : 1); replay++) {
+        if (replay > 0) {
+            /* New inputs for the same graph. */
+            fill(hs, ns, k->dtype, (uint64_t)rank * 104729 + (uint64_t)replay, k->op);
+            if (cudaMemcpy(ds, hs, sb, cudaMemcpyHostToDevice) != cudaSuccess)
+                goto out;
+        }
+        if (k->graph > 0)
+            r = cudaGraphLaunch(exec, st) == cudaSuccess ? ecclSuccess : ecclUnhandledCudaError;
+        else
+            r = run_coll(k->c, dsend, drecv, k->n, k->dtype, dop, dcomm, st);
+        if (r == ecclSuccess)
+            r = gpu_stream_wait(dcomm, st, 120000);
+        if (r != ecclSuccess) {
+            printf("rank %d: %s on the GPU%s: %s (%s)\n", rank, coll_names[k->c],
+                   k->graph ? " (graph)" : "", ecclGetErrorString(r), ecclGetLastError(dcomm));
+            goto out;
+        }
+        if (check_host(rank, hcomm, hop, k, hsend, hrecv, hr, got, dr, cmp_bytes) != 0)
+            goto out;
     }
     bad = 0;
 out:
+    if (exec)
+        cudaGraphExecDestroy(exec);
+    if (graph)
+        cudaGraphDestroy(graph);
     if (k->op == ecclNumOps) {
         if (dop != ecclNumOps)
             ecclRedOpDestroy(dop, dcomm);
@@ -256,6 +274,32 @@ out:
     free(hr);
     free(got);
     return bad;
+}
+
+/* Runs the case on the host communicator and compares the GPU's output with it. */
+static int check_host(int rank, ecclComm_t hcomm, ecclRedOp_t hop, const struct dev_case *k,
+                      char *hsend, char *hrecv, char *hr, char *got, void *dr, size_t cmp_bytes)
+{
+    size_t ts = eccl_dtype_size(k->dtype);
+    ecclResult_t r = run_coll(k->c, hsend, hrecv, k->n, k->dtype, hop, hcomm, NULL);
+    if (r != ecclSuccess) {
+        printf("rank %d: %s on the host: %s\n", rank, coll_names[k->c], ecclGetLastError(hcomm));
+        return 1;
+    }
+    /* The whole receive buffer must match (what an operation must not touch included). */
+    if (cudaMemcpy(got, dr, cmp_bytes, cudaMemcpyDeviceToHost) != cudaSuccess) {
+        printf("rank %d: cudaMemcpy from the device failed\n", rank);
+        return 1;
+    }
+    long at = compare(got, hr, cmp_bytes / ts, k->dtype);
+    if (at >= 0) {
+        printf("rank %d: %s %s op %d n %zu%s: element %ld differs: GPU %g, host %g\n", rank,
+               coll_names[k->c], eccl_dtype_name(k->dtype), k->op, k->n,
+               k->inplace ? " in place" : "", at, eccl_dtype_load(got, (size_t)at, k->dtype),
+               eccl_dtype_load(hr, (size_t)at, k->dtype));
+        return 1;
+    }
+    return 0;
 }
 
 static int rank_main(int rank, int nranks, const ecclUniqueId *id, void *arg)
@@ -312,7 +356,7 @@ static int rank_main(int rank, int nranks, const ecclUniqueId *id, void *arg)
                         if (inplace &&
                             (c == C_SENDRECV || c == C_ALLTOALL || c == C_GATHER || c == C_SCATTER))
                             continue;
-                        struct dev_case k = {(enum coll)c, dt, op, sizes[s], inplace};
+                        struct dev_case k = {(enum coll)c, dt, op, sizes[s], inplace, 0};
                         bad = one_case(rank, nranks, dcomm, hcomm, st, &k);
                         checks++;
                     }
@@ -320,8 +364,21 @@ static int rank_main(int rank, int nranks, const ecclUniqueId *id, void *arg)
             }
         }
     }
+    /* Captured into CUDA graphs and replayed on new inputs. */
+    static const struct dev_case graphs[] = {
+        {C_ALLREDUCE, ecclFloat32, ecclSum, 1001, false, 5},
+        {C_ALLREDUCE, ecclBfloat16, ecclMax, (1u << 18) + 7, false, 3},
+        {C_REDUCESCATTER, ecclInt32, ecclSum, 4099, false, 3},
+        {C_ALLGATHER, ecclInt8, ecclSum, 70001, false, 3},
+        {C_SENDRECV, ecclFloat64, ecclSum, 9999, false, 3},
+        {C_ALLTOALL, ecclFloat32, ecclSum, 1000, false, 3},
+    };
+    for (size_t g = 0; g < sizeof(graphs) / sizeof(graphs[0]) && !bad; g++) {
+        bad = one_case(rank, nranks, dcomm, hcomm, st, &graphs[g]);
+        checks++;
+    }
     if (!bad && big) {
-        struct dev_case k = {C_ALLREDUCE, ecclFloat32, ecclSum, (64u << 20) / 4 + 1, false};
+        struct dev_case k = {C_ALLREDUCE, ecclFloat32, ecclSum, (64u << 20) / 4 + 1, false, 0};
         bad = one_case(rank, nranks, dcomm, hcomm, st, &k);
         checks++;
     }
