@@ -18,6 +18,7 @@
 #include <stdint.h>
 
 #include "kernels/conn_layout.h"
+#include "kernels/dev_prims.cuh"
 #include "kernels/dev_work.h"
 #include "kernels/reduce_dev.cuh"
 
@@ -140,16 +141,6 @@ __device__ inline void post_recv(uint64_t conn)
 
 /* ---- one step --------------------------------------------------------------------------------- */
 
-enum step_kind {
-    STEP_SEND,
-    STEP_RECV,
-    STEP_RECV_REDUCE_SEND,
-    STEP_RECV_REDUCE_COPY,
-    STEP_RECV_REDUCE_COPY_SEND,
-    STEP_RECV_COPY_SEND,
-    STEP_COPY_SEND,
-};
-
 struct step_io {
     uint64_t from; /* connector to receive from */
     int from_peer;
@@ -219,39 +210,7 @@ __device__ inline uint32_t do_step(const blk &b, const step_io &io, const OP &op
     }
     const T *prev = (const T *)sh.prev;
     T *slot = (T *)sh.slot;
-    for (size_t i = threadIdx.x; i < nelem; i += blockDim.x) {
-        T v;
-        switch (kind) {
-        case STEP_SEND:
-            slot[i] = op.pre(in[i]);
-            break;
-        case STEP_COPY_SEND:
-            v = in[i];
-            if (out && out != in)
-                out[i] = v;
-            slot[i] = v;
-            break;
-        case STEP_RECV:
-            out[i] = vload(prev + i);
-            break;
-        case STEP_RECV_REDUCE_SEND:
-            slot[i] = op.local(in[i], vload(prev + i));
-            break;
-        case STEP_RECV_REDUCE_COPY:
-            out[i] = op.post(op.local(in[i], vload(prev + i)));
-            break;
-        case STEP_RECV_REDUCE_COPY_SEND:
-            v = op.post(op.local(in[i], vload(prev + i)));
-            out[i] = v;
-            slot[i] = v;
-            break;
-        case STEP_RECV_COPY_SEND:
-            v = vload(prev + i);
-            out[i] = v;
-            slot[i] = v;
-            break;
-        }
-    }
+    step_run_kind<OP, true>(kind, op, in, prev, out, slot, nelem, threadIdx.x, blockDim.x);
     __threadfence_system();
     __syncthreads();
     if (threadIdx.x == 0) {
