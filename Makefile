@@ -111,6 +111,10 @@ BENCH_BINS := $(BENCH_SRCS:%.c=$(BUILD)/%)
 # Examples link against the shared library, as users' programs do.
 EXAMPLE_SRCS := $(wildcard examples/*.c)
 EXAMPLE_BINS := $(EXAMPLE_SRCS:%.c=$(BUILD)/%)
+ifeq ($(CUDA),1)
+EXAMPLE_CUDA := -DECCL_HAVE_CUDA -I$(CUDA_HOME)/include
+EXAMPLE_CUDA_LIBS := -L$(CUDA_HOME)/lib64 -lcudart_static -ldl -lrt -lpthread
+endif
 
 .PHONY: all lib tools tests test test-fault fuzz test-gpu check check-layers check-env-docs format clean bench demo \
 	examples
@@ -194,8 +198,8 @@ $(BUILD)/bench/%: $(OBJ)/bench/%.o $(BUILD)/lib/libeccl.a
 $(BUILD)/examples/%: examples/%.c $(BUILD)/lib/libeccl.so
 	@mkdir -p $(dir $@)
 	@$(if $(Q),echo "  LD      $@")
-	$(Q)$(CC) -Iinclude $(filter-out -fvisibility=hidden,$(CFLAGS)) $(LDFLAGS) -o $@ $< \
-		$(BUILD)/lib/libeccl.so -Wl,-rpath,'$$ORIGIN/../lib' -lm
+	$(Q)$(CC) -Iinclude $(EXAMPLE_CUDA) $(filter-out -fvisibility=hidden,$(CFLAGS)) $(LDFLAGS) \
+		-o $@ $< $(BUILD)/lib/libeccl.so -Wl,-rpath,'$$ORIGIN/../lib' -lm $(EXAMPLE_CUDA_LIBS)
 
 # The main job: an elastic run of examples/elastic_train under ecclrun, one rank killed and
 # replaced (ETCD=1: on a local etcd that the script starts and stops).

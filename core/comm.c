@@ -553,9 +553,10 @@ ecclResult_t core_comm_create_opts(struct ecclComm **out, int nranks, const eccl
         if (res != ecclSuccess)
             goto err_free;
     }
-    if (host) {
-        ECCL_TRY_GOTO(core_exec_start(comm), res, err_free);
-    } else {
+    /* Channel threads for both kinds: a CUDA communicator runs plans on host buffers (the
+     * elastic layer's own exchanges, for one) on the host executor. */
+    ECCL_TRY_GOTO(core_exec_start(comm), res, err_free);
+    if (!host) {
         struct kern_dev_opts dopts = {
             .cuda_dev = dev,
             .rank = rank,

@@ -184,7 +184,21 @@ ecclResult_t core_exec_plans(struct ecclComm *comm, struct eccl_queue *plans)
         comm->sched_hash = eccl_hash64(&p->fingerprint, sizeof(p->fingerprint), comm->sched_hash);
         comm->plans_launched++;
         int ncoll = p->ncoll;
+        bool on_host = true;
         if (comm->dev) {
+            res = kern_dev_plan_on_host(p->work, p->nwork, comm->nchannels, &on_host);
+            /* Host buffers on a CUDA communicator: the host executor runs the plan on the same
+             * connectors, step for step like the kernels, once the kernels launched before it
+             * have finished with them. */
+            if (res == ecclSuccess && on_host)
+                res = kern_dev_drain(comm->dev, comm->timeout_ms > 0 ? comm->timeout_ms : 600000);
+            if (res != ecclSuccess) {
+                eccl_pool_put(&comm->plan_pool, p);
+                core_comm_set_error(comm, res);
+                continue;
+            }
+        }
+        if (!on_host) {
             res = launch_dev(comm, p);
             if (res == ecclSuccess)
                 comm->coll_seq += (uint64_t)ncoll;

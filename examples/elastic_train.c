@@ -18,6 +18,8 @@
  *   --kill-rank R    the first incarnation of the worker started as RANK R SIGKILLs itself ...
  *   --kill-step S    ... when it reaches step S
  *   --reference      compute the failure-free result alone (no eccl) and print its checksum
+ * With ECCL_DEVICE=cuda (in a build with CUDA) the communicators are CUDA ones: each worker uses
+ * GPU LOCAL_RANK % (number of GPUs), and the gradient sums go through device buffers.
  * Every rank prints a timeline line per event (failure seen, recovered, first step after); rank 0
  * prints the final checksum and whether it equals the failure-free run; the exit code is 0 only
  * if it does.
@@ -33,6 +35,10 @@
 #include <string.h>
 #include <time.h>
 #include <unistd.h>
+
+#ifdef ECCL_HAVE_CUDA
+#include <cuda_runtime_api.h>
+#endif
 
 #include "eccl.h"
 #include "eccl_elastic.h"
@@ -145,6 +151,40 @@ static int fail_usage(const char *why)
 }
 
 /* Brings params to the generation's agreed step (from whoever has it); returns the next step. */
+/* sum = the ranks' q, through device buffers on a CUDA communicator. */
+static ecclResult_t allreduce_grad(ecclComm_t comm, const int64_t *q, int64_t *sum)
+{
+    int dev = -1;
+    ecclCommCuDevice(comm, &dev);
+    if (dev < 0)
+        return ecclAllReduce(q, sum, NPARAM, ecclInt64, ecclSum, comm, NULL);
+#ifdef ECCL_HAVE_CUDA
+    static int64_t *dbuf; /* q, then the sum */
+    if (!dbuf && cudaMalloc((void **)&dbuf, 2 * NPARAM * sizeof(int64_t)) != cudaSuccess)
+        return ecclUnhandledCudaError;
+    if (cudaMemcpy(dbuf, q, NPARAM * sizeof(int64_t), cudaMemcpyHostToDevice) != cudaSuccess)
+        return ecclUnhandledCudaError;
+    ecclResult_t r = ecclAllReduce(dbuf, dbuf + NPARAM, NPARAM, ecclInt64, ecclSum, comm, NULL);
+    /* The kernels stop when the communicator fails: the stream finishes either way, and the
+     * communicator says whether the sum is there. */
+    while (r == ecclSuccess && cudaStreamQuery(NULL) == cudaErrorNotReady) {
+        ecclCommGetAsyncError(comm, &r);
+        if (r == ecclSuccess) {
+            struct timespec ts = {0, 20000};
+            nanosleep(&ts, NULL);
+        }
+    }
+    if (r == ecclSuccess)
+        ecclCommGetAsyncError(comm, &r);
+    if (r == ecclSuccess && cudaMemcpy(sum, dbuf + NPARAM, NPARAM * sizeof(int64_t),
+                                       cudaMemcpyDeviceToHost) != cudaSuccess)
+        r = ecclUnhandledCudaError;
+    return r;
+#else
+    return ecclInvalidUsage;
+#endif
+}
+
 static int64_t sync_state(ecclElastic_t el, double *p, ecclElasticInfo_t *info)
 {
     int restored = 0;
@@ -192,6 +232,18 @@ int main(int argc, char **argv)
     int start_rank = env_rank ? atoi(env_rank) : 0;
     int first_life = !restarts || atoi(restarts) == 0;
 
+#ifdef ECCL_HAVE_CUDA
+    const char *device = getenv("ECCL_DEVICE");
+    if (device && strcmp(device, "cuda") == 0) {
+        int ndev = 0;
+        const char *lr = getenv("LOCAL_RANK");
+        if (cudaGetDeviceCount(&ndev) != cudaSuccess || ndev == 0) {
+            fprintf(stderr, "elastic_train: ECCL_DEVICE=cuda, but no GPU\n");
+            return 1;
+        }
+        cudaSetDevice((lr ? atoi(lr) : 0) % ndev);
+    }
+#endif
     ecclElastic_t el;
     ecclResult_t r = ecclElasticJoin(&el, NULL);
     if (r != ecclSuccess) {
@@ -217,7 +269,7 @@ int main(int argc, char **argv)
         int64_t q[NPARAM] = {0}, sum[NPARAM];
         for (int i = info.rank; i < SAMPLES; i += info.nranks)
             grad_add(p, step, i, q);
-        r = ecclAllReduce(q, sum, NPARAM, ecclInt64, ecclSum, comm, NULL);
+        r = allreduce_grad(comm, q, sum);
         ecclElasticChange_t change = ecclElasticNoChange;
         if (r == ecclSuccess) {
             apply(p, sum);

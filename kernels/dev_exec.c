@@ -561,6 +561,46 @@ fail:
     return 0;
 }
 
+/* 1: host memory, 0: device (or managed) memory, -1: CUDA could not say. */
+static int buffer_on_host(uint64_t addr)
+{
+    struct cudaPointerAttributes a;
+    cudaError_t e = cudaPointerGetAttributes(&a, (const void *)(uintptr_t)addr);
+    if (e != cudaSuccess) {
+        (void)cudaGetLastError();
+        return 1; /* older drivers fail on pageable memory */
+    }
+    return a.type == cudaMemoryTypeDevice || a.type == cudaMemoryTypeManaged ? 0 : 1;
+}
+
+ecclResult_t kern_dev_plan_on_host(struct eccl_work *const *works, const int *nwork, int nchannels,
+                                   bool *host)
+{
+    int seen_host = 0, seen_dev = 0;
+    for (int c = 0; c < nchannels; c++) {
+        for (int i = 0; i < nwork[c]; i++) {
+            const struct eccl_work *w = &works[c][i];
+            uint64_t bufs[2] = {w->sendbuff, w->recvbuff};
+            for (int k = 0; k < 2; k++) {
+                if (!bufs[k])
+                    continue;
+                if (buffer_on_host(bufs[k]))
+                    seen_host++;
+                else
+                    seen_dev++;
+            }
+        }
+    }
+    if (seen_host && seen_dev) {
+        WARN("a group mixes host buffers and device buffers on a CUDA communicator (%d host, %d "
+             "device): use one kind per group",
+             seen_host, seen_dev);
+        return ecclInvalidUsage;
+    }
+    *host = seen_dev == 0;
+    return ecclSuccess;
+}
+
 static ecclResult_t launch_seg(struct kern_dev *d, struct kern_chan *const *chans,
                                struct eccl_work *const *works, const int *nwork, uint32_t first,
                                uint32_t end, uint32_t p2p_op, int kernel, void *stream,
@@ -765,6 +805,14 @@ ecclResult_t kern_dev_launch(struct kern_dev *d, struct kern_chan *const *chans,
 ecclResult_t kern_dev_status(struct kern_dev *d)
 {
     (void)d;
+    return ecclSuccess;
+}
+
+ecclResult_t kern_dev_plan_on_host(struct eccl_work *const *works, const int *nwork, int nchannels,
+                                   bool *host)
+{
+    (void)works, (void)nwork, (void)nchannels;
+    *host = true;
     return ecclSuccess;
 }
 

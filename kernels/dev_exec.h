@@ -56,6 +56,13 @@ ecclResult_t kern_dev_create(const struct kern_dev_opts *opts, struct kern_dev *
 ecclResult_t kern_dev_launch(struct kern_dev *d, struct kern_chan *const *chans,
                              struct eccl_work *const *works, const int *nwork, void *stream);
 
+/* Where a plan's buffers live: *host = true when every one is host memory (not device memory
+ * or managed memory), false when every one is on a device; a plan mixing both is refused
+ * (ecclInvalidUsage, with a WARN). A CUDA communicator runs a host plan on the host executor,
+ * after its kernels finished (kern_dev_drain). Without CUDA every buffer is host memory. */
+ecclResult_t kern_dev_plan_on_host(struct eccl_work *const *works, const int *nwork, int nchannels,
+                                   bool *host);
+
 /* The first failure a kernel reported (ecclSuccess: none). */
 ecclResult_t kern_dev_status(struct kern_dev *d);
 

@@ -4,6 +4,8 @@
 # and stops), one rank SIGKILLs itself mid-run, ecclrun starts a replacement, the survivors and
 # the replacement agree a new generation and the run finishes. Prints the timeline and checks
 # that the final parameters equal those of a failure-free run of the same steps.
+# ECCL_DEVICE=cuda runs the ranks on CUDA communicators (GPU buffers; all ranks may share one
+# GPU); the default is host communicators.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BUILD=${BUILD:-build}
@@ -46,8 +48,8 @@ if [ "${ETCD:-0}" = 1 ]; then
     backend="etcd (pid $etcd_pid, 127.0.0.1:$cport)"
 fi
 
-export ECCL_SOCKET_IFNAME=${ECCL_SOCKET_IFNAME:-lo} ECCL_DEVICE=host
-echo "demo: $NPROC ranks of elastic_train, $STEPS steps, rank $KILL_RANK SIGKILLed at step $KILL_STEP, on $backend"
+export ECCL_SOCKET_IFNAME=${ECCL_SOCKET_IFNAME:-lo} ECCL_DEVICE=${ECCL_DEVICE:-host}
+echo "demo: $NPROC ranks of elastic_train (ECCL_DEVICE=$ECCL_DEVICE), $STEPS steps, rank $KILL_RANK SIGKILLed at step $KILL_STEP, on $backend"
 "$BUILD/examples/elastic_train" --reference --steps "$STEPS"
 export ELASTIC_TRAIN_T0
 ELASTIC_TRAIN_T0=$(date +%s.%N)

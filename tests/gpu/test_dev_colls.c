@@ -302,6 +302,47 @@ static int check_host(int rank, ecclComm_t hcomm, ecclRedOp_t hop, const struct 
     return 0;
 }
 
+/* Host buffers on the CUDA communicator (what the elastic layer does for its own exchanges):
+ * run by the host executor after the kernels, interleaved with device work. */
+static int host_buffers_case(int rank, int nranks, ecclComm_t dcomm, cudaStream_t st)
+{
+    enum { N = 40000 };
+    int64_t *a = malloc(N * sizeof(int64_t)), *b = malloc(N * sizeof(int64_t));
+    int64_t *d = NULL;
+    int bad = a == NULL || b == NULL || cudaMalloc((void **)&d, N * sizeof(int64_t)) != cudaSuccess;
+    for (int round = 0; round < 3 && !bad; round++) {
+        for (int i = 0; i < N; i++)
+            a[i] = rank * 1000 + i + round;
+        /* Device work queued first, then host work: the host plan waits for the kernels. */
+        bad = cudaMemcpy(d, a, N * sizeof(int64_t), cudaMemcpyHostToDevice) != cudaSuccess ||
+              ecclAllReduce(d, d, N, ecclInt64, ecclSum, dcomm, st) != ecclSuccess ||
+              ecclAllReduce(a, b, N, ecclInt64, ecclSum, dcomm, st) != ecclSuccess ||
+              gpu_stream_wait(dcomm, st, 60000) != ecclSuccess;
+        if (bad) {
+            printf("rank %d: host buffers on a CUDA communicator: %s\n", rank,
+                   ecclGetLastError(dcomm));
+            break;
+        }
+        for (int i = 0; i < N && !bad; i++) {
+            int64_t want = 1000LL * nranks * (nranks - 1) / 2 + (int64_t)nranks * (i + round);
+            if (b[i] != want) {
+                printf("rank %d: host-buffer AllReduce element %d: %lld, want %lld\n", rank, i,
+                       (long long)b[i], (long long)want);
+                bad = 1;
+            }
+        }
+        if (!bad && cudaMemcpy(a, d, N * sizeof(int64_t), cudaMemcpyDeviceToHost) == cudaSuccess &&
+            memcmp(a, b, N * sizeof(int64_t)) != 0) {
+            printf("rank %d: device and host AllReduce differ\n", rank);
+            bad = 1;
+        }
+    }
+    cudaFree(d);
+    free(a);
+    free(b);
+    return bad;
+}
+
 static int rank_main(int rank, int nranks, const ecclUniqueId *id, void *arg)
 {
     struct shared *sh = arg;
@@ -375,6 +416,10 @@ static int rank_main(int rank, int nranks, const ecclUniqueId *id, void *arg)
     };
     for (size_t g = 0; g < sizeof(graphs) / sizeof(graphs[0]) && !bad; g++) {
         bad = one_case(rank, nranks, dcomm, hcomm, st, &graphs[g]);
+        checks++;
+    }
+    if (!bad) {
+        bad = host_buffers_case(rank, nranks, dcomm, st);
         checks++;
     }
     if (!bad && big) {
