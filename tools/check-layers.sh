@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Checks the include rules of DESIGN.md: each folder may include only the folders below it.
 #   tools/    -> elastic store core proxy kernels common include
+#   nccl/     -> elastic core common include   (the NCCL drop-in, libnccl.so.2)
 #   elastic/  -> store core common include
 #   store/    -> common include          (store/ and core/ do not know each other)
 #   core/     -> proxy kernels common include
@@ -12,6 +13,7 @@ set -u
 cd "$(dirname "$0")/.."
 declare -A allow=(
     [tools]="tools elastic store core proxy kernels common"
+    [nccl]="nccl elastic core common"
     [elastic]="elastic store core common"
     [store]="store common"
     [core]="core proxy kernels common"
