@@ -954,8 +954,8 @@ ECCL_API ecclResult_t ecclCommWindowRegister(ecclComm_t comm, void *buff, size_t
     (void)winFlags;
     ECCL_TRY(core_comm_check(comm, "ecclCommWindowRegister"));
     ECCL_ARG_CHECK(win != NULL, "ecclCommWindowRegister: win is NULL");
-    WARN("ecclCommWindowRegister: symmetric memory windows need CUDA communicators and the GPU "
-         "executor, which this build does not have yet");
+    WARN("ecclCommWindowRegister: symmetric memory windows are not implemented (the GPU executor "
+         "moves data through connectors; register buffers with ecclCommRegister instead)");
     return ecclInvalidUsage;
 }
 
@@ -963,7 +963,8 @@ ECCL_API ecclResult_t ecclCommWindowDeregister(ecclComm_t comm, ecclWindow_t win
 {
     (void)win;
     ECCL_TRY(core_comm_check(comm, "ecclCommWindowDeregister"));
-    WARN("ecclCommWindowDeregister: no window was registered (windows need CUDA communicators)");
+    WARN("ecclCommWindowDeregister: no window was registered (symmetric memory windows are not "
+         "implemented)");
     return ecclInvalidUsage;
 }
 
