@@ -281,7 +281,7 @@ int main(int argc, char **argv)
             fail_at = now_s();
             if (r != ecclSuccess)
                 say(info.rank, info.generation, "failure seen at step %" PRId64 ": %s", step,
-                    ecclGetLastError(NULL));
+                    *ecclGetLastError(comm) ? ecclGetLastError(comm) : ecclGetLastError(NULL));
             else
                 say(info.rank, info.generation, "%s at step %" PRId64,
                     change == ecclElasticJoiners ? "joiners waiting" : "generation revoked", step);
