@@ -4,7 +4,11 @@
  *
  * Every rank runs the same sequence of calls, so the collectives that combine timings and error
  * counts across ranks (small AllReduces on the same communicator) always match up. Global rank 0
- * prints the table. A rank whose eccl call fails reports it (ecclGetErrorString and
+ * prints the table. Calls are queued on the rank's stream (CUDA communicators return before the
+ * work is done): the backend's wait ends a timed loop, and its upload/download are ordered
+ * after the calls on that stream. With device timing (the CUDA backend) the time of a loop is
+ * the one CUDA events measure around its iterations; the host clock times the same loop, up to
+ * the end of the wait, as a cross-check. A rank whose eccl call fails reports it (ecclGetErrorString and
  * ecclGetLastError), aborts its communicator so that peers see the failure, and stops.
  */
 #include <stdio.h>
@@ -26,6 +30,8 @@ struct perf_info {
     int32_t dev;
     int32_t pad;
     char host[PERF_HOST_LEN];
+    char bus_id[32];
+    char dev_name[64];
 };
 
 /* One (type, op, root) series of sizes. */
@@ -42,6 +48,7 @@ struct half_result {
     int skipped; /* not run: every column N/A */
     double time_us;
     double median_us;
+    double host_us; /* the host clock's time per call of the same loop */
     double algbw;
     double busbw;
     int64_t wrong; /* -1: not checked (N/A) */
@@ -63,14 +70,24 @@ static ecclResult_t eccl_failed(struct perf_rank *rk, ecclResult_t res, const ch
             return eccl_failed((rk), call_res_, (what)); \
     } while (0)
 
+/* A memory backend call: the backend has said what failed. */
+#define PERF_MEM(rk, expr)              \
+    do {                                \
+        ecclResult_t mem_res_ = (expr); \
+        if (mem_res_ != ecclSuccess) {  \
+            (rk)->failed = 1;           \
+            return mem_res_;            \
+        }                               \
+    } while (0)
+
 /* A barrier: a one-element AllReduce whose result is checked too. */
 static ecclResult_t perf_barrier(struct perf_rank *rk)
 {
     int32_t v = 1;
-    PERF_CALL(rk, rk->mem->upload(rk->small, &v, sizeof(v)), "barrier upload");
-    PERF_CALL(rk, ecclAllReduce(rk->small, rk->small, 1, ecclInt32, ecclSum, rk->comm, NULL),
+    PERF_MEM(rk, rk->mem->upload(rk, rk->small, &v, sizeof(v)));
+    PERF_CALL(rk, ecclAllReduce(rk->small, rk->small, 1, ecclInt32, ecclSum, rk->comm, rk->stream),
               "ecclAllReduce (barrier)");
-    PERF_CALL(rk, rk->mem->download(&v, rk->small, sizeof(v)), "barrier download");
+    PERF_MEM(rk, rk->mem->download(rk, &v, rk->small, sizeof(v)));
     if (v != rk->nranks) {
         fprintf(stderr, "eccl-perf: rank %d: barrier AllReduce returned %d, expected %d\n",
                 rk->rank, (int)v, rk->nranks);
@@ -83,17 +100,19 @@ static ecclResult_t perf_barrier(struct perf_rank *rk)
 /* Combines n doubles over ranks: 0 rank 0's, 1 mean, 2 min, 3 max. */
 static ecclResult_t combine_doubles(struct perf_rank *rk, double *vals, int n, int mode)
 {
-    PERF_CALL(rk, rk->mem->upload(rk->small, vals, (size_t)n * sizeof(*vals)), "upload");
+    PERF_MEM(rk, rk->mem->upload(rk, rk->small, vals, (size_t)n * sizeof(*vals)));
     if (mode == 0) {
-        PERF_CALL(rk, ecclBroadcast(rk->small, rk->small, (size_t)n, ecclDouble, 0, rk->comm, NULL),
-                  "ecclBroadcast (timings)");
+        PERF_CALL(
+            rk, ecclBroadcast(rk->small, rk->small, (size_t)n, ecclDouble, 0, rk->comm, rk->stream),
+            "ecclBroadcast (timings)");
     } else {
         ecclRedOp_t op = mode == 2 ? ecclMin : mode == 3 ? ecclMax : ecclSum;
-        PERF_CALL(rk,
-                  ecclAllReduce(rk->small, rk->small, (size_t)n, ecclDouble, op, rk->comm, NULL),
-                  "ecclAllReduce (timings)");
+        PERF_CALL(
+            rk,
+            ecclAllReduce(rk->small, rk->small, (size_t)n, ecclDouble, op, rk->comm, rk->stream),
+            "ecclAllReduce (timings)");
     }
-    PERF_CALL(rk, rk->mem->download(vals, rk->small, (size_t)n * sizeof(*vals)), "download");
+    PERF_MEM(rk, rk->mem->download(rk, vals, rk->small, (size_t)n * sizeof(*vals)));
     if (mode == 1) {
         for (int i = 0; i < n; i++)
             vals[i] /= rk->nranks;
@@ -103,10 +122,10 @@ static ecclResult_t combine_doubles(struct perf_rank *rk, double *vals, int n, i
 
 static ecclResult_t sum_int64(struct perf_rank *rk, int64_t *v)
 {
-    PERF_CALL(rk, rk->mem->upload(rk->small, v, sizeof(*v)), "upload");
-    PERF_CALL(rk, ecclAllReduce(rk->small, rk->small, 1, ecclInt64, ecclSum, rk->comm, NULL),
+    PERF_MEM(rk, rk->mem->upload(rk, rk->small, v, sizeof(*v)));
+    PERF_CALL(rk, ecclAllReduce(rk->small, rk->small, 1, ecclInt64, ecclSum, rk->comm, rk->stream),
               "ecclAllReduce (#wrong)");
-    PERF_CALL(rk, rk->mem->download(v, rk->small, sizeof(*v)), "download");
+    PERF_MEM(rk, rk->mem->download(rk, v, rk->small, sizeof(*v)));
     return ecclSuccess;
 }
 
@@ -139,7 +158,7 @@ static ecclResult_t run_once(struct perf_rank *rk, const struct bench *b, int in
     void *recv;
     call_buffers(rk, b, in_place, shift, &send, &recv);
     ecclResult_t res = b->coll->run(send, recv, b->counts.param_count, b->type->dtype, b->eop,
-                                    b->root, rk->comm, NULL);
+                                    b->root, rk->comm, rk->stream);
     if (res != ecclSuccess) {
         char what[160];
         snprintf(what, sizeof(what), "%s(count %zu, %s, %s, root %d, %s)",
@@ -177,7 +196,7 @@ static ecclResult_t prepare_data(struct perf_rank *rk, const struct bench *b, in
 
     size_t elt = b->type->size;
     size_t send_bytes = b->counts.send_count * elt;
-    PERF_CALL(rk, rk->mem->zero(rk->recvbuf, total_bytes(b)), "zero");
+    PERF_MEM(rk, rk->mem->zero(rk, rk->recvbuf, total_bytes(b)));
     const void *send;
     void *recv;
     call_buffers(rk, b, in_place, 0, &send, &recv);
@@ -185,7 +204,7 @@ static ecclResult_t prepare_data(struct perf_rank *rk, const struct bench *b, in
         perf_pattern_fill(&chk->pattern, rk->rank, (void *)send, 0, b->counts.send_count);
     } else {
         perf_pattern_fill(&chk->pattern, rk->rank, rk->stage, 0, b->counts.send_count);
-        PERF_CALL(rk, rk->mem->upload((void *)send, rk->stage, send_bytes), "upload");
+        PERF_MEM(rk, rk->mem->upload(rk, (void *)send, rk->stage, send_bytes));
     }
     return ecclSuccess;
 }
@@ -198,8 +217,7 @@ static ecclResult_t check_data(struct perf_rank *rk, const struct bench *b, int 
     call_buffers(rk, b, in_place, 0, &send, &recv);
     const void *host = recv;
     if (!rk->mem->host_accessible) {
-        PERF_CALL(rk, rk->mem->download(rk->stage, recv, b->counts.recv_count * b->type->size),
-                  "download");
+        PERF_MEM(rk, rk->mem->download(rk, rk->stage, recv, b->counts.recv_count * b->type->size));
         host = rk->stage;
     }
     *wrong = perf_check_recv(chk, host);
@@ -216,10 +234,10 @@ static ecclResult_t corrupt_recv(struct perf_rank *rk, const struct bench *b, in
     if (b->counts.recv_count == 0)
         return ecclSuccess;
     call_buffers(rk, b, in_place, 0, &send, &recv);
-    PERF_CALL(rk, rk->mem->download(elem, recv, elt), "download");
+    PERF_MEM(rk, rk->mem->download(rk, elem, recv, elt));
     for (size_t i = 0; i < elt; i++)
         elem[i] = (unsigned char)~elem[i];
-    PERF_CALL(rk, rk->mem->upload(recv, elem, elt), "upload");
+    PERF_MEM(rk, rk->mem->upload(rk, recv, elem, elt));
     return ecclSuccess;
 }
 
@@ -229,11 +247,30 @@ static int cmp_double(const void *a, const void *b)
     return (x > y) - (x < y);
 }
 
-/* Out-of-place or in-place: time the iterations, then check one run. */
+static double median_of(double *v, int n)
+{
+    qsort(v, (size_t)n, sizeof(double), cmp_double);
+    return n % 2 ? v[n / 2] : (v[n / 2 - 1] + v[n / 2]) / 2;
+}
+
+/*
+ * Out-of-place or in-place: time the iterations, then check one run.
+ *
+ * The loop starts after a barrier (which waits for the stream, so the device is idle) and ends
+ * when the backend's wait returns. With device timing, event 0 is recorded before the first
+ * iteration and event i + 1 after iteration i (or one event after the last when there are too
+ * many iterations for an event each): the time is the events' span, each iteration's the span
+ * of its two events. The host clock times the same loop, from before the first call to the end
+ * of the wait: that is the time without device timing, and the cross-check with it.
+ */
 static ecclResult_t bench_time(struct perf_rank *rk, const struct bench *b, int in_place,
                                struct half_result *out)
 {
     const struct perf_opts *o = rk->opts;
+    const struct perf_mem_ops *mem = rk->mem;
+    int dev_timing = mem->mark != NULL;
+    int iter_marks = dev_timing && rk->nmarks > o->iters;
+    double calls = (double)o->iters * o->agg_iters;
     struct perf_check chk;
     ecclResult_t res;
 
@@ -247,6 +284,8 @@ static ecclResult_t bench_time(struct perf_rank *rk, const struct bench *b, int 
     if ((res = perf_barrier(rk)) != ecclSuccess)
         return res;
 
+    if (dev_timing)
+        PERF_MEM(rk, mem->mark(rk, 0));
     uint64_t start = eccl_now_ns();
     for (int iter = 0; iter < o->iters; iter++) {
         uint64_t t0 = eccl_now_ns();
@@ -264,18 +303,43 @@ static ecclResult_t bench_time(struct perf_rank *rk, const struct bench *b, int 
             PERF_CALL(rk, ecclGroupEnd(), "ecclGroupEnd");
         if (o->blocking == 1 && (res = perf_barrier(rk)) != ecclSuccess)
             return res;
+        if (o->blocking == 2)
+            PERF_MEM(rk, mem->wait(rk));
+        if (iter_marks)
+            PERF_MEM(rk, mem->mark(rk, iter + 1));
         rk->iter_us[iter] = (double)(eccl_now_ns() - t0) / 1e3 / o->agg_iters;
     }
-    double stats[2];
-    stats[0] = (double)(eccl_now_ns() - start) / 1e3 / ((double)o->iters * o->agg_iters);
-    qsort(rk->iter_us, (size_t)o->iters, sizeof(double), cmp_double);
-    stats[1] = o->iters % 2 ? rk->iter_us[o->iters / 2]
-                            : (rk->iter_us[o->iters / 2 - 1] + rk->iter_us[o->iters / 2]) / 2;
-    if ((res = combine_doubles(rk, stats, 2, o->average)) != ecclSuccess)
+    if (dev_timing && !iter_marks)
+        PERF_MEM(rk, mem->mark(rk, 1));
+    PERF_MEM(rk, mem->wait(rk));
+    double host_us = (double)(eccl_now_ns() - start) / 1e3 / calls;
+
+    double stats[3] = {host_us, 0.0, host_us};
+    if (dev_timing) {
+        double span = 0.0;
+        PERF_MEM(rk, mem->elapsed_us(rk, 0, iter_marks ? o->iters : 1, &span));
+        stats[0] = span / calls;
+        for (int iter = 0; iter < o->iters && iter_marks; iter++) {
+            double us = 0.0;
+            PERF_MEM(rk, mem->elapsed_us(rk, iter, iter + 1, &us));
+            rk->iter_us[iter] = us / o->agg_iters;
+        }
+    }
+    stats[1] = median_of(rk->iter_us, o->iters);
+    if ((res = combine_doubles(rk, stats, 3, o->average)) != ecclSuccess)
         return res;
 
     out->time_us = stats[0];
     out->median_us = stats[1];
+    out->host_us = stats[2];
+    if (dev_timing && rk->rank == 0 && stats[0] > 0) {
+        double ratio = stats[2] / stats[0];
+        if (rk->host_ratio_count == 0 || ratio < rk->host_ratio_min)
+            rk->host_ratio_min = ratio;
+        if (rk->host_ratio_count == 0 || ratio > rk->host_ratio_max)
+            rk->host_ratio_max = ratio;
+        rk->host_ratio_count++;
+    }
     double sec = stats[0] / 1e6;
     double bytes = b->coll->bw_bytes(b->counts.param_count, b->type->size, rk->nranks);
     out->algbw = sec > 0 ? bytes / 1e9 / sec : 0.0;
@@ -326,6 +390,8 @@ static void print_half(const struct perf_opts *o, const struct half_result *r)
         printf("  %7s  %6s  %6s  %6s", "N/A", "N/A", "N/A", "N/A");
         if (o->median)
             printf("  %7s", "N/A");
+        if (o->host_time)
+            printf("  %7s", "N/A");
         return;
     }
     fmt_num(t, sizeof(t), r->time_us, 7);
@@ -338,6 +404,10 @@ static void print_half(const struct perf_opts *o, const struct half_result *r)
     printf("  %7s  %6s  %6s  %6s", t, alg, bus, wrong);
     if (o->median) {
         fmt_num(t, sizeof(t), r->median_us, 7);
+        printf("  %7s", t);
+    }
+    if (o->host_time) {
+        fmt_num(t, sizeof(t), r->host_us, 7);
         printf("  %7s", t);
     }
 }
@@ -431,7 +501,9 @@ static ecclResult_t print_devices(struct perf_rank *rk)
     memset(&me, 0, sizeof(me));
     me.rank = rk->rank;
     me.pid = (int32_t)getpid();
-    me.dev = -1; /* host buffers */
+    me.dev = rk->device; /* -1: host buffers */
+    snprintf(me.bus_id, sizeof(me.bus_id), "%s", rk->bus_id);
+    snprintf(me.dev_name, sizeof(me.dev_name), "%s", rk->dev_name);
     if (gethostname(me.host, sizeof(me.host) - 1) != 0)
         snprintf(me.host, sizeof(me.host), "unknown");
     char *dot = strchr(me.host, '.');
@@ -443,39 +515,37 @@ static ecclResult_t print_devices(struct perf_rank *rk)
         rk->failed = 1;
         return ecclSystemError;
     }
-    if ((res = rk->mem->alloc(&send, sizeof(me))) != ecclSuccess ||
-        (res = rk->mem->alloc(&recv, n * sizeof(me))) != ecclSuccess) {
-        eccl_failed(rk, res, "buffer allocation");
+    if ((res = rk->mem->alloc(rk, &send, sizeof(me))) != ecclSuccess ||
+        (res = rk->mem->alloc(rk, &recv, n * sizeof(me))) != ecclSuccess ||
+        (res = rk->mem->upload(rk, send, &me, sizeof(me))) != ecclSuccess) {
+        rk->failed = 1;
         goto out;
     }
-    if ((res = rk->mem->upload(send, &me, sizeof(me))) != ecclSuccess) {
-        eccl_failed(rk, res, "upload");
-        goto out;
-    }
-    res = ecclAllGather(send, recv, sizeof(me), ecclUint8, rk->comm, NULL);
+    res = ecclAllGather(send, recv, sizeof(me), ecclUint8, rk->comm, rk->stream);
     if (res != ecclSuccess) {
         eccl_failed(rk, res, "ecclAllGather (rank information)");
         goto out;
     }
-    if ((res = rk->mem->download(all, recv, n * sizeof(me))) != ecclSuccess) {
-        eccl_failed(rk, res, "download");
+    if ((res = rk->mem->download(rk, all, recv, n * sizeof(me))) != ecclSuccess) {
+        rk->failed = 1;
         goto out;
     }
     if (rk->rank == 0) {
         printf("# Using devices\n");
         for (size_t i = 0; i < n; i++) {
-            all[i].host[PERF_HOST_LEN - 1] = '\0';
-            printf("#  Rank %2d Group %2d Pid %6d on %10s device %2d [%s] %s memory\n",
-                   (int)all[i].rank, 0, (int)all[i].pid, all[i].host, (int)all[i].dev,
-                   rk->mem->name, rk->mem->name);
+            /* Never trust what came over the wire to be terminated. */
+            all[i].host[sizeof(all[i].host) - 1] = '\0';
+            all[i].bus_id[sizeof(all[i].bus_id) - 1] = '\0';
+            all[i].dev_name[sizeof(all[i].dev_name) - 1] = '\0';
+            printf("#  Rank %2d Group %2d Pid %6d on %10s device %2d [%s] %s\n", (int)all[i].rank,
+                   0, (int)all[i].pid, all[i].host, (int)all[i].dev, all[i].bus_id,
+                   all[i].dev_name);
         }
         printf("#\n");
     }
 out:
-    if (recv)
-        rk->mem->free(recv);
-    if (send)
-        rk->mem->free(send);
+    rk->mem->free(rk, recv);
+    rk->mem->free(rk, send);
     eccl_free(all);
     return res;
 }
@@ -504,6 +574,10 @@ static void print_header(const struct perf_rank *rk)
            rk->mem->name, dev ? dev : "");
     printf("# time: %s average iteration time (-a %d)%s\n", average_names[o->average], o->average,
            o->median ? "; median: the same combination of each rank's median" : "");
+    if (rk->mem->mark != NULL)
+        printf("# timed with CUDA events on the %s stream; host: the host clock's time of the "
+               "same loop, to the end of the stream\n",
+               o->stream_null ? "default" : "rank's");
     if (o->blocking == 1)
         printf("# Blocking Enabled: wait for completion and barrier after each collective \n");
     if (o->blocking > 1)
@@ -511,30 +585,41 @@ static void print_header(const struct perf_rank *rk)
     printf("#\n");
 }
 
+static void print_centered(const char *label, int width)
+{
+    int len = (int)strlen(label);
+    int pad = width > len ? (width - len) / 2 : 0;
+    printf("%*s%s%*s", pad, "", label, width > len + pad ? width - len - pad : 0, "");
+}
+
+/* The columns of one half: time algbw busbw #wrong, then median (-M 1) and host (--host-time). */
+static void print_half_header(const struct perf_opts *o, const char *const names[6])
+{
+    printf("  %7s  %6s  %6s  %6s", names[0], names[1], names[2], names[3]);
+    if (o->median)
+        printf("  %7s", names[4]);
+    if (o->host_time)
+        printf("  %7s", names[5]);
+}
+
 static void print_table_header(const struct perf_opts *o)
 {
+    static const char *const names[6] = {"time", "algbw", "busbw", "#wrong", "median", "host"};
+    static const char *const units[6] = {"(us)", "(GB/s)", "(GB/s)", "", "(us)", "(us)"};
+    int half = 2 + 7 + 3 * (2 + 6) + 9 * ((o->median != 0) + (o->host_time != 0));
     printf("#\n");
-    if (o->median) {
-        printf("# %10s  %12s  %8s  %6s  %6s           out-of-place                       "
-               "         in-place                   \n",
-               "", "", "", "", "");
-        printf("# %10s  %12s  %8s  %6s  %6s  %7s  %6s  %6s  %6s  %7s  %7s  %6s  %6s  %6s  %7s\n",
-               "size", "count", "type", "redop", "root", "time", "algbw", "busbw", "#wrong",
-               "median", "time", "algbw", "busbw", "#wrong", "median");
-        printf("# %10s  %12s  %8s  %6s  %6s  %7s  %6s  %6s  %6s  %7s  %7s  %6s  %6s  %6s  %7s\n",
-               "(B)", "(elements)", "", "", "", "(us)", "(GB/s)", "(GB/s)", "", "(us)", "(us)",
-               "(GB/s)", "(GB/s)", "", "(us)");
-    } else {
-        printf("# %10s  %12s  %8s  %6s  %6s           out-of-place                       "
-               "in-place          \n",
-               "", "", "", "", "");
-        printf("# %10s  %12s  %8s  %6s  %6s  %7s  %6s  %6s  %6s  %7s  %6s  %6s  %6s\n", "size",
-               "count", "type", "redop", "root", "time", "algbw", "busbw", "#wrong", "time",
-               "algbw", "busbw", "#wrong");
-        printf("# %10s  %12s  %8s  %6s  %6s  %7s  %6s  %6s  %6s  %7s  %6s  %6s  %6s\n", "(B)",
-               "(elements)", "", "", "", "(us)", "(GB/s)", "(GB/s)", "", "(us)", "(GB/s)", "(GB/s)",
-               "");
-    }
+    printf("# %10s  %12s  %8s  %6s  %6s", "", "", "", "", "");
+    print_centered("out-of-place", half);
+    print_centered("in-place", half);
+    printf("\n");
+    printf("# %10s  %12s  %8s  %6s  %6s", "size", "count", "type", "redop", "root");
+    print_half_header(o, names);
+    print_half_header(o, names);
+    printf("\n");
+    printf("# %10s  %12s  %8s  %6s  %6s", "(B)", "(elements)", "", "", "");
+    print_half_header(o, units);
+    print_half_header(o, units);
+    printf("\n");
 }
 
 static ecclResult_t run_all(struct perf_rank *rk)
@@ -577,6 +662,9 @@ static void print_footer(const struct perf_rank *rk)
     printf("# %-20s : %d %s\n", "Out of bounds values", rk->result_errors,
            rk->result_errors ? "FAILED" : "OK");
     printf("# %-20s : %g \n", "Avg bus bandwidth", rk->bw_count ? rk->bw_sum / rk->bw_count : 0.0);
+    if (rk->host_ratio_count > 0)
+        printf("# %-20s : min %.3f max %.3f (host clock / CUDA events, per result)\n",
+               "Host-timed / timed", rk->host_ratio_min, rk->host_ratio_max);
     printf("#\n");
     printf("# Collective test concluded: %s\n", rk->opts->coll->name);
     printf("#\n");
@@ -588,9 +676,24 @@ static ecclResult_t rank_setup(struct perf_rank *rk)
     ecclResult_t res;
     int count = -1, me = -1;
 
-    if (rk->comm == NULL)
-        PERF_CALL(rk, ecclCommInitRank(&rk->comm, rk->nranks, rk->proc->id, rk->rank),
-                  "ecclCommInitRank");
+    /* The device first: a CUDA communicator is bound to the thread's current device. */
+    PERF_MEM(rk, rk->mem->rank_init(rk));
+    if (rk->comm == NULL) {
+        ecclConfig_t cfg = ECCL_CONFIG_INITIALIZER;
+        cfg.deviceKind = rk->mem->device_kind;
+        PERF_CALL(rk, ecclCommInitRankConfig(&rk->comm, rk->nranks, rk->proc->id, rk->rank, &cfg),
+                  "ecclCommInitRankConfig");
+    }
+    if (rk->device >= 0) {
+        int dev = -1;
+        PERF_CALL(rk, ecclCommCuDevice(rk->comm, &dev), "ecclCommCuDevice");
+        if (dev != rk->device) {
+            fprintf(stderr, "eccl-perf: rank %d: the communicator is on GPU %d, expected %d\n",
+                    rk->rank, dev, rk->device);
+            rk->failed = 1;
+            return ecclInternalError;
+        }
+    }
     PERF_CALL(rk, ecclCommCount(rk->comm, &count), "ecclCommCount");
     PERF_CALL(rk, ecclCommUserRank(rk->comm, &me), "ecclCommUserRank");
     if (count != rk->nranks || me != rk->rank) {
@@ -600,10 +703,12 @@ static ecclResult_t rank_setup(struct perf_rank *rk)
         rk->failed = 1;
         return ecclInternalError;
     }
-    if ((res = rk->mem->alloc(&rk->sendbuf, o->alloc_bytes)) != ecclSuccess ||
-        (res = rk->mem->alloc(&rk->recvbuf, o->alloc_bytes)) != ecclSuccess ||
-        (res = rk->mem->alloc(&rk->small, PERF_SMALL_BYTES)) != ecclSuccess)
-        return eccl_failed(rk, res, "buffer allocation");
+    if ((res = rk->mem->alloc(rk, &rk->sendbuf, o->alloc_bytes)) != ecclSuccess ||
+        (res = rk->mem->alloc(rk, &rk->recvbuf, o->alloc_bytes)) != ecclSuccess ||
+        (res = rk->mem->alloc(rk, &rk->small, PERF_SMALL_BYTES)) != ecclSuccess) {
+        rk->failed = 1;
+        return res;
+    }
     if (!rk->mem->host_accessible) {
         rk->stage = eccl_calloc(o->alloc_bytes, 1, "perf_stage");
         if (rk->stage == NULL)
@@ -632,10 +737,13 @@ static void rank_teardown(struct perf_rank *rk)
         }
         rk->comm = NULL;
     }
-    rk->mem->free(rk->small);
-    rk->mem->free(rk->recvbuf);
-    rk->mem->free(rk->sendbuf);
+    /* After the communicator: an aborted one has stopped its kernels, which the backend's free
+     * waits for (a bounded time). */
+    rk->mem->free(rk, rk->small);
+    rk->mem->free(rk, rk->recvbuf);
+    rk->mem->free(rk, rk->sendbuf);
     rk->small = rk->recvbuf = rk->sendbuf = NULL;
+    rk->mem->rank_fini(rk);
     eccl_free(rk->stage);
     eccl_free(rk->iter_us);
     rk->stage = NULL;
@@ -647,6 +755,8 @@ void *perf_rank_main(void *arg)
     struct perf_rank *rk = arg;
     struct perf_proc *pp = rk->proc;
 
+    rk->deadline = rk->opts->timeout_s > 0 ? eccl_deadline_ms((int64_t)rk->opts->timeout_s * 1000)
+                                           : ECCL_NO_DEADLINE;
     if (rank_setup(rk) == ecclSuccess) {
         if (rk->rank == 0)
             print_header(rk);

@@ -4,7 +4,9 @@
  * pipe, waits for them, and kills the rest by pid when one fails or the deadline passes), and in
  * each process runs one thread per rank (-t). With --id-file it forks nothing: it is process
  * --proc of -N processes started separately (in other network namespaces or on other hosts),
- * and the unique id goes through that file.
+ * and the unique id goes through that file. With -G 1 the ranks use CUDA communicators and
+ * device buffers (mem_cuda.c); CUDA is touched only in the rank processes, never in the parent
+ * that forks them.
  *
  * Exit status: 0 when every rank finished and every check passed; 1 when a check failed, an eccl
  * call failed or a rank died; 2 for a bad command line; 124 when the -T deadline passed.
@@ -18,6 +20,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/prctl.h>
 #include <sys/types.h>
 #include <sys/wait.h>
@@ -43,6 +46,7 @@
 enum {
     OPT_ID_FILE = 256,
     OPT_PROC,
+    OPT_HOST_TIME,
 };
 
 static void usage(FILE *f, const char *prog)
@@ -76,8 +80,12 @@ static void usage(FILE *f, const char *prog)
         "                             (default 3: max)\n"
         "  -M,--median <0/1>          add a median-iteration-time column to each half\n"
         "  -T,--timeout <seconds>     give up after this long, 0 for never (default 600)\n"
-        "  -G,--gpu <0/1>             GPU buffers (not implemented yet; host only)\n"
-        "  -y,--stream_null <0/1>     accepted and ignored (host communicators have no streams)\n"
+        "  -G,--gpu <0/1>             1: CUDA communicators and GPU buffers, timed with CUDA\n"
+        "                             events; GPU local_rank %% device count (default 0: host)\n"
+        "  -y,--stream_null <0/1>     -G 1: queue the calls on the default (NULL) stream\n"
+        "                             instead of one stream per rank (ignored without -G 1)\n"
+        "  --host-time <0/1>          add a column per half: the host clock's time per call of\n"
+        "                             the same loop, to the end of the stream (cross-check)\n"
         "  --corrupt <rank>           testing aid: that rank inverts the first element it\n"
         "                             receives before checking it (must then fail)\n"
         "  --id-file <path> --proc <p>\n"
@@ -172,11 +180,12 @@ static int parse_opts(int argc, char **argv, struct perf_opts *o)
         {"corrupt", required_argument, 0, 'X'},
         {"id-file", required_argument, 0, OPT_ID_FILE},
         {"proc", required_argument, 0, OPT_PROC},
+        {"host-time", required_argument, 0, OPT_HOST_TIME},
         {"help", no_argument, 0, 'h'},
         {0, 0, 0, 0},
     };
     const char *prog = o->prog;
-    int ngpus = 1, ignored = 0, have_proc = 0;
+    int ngpus = 1, have_proc = 0;
     int c;
 
     while ((c = getopt_long(argc, argv, "C:N:t:g:b:e:i:f:n:m:w:c:d:o:r:p:z:a:M:T:G:y:X:h", longopts,
@@ -263,7 +272,7 @@ static int parse_opts(int argc, char **argv, struct perf_opts *o)
             bad = parse_int(optarg, 0, 1, &o->gpu);
             break;
         case 'y':
-            bad = parse_int(optarg, 0, 1, &ignored);
+            bad = parse_int(optarg, 0, 1, &o->stream_null);
             break;
         case 'X':
             bad = parse_int(optarg, -1, PERF_MAX_RANKS - 1, &o->corrupt_rank);
@@ -271,6 +280,9 @@ static int parse_opts(int argc, char **argv, struct perf_opts *o)
         case OPT_ID_FILE:
             o->id_file = optarg;
             bad = optarg[0] == '\0';
+            break;
+        case OPT_HOST_TIME:
+            bad = parse_int(optarg, 0, 1, &o->host_time);
             break;
         case OPT_PROC:
             bad = parse_int(optarg, 0, PERF_MAX_RANKS - 1, &o->proc);
@@ -300,10 +312,10 @@ static int parse_opts(int argc, char **argv, struct perf_opts *o)
         fprintf(stderr, "%s: --proc %d is not a process of -N %d\n", prog, o->proc, o->nprocs);
         return -1;
     }
-    if (o->gpu) {
+    if (o->gpu && perf_mem_cuda == NULL) {
         fprintf(stderr,
-                "%s: -G 1 (GPU buffers) is not implemented yet; eccl-perf measures host "
-                "communicators with host buffers\n",
+                "%s: -G 1 (CUDA communicators, GPU buffers) is not available: this eccl-perf was "
+                "built without CUDA (make CUDA=1, with nvcc under CUDA_HOME)\n",
                 prog);
         return -1;
     }
@@ -388,13 +400,18 @@ static int run_proc(const struct perf_opts *o, int proc, const ecclUniqueId *id)
         struct perf_rank *rk = &pp.ranks[t];
         rk->proc = &pp;
         rk->opts = o;
-        rk->mem = &perf_mem_host;
+        rk->mem = o->gpu ? perf_mem_cuda : &perf_mem_host;
         rk->rank = proc * o->nthreads + t;
+        /* Forked or threaded ranks all run on this host; processes started separately say
+         * which one of the host they are (LOCAL_RANK, else --proc). */
+        rk->local_rank = o->id_file != NULL ? o->local_base * o->nthreads + t : rk->rank;
         rk->nranks = nranks;
         rk->thread = t;
     }
 
-    if (o->nprocs == 1 && !o->parallel_init && o->id_file == NULL) {
+    /* ecclCommInitAll binds every communicator to the calling thread's device: CUDA ranks make
+     * their own, each on its thread's device. */
+    if (o->nprocs == 1 && !o->parallel_init && o->id_file == NULL && !o->gpu) {
         comms = eccl_calloc((size_t)o->nthreads, sizeof(*comms), "perf_comms");
         if (comms == NULL)
             goto out;
@@ -440,15 +457,18 @@ static int run_proc(const struct perf_opts *o, int proc, const ecclUniqueId *id)
         o->timeout_s > 0 ? eccl_deadline_ms((int64_t)o->timeout_s * 1000) : ECCL_NO_DEADLINE;
     int timed_out = 0;
     if (!wait_ranks(&pp, deadline, &timed_out)) {
-        fprintf(stderr, "eccl-perf: process %d (pid %d): %s; ranks still running:", proc,
-                (int)getpid(), timed_out ? "timeout" : "a rank failed and the others did not stop");
+        /* One write for the whole line: other rank processes write to the same stderr. */
+        char line[512];
+        size_t len = (size_t)snprintf(
+            line, sizeof(line), "eccl-perf: process %d (pid %d): %s; ranks still running:", proc,
+            (int)getpid(), timed_out ? "timeout" : "a rank failed and the others did not stop");
         pthread_mutex_lock(&pp.lock);
-        for (int t = 0; t < started; t++) {
+        for (int t = 0; t < started && len < sizeof(line); t++) {
             if (!pp.ranks[t].done)
-                fprintf(stderr, " %d", pp.ranks[t].rank);
+                len += (size_t)snprintf(line + len, sizeof(line) - len, " %d", pp.ranks[t].rank);
         }
         pthread_mutex_unlock(&pp.lock);
-        fprintf(stderr, "\n");
+        fprintf(stderr, "%s\n", line);
         fflush(stdout);
         fflush(stderr);
         /* Threads blocked in eccl cannot be joined: leave without running exit handlers. */
@@ -771,6 +791,34 @@ static int run_external(const struct perf_opts *o)
     return status;
 }
 
+/* ECCL_DEVICE as -G wants it: host for -G 0, cuda for -G 1 (set when unset or "auto"); a value
+ * that asks for the other kind is refused. */
+static int set_device_env(const struct perf_opts *o)
+{
+    const char *env = getenv("ECCL_DEVICE");
+    int cuda = env && (strcasecmp(env, "cuda") == 0 || strcasecmp(env, "gpu") == 0);
+    int host = env && (strcasecmp(env, "host") == 0 || strcasecmp(env, "cpu") == 0);
+    if ((o->gpu && host) || (!o->gpu && cuda)) {
+        fprintf(stderr, "%s: ECCL_DEVICE=%s contradicts -G %d (%s): unset it\n", o->prog, env,
+                o->gpu,
+                o->gpu ? "CUDA communicators, GPU buffers" : "host communicators and buffers");
+        return -1;
+    }
+    if (!cuda && !host)
+        setenv("ECCL_DEVICE", o->gpu ? "cuda" : "host", 1);
+    return 0;
+}
+
+/* --id-file: this process's index among the processes of its host. */
+static int local_base(const struct perf_opts *o)
+{
+    const char *env = getenv("LOCAL_RANK");
+    int v = 0;
+    if (env != NULL && parse_int(env, 0, PERF_MAX_RANKS - 1, &v) == 0)
+        return v;
+    return o->proc;
+}
+
 int main(int argc, char **argv)
 {
     struct perf_opts o;
@@ -799,11 +847,12 @@ int main(int argc, char **argv)
     setvbuf(stdout, NULL, _IOLBF, 0);
     if (parse_opts(argc, argv, &o) != 0)
         return PERF_EXIT_USAGE;
-    /* Host communicators unless the user chose otherwise, and, since every rank runs on this
-     * host, bootstrap on loopback unless an interface was named. Set before any eccl call reads
-     * them (the library reads its variables once). */
-    if (getenv("ECCL_DEVICE") == NULL)
-        setenv("ECCL_DEVICE", "host", 1);
+    o.local_base = local_base(&o);
+    /* The communicators' kind follows -G (the ranks also ask for it in their config), and,
+     * since every rank runs on this host, bootstrap on loopback unless an interface was named.
+     * Set before any eccl call reads them (the library reads its variables once). */
+    if (set_device_env(&o) != 0)
+        return PERF_EXIT_USAGE;
     if (getenv("ECCL_SOCKET_IFNAME") == NULL && getenv("NCCL_SOCKET_IFNAME") == NULL)
         setenv("ECCL_SOCKET_IFNAME", "lo", 1);
 

@@ -4,8 +4,9 @@
  * eccl-perf uses only the public API (include/eccl.h) and common/ helpers. A run is
  * `nprocs` processes (-N, forked by the first one) of `nthreads` threads (-t) each; every thread is
  * one rank with its own communicator. Buffers come from a memory backend (struct perf_mem_ops):
- * host memory today; a GPU backend (-G) can be added without touching the benchmark loop, which
- * only moves bytes between the backend's buffers and host memory through upload/download.
+ * host memory, or CUDA device memory with -G 1 (CUDA communicators, a stream per rank, CUDA
+ * events timing the loops). The benchmark loop only moves bytes between the backend's buffers
+ * and host memory through upload/download, and waits for its calls through wait.
  */
 #ifndef ECCL_TOOLS_PERF_H
 #define ECCL_TOOLS_PERF_H
@@ -152,18 +153,41 @@ struct perf_check {
  * first few mismatches to stderr. */
 int64_t perf_check_recv(const struct perf_check *c, const void *recv);
 
-/* Memory backend. */
+/*
+ * Memory backend: where a rank's buffers live and how the benchmark reaches them. Every function
+ * runs on the rank's own thread (a CUDA backend binds the thread to the rank's device in
+ * rank_init). upload, download and zero are synchronous for the caller: they are ordered after
+ * everything queued on rk->stream and return when done. Failures are reported on stderr by the
+ * backend itself.
+ */
+struct perf_rank;
 struct perf_mem_ops {
-    const char *name;
+    const char *name;    /* "host", "cuda" */
     int host_accessible; /* buffers can be read and written by the CPU directly */
-    ecclResult_t (*alloc)(void **ptr, size_t bytes);
-    void (*free)(void *ptr);
-    ecclResult_t (*upload)(void *dst, const void *host_src, size_t bytes);
-    ecclResult_t (*download)(void *host_dst, const void *src, size_t bytes);
-    ecclResult_t (*zero)(void *dst, size_t bytes);
+    int device_kind;     /* config.deviceKind of the communicators (ECCL_DEVICE_*) */
+    /* Before the communicator is made: binds the device, creates the stream and the timing
+     * events, fills rk->device, rk->bus_id, rk->dev_name. */
+    ecclResult_t (*rank_init)(struct perf_rank *rk);
+    /* Undoes rank_init, after the communicator is gone; safe after a failed rank_init. */
+    void (*rank_fini)(struct perf_rank *rk);
+    ecclResult_t (*alloc)(struct perf_rank *rk, void **ptr, size_t bytes);
+    void (*free)(struct perf_rank *rk, void *ptr); /* NULL is ignored */
+    ecclResult_t (*upload)(struct perf_rank *rk, void *dst, const void *host_src, size_t bytes);
+    ecclResult_t (*download)(struct perf_rank *rk, void *host_dst, const void *src, size_t bytes);
+    ecclResult_t (*zero)(struct perf_rank *rk, void *dst, size_t bytes);
+    /* Waits, until rk->deadline, for everything queued on rk->stream, then returns the
+     * communicator's asynchronous error; stops early when the communicator has failed. */
+    ecclResult_t (*wait)(struct perf_rank *rk);
+    /* Device timing, or NULL (the host clock times the loops): mark(rk, i) records timing
+     * event i (0 <= i < rk->nmarks) on the stream; after wait, elapsed_us gives the time
+     * between two recorded events. */
+    ecclResult_t (*mark)(struct perf_rank *rk, int i);
+    ecclResult_t (*elapsed_us)(struct perf_rank *rk, int from, int to, double *us);
 };
 
 extern const struct perf_mem_ops perf_mem_host;
+/* The CUDA backend (-G 1); NULL in a build without CUDA. */
+extern const struct perf_mem_ops *const perf_mem_cuda;
 
 /* Command line. */
 struct perf_opts {
@@ -186,8 +210,11 @@ struct perf_opts {
     int nthreads;
     int parallel_init; /* every thread calls ecclCommInitRank */
     int timeout_s;     /* 0: none */
-    int gpu;
-    int corrupt_rank; /* testing aid: this rank spoils its checked results (-1: none) */
+    int gpu;           /* -G 1: CUDA communicators and device buffers */
+    int stream_null;   /* -y 1: the calls use the default (NULL) stream */
+    int host_time;     /* --host-time 1: a column of host-timed iterations per half */
+    int local_base;    /* --id-file: this process's local index (LOCAL_RANK or --proc) */
+    int corrupt_rank;  /* testing aid: this rank spoils its checked results (-1: none) */
     /* --id-file: this process is process `proc` of nprocs started separately (no fork);
      * process 0 writes the unique id to the file, the others read it from there. */
     const char *id_file;
@@ -205,7 +232,15 @@ struct perf_rank {
     int rank;
     int nranks;
     int thread;
+    int local_rank;    /* index of the rank on this host: the GPU is local_rank % device count */
+    uint64_t deadline; /* of every wait: the -T deadline */
     ecclComm_t comm;
+    cudaStream_t stream; /* what the calls are queued on (NULL for host communicators) */
+    void *dev;           /* the backend's per-rank state */
+    int nmarks;          /* timing events the backend made (mark) */
+    int device;          /* -1: host buffers */
+    char bus_id[32];
+    char dev_name[64];
     void *sendbuf;
     void *recvbuf;
     void *small;     /* a few bytes of backend memory for barriers and statistics */
@@ -218,6 +253,9 @@ struct perf_rank {
     int result_errors;
     double bw_sum;
     int bw_count;
+    double host_ratio_min; /* host-timed / device-timed time per result, over the results */
+    double host_ratio_max;
+    int host_ratio_count;
     pthread_t tid;
     int done;
 };
