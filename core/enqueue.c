@@ -170,6 +170,11 @@ static ecclResult_t enqueue_coll(int func, const void *sendbuff, void *recvbuff,
         ECCL_TRY(check_buf(fn, "recvbuff", recvbuff, count));
     if (count == 0)
         return ecclSuccess;
+    /* One rank, in place, and a reduction that leaves a value as it is: nothing to move or to
+     * launch (as NCCL). PreMulSum scales, and so does a division by more than 1. */
+    if (comm->nranks == 1 && sendbuff == recvbuff && rop.kind != ECCL_RED_PREMULSUM &&
+        !eccl_redop_has_post(&rop))
+        return ecclSuccess;
     bool implicit = core_group_depth() == 0;
     if (implicit)
         ecclGroupStart();

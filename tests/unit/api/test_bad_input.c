@@ -388,6 +388,45 @@ static void test_null_buffers_count0_allowed(void **state)
     run_case(&bc);
 }
 
+/* One rank, in place: the identity reductions move nothing (and leave the data as it is); the
+ * ones that change values still run. */
+static void test_one_rank_in_place(void **state)
+{
+    (void)state;
+    ecclUniqueId id;
+    assert_int_equal(ecclGetUniqueId(&id), ecclSuccess);
+    ecclConfig_t config = ECCL_CONFIG_INITIALIZER;
+    config.deviceKind = ECCL_DEVICE_HOST;
+    ecclComm_t c = NULL;
+    assert_int_equal(ecclCommInitRankConfig(&c, 1, id, 0, &config), ecclSuccess);
+    enum { N = 1000 };
+    float v[N], out[N];
+    for (int i = 0; i < N; i++)
+        v[i] = (float)i;
+    static const ecclRedOp_t same[] = {ecclSum, ecclProd, ecclMax, ecclMin, ecclAvg};
+    for (size_t k = 0; k < sizeof(same) / sizeof(same[0]); k++) {
+        assert_int_equal(ecclAllReduce(v, v, N, ecclFloat32, same[k], c, NULL), ecclSuccess);
+        assert_int_equal(ecclReduce(v, v, N, ecclFloat32, same[k], 0, c, NULL), ecclSuccess);
+        assert_int_equal(ecclReduceScatter(v, v, N, ecclFloat32, same[k], c, NULL), ecclSuccess);
+    }
+    assert_int_equal(ecclBroadcast(v, v, N, ecclFloat32, 0, c, NULL), ecclSuccess);
+    assert_int_equal(ecclAllGather(v, v, N, ecclFloat32, c, NULL), ecclSuccess);
+    for (int i = 0; i < N; i++)
+        assert_true(v[i] == (float)i);
+    float two = 2.0f;
+    ecclRedOp_t pms;
+    assert_int_equal(ecclRedOpCreatePreMulSum(&pms, &two, ecclFloat32, ecclScalarHostImmediate, c),
+                     ecclSuccess);
+    assert_int_equal(ecclAllReduce(v, v, N, ecclFloat32, pms, c, NULL), ecclSuccess);
+    for (int i = 0; i < N; i++)
+        assert_true(v[i] == 2.0f * (float)i);
+    assert_int_equal(ecclRedOpDestroy(pms, c), ecclSuccess);
+    /* Out of place is a copy. */
+    assert_int_equal(ecclAllReduce(v, out, N, ecclFloat32, ecclMax, c, NULL), ecclSuccess);
+    assert_memory_equal(v, out, sizeof(v));
+    assert_int_equal(ecclCommDestroy(c), ecclSuccess);
+}
+
 /* Two ranks claim rank 0 of a 2-rank communicator: both inits fail, with a clear error, within
  * the bootstrap timeout; the library works afterwards. */
 struct dup_state {
@@ -478,6 +517,7 @@ int main(void)
         cmocka_unit_test(test_group_end_without_start),
         cmocka_unit_test(test_alltoall_in_place),
         cmocka_unit_test(test_duplicate_rank),
+        cmocka_unit_test(test_one_rank_in_place),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
