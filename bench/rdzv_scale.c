@@ -4,11 +4,21 @@
  *
  *   build/bench/rdzv_scale URL|embedded N [K]
  *
- * N members are threads of this process; every K of them share one store handle (default 1: a
- * handle each, as separate processes would have; each handle has its own connections, keepalive
- * thread and watch). "embedded" starts the embedded store in this process (reached over loopback
- * TCP). Phases, each timed from its start until the last member is done:
- *   form:  all N join at once (min = max = N) and get generation 1's record;
+ * N members are threads of this process, each with its own rendezvous handle: its own member id,
+ * lease, member record, registrations and proposer lock, and the same agreement code as a real
+ * member (el_rdzv_join, el_rdzv_next, el_rdzv_boot_*, el_rdzv_poll). Every K of them (default 1)
+ * share one store handle, the way K members of one process would: what is shared is the
+ * handle's connections (its pool of HTTP connections to etcd, or its one request connection to
+ * the embedded store), its keepalive thread (which refreshes the K leases in one request), its
+ * watch streams (watches of the same range share one stream, store.c), and the last generation
+ * record decoded by one of its members (elastic/rdzv.c, compared byte for byte). Nothing else is:
+ * each member still sends its own grant, transactions and CAS, and each receives and applies
+ * every event of its watch. A real deployment has one member per host (K = 1, on N hosts);
+ * docs/internals/rdzv.md says what K changes in the load of the store.
+ *
+ * "embedded" starts the embedded store in this process (reached over loopback TCP). Phases, each
+ * timed from its start until the last member is done:
+ *   form:  all N join at once (min N/2, max N) and get generation 1's record;
  *   boot:  rank 0 publishes the bootstrap blob and every member has it (from the start of form);
  *   next:  one member (rank N/2) is evicted (its lease revoked); the others see it through their
  *          watch and agree generation 2 in shrink mode, until the last has the record;

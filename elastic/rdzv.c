@@ -31,6 +31,8 @@ ECCL_PARAM_INT(elastic_boot_timeout_ms, "ECCL_ELASTIC_BOOT_TIMEOUT_MS", 60000)
  * destroy also takes) instead of trusting the pointer. */
 static pthread_mutex_t registry_lock = PTHREAD_MUTEX_INITIALIZER;
 static struct el_rdzv *registry;
+/* The shares of the live handles (struct el_rdzv_share), under registry_lock. */
+static struct el_rdzv_share *shares;
 
 /* ---- small helpers ---- */
 
@@ -78,7 +80,10 @@ ecclResult_t el_rdzv_check_alive(struct el_rdzv *r)
 
 void el_rdzv_cond_wait(struct el_rdzv *r, uint64_t until)
 {
-    uint64_t slice = eccl_now_ns() + 100 * ECCL_NS_PER_MS;
+    /* Everything a waiter looks at is broadcast when it changes (watch events, the lease lost,
+     * an abort): the slice is only a safety net. A short one would wake every member of a big
+     * job (threads of one process in the benchmark) ten times a second for nothing. */
+    uint64_t slice = eccl_now_ns() + EL_RDZV_WAIT_SLICE_MS * ECCL_NS_PER_MS;
     if (until < slice)
         slice = until;
     struct timespec ts = {.tv_sec = (time_t)(slice / ECCL_NS_PER_S),
@@ -132,6 +137,62 @@ static void copy_id(char *dst, const char *src, size_t len)
     dst[len] = 0;
 }
 
+/* Decodes a generation record value into *g_out and its index into *idx_out: a copy of what
+ * another handle of the share decoded from the same bytes, or a decode (then remembered in the
+ * share). Errors as el_rec_decode_gen. */
+static ecclResult_t decode_record(struct el_rdzv *r, const void *v, size_t len, const char *where,
+                                  struct el_rdzv_gen **g_out, int **idx_out)
+{
+    struct el_rdzv_share *sh = r->share;
+    struct el_rdzv_gen *g = NULL;
+    int *idx = NULL;
+    if (sh) {
+        pthread_mutex_lock(&sh->lock);
+        bool same = sh->g && sh->len == len && memcmp(sh->bytes, v, len) == 0;
+        ecclResult_t res = ecclSuccess;
+        if (same) {
+            res = el_gen_dup(sh->g, &g);
+            if (res == ecclSuccess && (res = el_gen_index_dup(sh->idx, &idx)) != ecclSuccess)
+                el_rdzv_gen_free(g);
+        }
+        pthread_mutex_unlock(&sh->lock);
+        ECCL_TRY(res);
+        if (same) {
+            *g_out = g;
+            *idx_out = idx;
+            return ecclSuccess;
+        }
+    }
+    ECCL_TRY(el_rec_decode_gen_idx(v, len, where, &g, &idx));
+    if (sh) {
+        /* Remember it for the others (best effort: out of memory only costs them a decode). */
+        unsigned char *b = eccl_calloc(len + 1, 1, "rdzv_share");
+        struct el_rdzv_gen *sg = NULL;
+        int *sidx = NULL;
+        if (b && el_gen_dup(g, &sg) == ecclSuccess && el_gen_index_dup(idx, &sidx) == ecclSuccess) {
+            memcpy(b, v, len);
+            pthread_mutex_lock(&sh->lock);
+            unsigned char *ob = sh->bytes;
+            struct el_rdzv_gen *og = sh->g;
+            int *oidx = sh->idx;
+            sh->bytes = b;
+            sh->len = len;
+            sh->g = sg;
+            sh->idx = sidx;
+            pthread_mutex_unlock(&sh->lock);
+            b = ob;
+            sg = og;
+            sidx = oidx;
+        }
+        eccl_free(b);
+        el_rdzv_gen_free(sg);
+        eccl_free(sidx);
+    }
+    *g_out = g;
+    *idx_out = idx;
+    return ecclSuccess;
+}
+
 /* Takes a generation record (PUT) or its deletion into the state (r->lock held). Returns whether
  * *ev was filled with an event for the user. */
 static bool apply_record(struct el_rdzv *r, const struct store_event *e, struct el_rdzv_event *ev)
@@ -150,7 +211,8 @@ static bool apply_record(struct el_rdzv *r, const struct store_event *e, struct 
     struct el_key k;
     el_key_record(&k, r->job);
     struct el_rdzv_gen *g = NULL;
-    if (el_rec_decode_gen(e->kv.value, e->kv.value_len, k.s, &g) != ecclSuccess) {
+    int *idx = NULL;
+    if (decode_record(r, e->kv.value, e->kv.value_len, k.s, &g, &idx) != ecclSuccess) {
         el_textf(r->rec_err, sizeof(r->rec_err), "%s", eccl_log_last_error());
         r->rec_rev = e->kv.mod_rev;
         event_init(ev, EL_RDZV_EV_ERROR, r->my_gen, e->kv.mod_rev);
@@ -159,10 +221,12 @@ static bool apply_record(struct el_rdzv *r, const struct store_event *e, struct 
     }
     g->mod_rev = e->kv.mod_rev;
     el_rdzv_gen_free(r->rec);
+    eccl_free(r->rec_idx);
     r->rec = g;
+    r->rec_idx = idx;
     r->rec_rev = e->kv.mod_rev;
     r->rec_err[0] = 0;
-    if (r->my_gen > 0 && g->gen > r->my_gen && el_gen_find(g, r->id) < 0) {
+    if (r->my_gen > 0 && g->gen > r->my_gen && el_gen_lookup(g, idx, r->id) < 0) {
         event_init(ev, EL_RDZV_EV_SUPERSEDED, g->gen, e->kv.mod_rev);
         el_textf(ev->why, sizeof(ev->why), "generation %" PRId64 " formed without this member",
                  g->gen);
@@ -456,7 +520,15 @@ ecclResult_t el_rdzv_adopt(struct el_rdzv *r, const struct el_rdzv_gen *g, uint6
     int *idx = NULL;
     bool *lost = NULL;
     ECCL_TRY_GOTO(el_gen_dup(g, &mine), res, out);
-    ECCL_TRY_GOTO(el_gen_index(mine, &idx), res, out);
+    /* g is the record the handle holds (a copy of it): its index is built already. */
+    pthread_mutex_lock(&r->lock);
+    if (r->rec && r->rec_idx && r->rec->mod_rev == g->mod_rev && r->rec->gen == g->gen &&
+        r->rec->nmembers == g->nmembers)
+        res = el_gen_index_dup(r->rec_idx, &idx);
+    pthread_mutex_unlock(&r->lock);
+    ECCL_TRY_GOTO(res, res, out);
+    if (!idx)
+        ECCL_TRY_GOTO(el_gen_index(mine, &idx), res, out);
     ECCL_CALLOC_GOTO(lost, (size_t)g->nmembers + 1, "rdzv_lost", res, out);
     /* The members first, then the watch that reports their departures. */
     pthread_mutex_lock(&r->lock);
@@ -589,9 +661,16 @@ static ecclResult_t handle_create(struct store *s, const struct el_rdzv_config *
     return ecclSuccess;
 }
 
+static void share_put_locked(struct el_rdzv *r);
+
+/* After the watches stopped: no callback uses the share any more. */
 static void handle_free(struct el_rdzv *r)
 {
+    pthread_mutex_lock(&registry_lock);
+    share_put_locked(r);
+    pthread_mutex_unlock(&registry_lock);
     el_rdzv_gen_free(r->rec);
+    eccl_free(r->rec_idx);
     el_rdzv_gen_free(r->mine);
     eccl_free(r->mine_idx);
     eccl_free(r->lost);
@@ -601,9 +680,50 @@ static void handle_free(struct el_rdzv *r)
     eccl_free(r);
 }
 
+/* Joins the share of r's job and store (a new one if none), under registry_lock. Without memory
+ * for one the handle goes without (it decodes every record itself). */
+static void share_get_locked(struct el_rdzv *r)
+{
+    struct el_rdzv_share *sh = shares;
+    while (sh && (sh->s != r->s || strcmp(sh->job, r->job) != 0))
+        sh = sh->next;
+    if (!sh) {
+        sh = eccl_calloc(1, sizeof(*sh), "rdzv_share");
+        if (!sh)
+            return;
+        sh->s = r->s;
+        el_textf(sh->job, sizeof(sh->job), "%s", r->job);
+        pthread_mutex_init(&sh->lock, NULL);
+        sh->next = shares;
+        shares = sh;
+    }
+    sh->refs++;
+    r->share = sh;
+}
+
+static void share_put_locked(struct el_rdzv *r)
+{
+    struct el_rdzv_share *sh = r->share;
+    r->share = NULL;
+    if (!sh || --sh->refs > 0)
+        return;
+    for (struct el_rdzv_share **p = &shares; *p; p = &(*p)->next) {
+        if (*p == sh) {
+            *p = sh->next;
+            break;
+        }
+    }
+    eccl_free(sh->bytes);
+    el_rdzv_gen_free(sh->g);
+    eccl_free(sh->idx);
+    pthread_mutex_destroy(&sh->lock);
+    eccl_free(sh);
+}
+
 static void registry_add(struct el_rdzv *r)
 {
     pthread_mutex_lock(&registry_lock);
+    share_get_locked(r);
     r->reg_next = registry;
     r->reg_prev = NULL;
     if (registry)

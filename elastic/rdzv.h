@@ -44,7 +44,9 @@
  * Threads: a handle uses the store's keepalive thread and one watch of the store (two for a moment
  * after its first generation, three while it proposes one); it has no thread of its own. el_rdzv_poll and el_rdzv_abort may be called from any thread at any
  * time; the other calls on one handle from one thread at a time. Handles of different members
- * may share one store handle.
+ * may share one store handle; they then share its connections, its keepalive requests and its
+ * watch streams (store.h), and a generation record one of them decoded (the others compare the
+ * bytes they received and copy the result).
  */
 #ifndef ECCL_ELASTIC_RDZV_H
 #define ECCL_ELASTIC_RDZV_H

@@ -703,6 +703,10 @@ out:
  * designation (the first generation, joiners), so that they do not all race for the lock. */
 #define LEAD_FALLBACK_MS 500
 #define LEAD_JITTER_MS   50
+/* ... plus 1 ms per LEAD_JITTER_PER members of max_members: the more members may race for the
+ * lock, the wider they spread, so that few try before the winner's lock reaches their watch
+ * (each try is a write). The first try still comes early: the earliest of many draws. */
+#define LEAD_JITTER_PER 8
 
 /* Whether this member is the designated proposer of the generation after P: the lowest rank of
  * P whose member is not known to be gone (r->lock held). */
@@ -791,7 +795,8 @@ static ecclResult_t wait_turn(struct el_rdzv *r, int64_t T, struct el_lead *lead
         if (!lead->present && may_lead) {
             if (free_since == 0) {
                 free_since = now;
-                jitter_ms = eccl_random64() % (LEAD_JITTER_MS + 1);
+                jitter_ms = eccl_random64() %
+                            (LEAD_JITTER_MS + (uint64_t)r->max_members / LEAD_JITTER_PER + 1);
             }
             try_at = free_since + turn_delay_ms(r, P, jitter_ms) * ECCL_NS_PER_MS;
             if (now >= try_at) {
@@ -867,6 +872,7 @@ ecclResult_t el_rdzv_next(struct el_rdzv *r, enum el_rdzv_mode mode, int64_t com
             goto out;
         }
         res = r->rec ? el_gen_dup(r->rec, &P) : ecclSuccess;
+        int rank = r->rec ? el_gen_lookup(r->rec, r->rec_idx, r->id) : -1;
         int64_t P_rev = r->rec_rev;
         int64_t my_gen = r->my_gen;
         int64_t revoked_max = r->revoked_max;
@@ -876,7 +882,6 @@ ecclResult_t el_rdzv_next(struct el_rdzv *r, enum el_rdzv_mode mode, int64_t com
         if (P)
             P->mod_rev = P_rev;
 
-        int rank = P ? el_gen_find(P, r->id) : -1;
         if (P && P->gen > my_gen) {
             /* A revoked generation is never adopted: a member that joined again (its lease was
              * lost) and finds itself in it takes part in the next one, as a survivor. */

@@ -518,7 +518,8 @@ static void get_members(struct rbuf *r, uint64_t n, char *store, char **members,
         prev_len = shared + len;
         prev[prev_len] = 0;
         r->off += len;
-        if (!el_id_valid(prev, prev_len)) {
+        /* The bytes shared with the previous id were checked with it. */
+        if (len > 0 && !el_id_valid(prev + shared, len)) {
             rbad(r, "invalid member id");
             return;
         }
@@ -531,42 +532,87 @@ static void get_members(struct rbuf *r, uint64_t n, char *store, char **members,
     *bytes = total;
 }
 
-static int cmp_rank(const void *a, const void *b, void *arg)
+/* The index of a generation is an open-addressing hash table of its ranks: idx[0] is the table's
+ * mask (its size is a power of two, at least twice the members), idx[1 + slot] is rank + 1 or 0
+ * for an empty slot. Built in O(n) (one hash per id), where sorting the ids cost O(n log n)
+ * string compares: every member of a big job builds one per generation. */
+static size_t index_slot(const char *id, size_t mask)
 {
-    const struct el_rdzv_gen *g = arg;
-    return strcmp(g->members[*(const int *)a], g->members[*(const int *)b]);
+    /* Eight bytes a step (eccl_hash64 takes one): an in-memory table, any fixed mix will do. */
+    size_t len = strlen(id), i = 0;
+    uint64_t h = 0x9e3779b97f4a7c15ULL ^ len;
+    for (; i + 8 <= len; i += 8) {
+        uint64_t v;
+        memcpy(&v, id + i, 8);
+        h = (h ^ v) * 0xff51afd7ed558ccdULL;
+        h ^= h >> 32;
+    }
+    uint64_t v = 0;
+    memcpy(&v, id + i, len - i);
+    h = (h ^ v) * 0xc4ceb9fe1a85ec53ULL;
+    h ^= h >> 29;
+    return (size_t)h & mask;
+}
+
+/* Builds the index; *dup_out (may be NULL) gets the rank of a member id seen twice, or -1. */
+static ecclResult_t index_build(const struct el_rdzv_gen *g, int **out, int *dup_out)
+{
+    size_t cap = 16;
+    while (cap < (size_t)g->nmembers * 2)
+        cap *= 2;
+    int *idx = eccl_calloc(cap + 1, sizeof(*idx), "rdzv_index");
+    if (!idx)
+        return ecclSystemError;
+    idx[0] = (int)(cap - 1);
+    int dup = -1;
+    for (int i = 0; i < g->nmembers; i++) {
+        size_t k = index_slot(g->members[i], cap - 1);
+        while (idx[1 + k] != 0) {
+            if (dup < 0 && strcmp(g->members[idx[1 + k] - 1], g->members[i]) == 0)
+                dup = i;
+            k = (k + 1) & (cap - 1);
+        }
+        idx[1 + k] = i + 1;
+    }
+    if (dup_out)
+        *dup_out = dup;
+    *out = idx;
+    return ecclSuccess;
 }
 
 ecclResult_t el_gen_index(const struct el_rdzv_gen *g, int **out)
 {
-    int *idx = eccl_calloc((size_t)g->nmembers + 1, sizeof(*idx), "rdzv_index");
-    if (!idx)
+    return index_build(g, out, NULL);
+}
+
+ecclResult_t el_gen_index_dup(const int *idx, int **out)
+{
+    size_t n = (size_t)idx[0] + 2;
+    int *d = eccl_calloc(n, sizeof(*d), "rdzv_index");
+    if (!d)
         return ecclSystemError;
-    for (int i = 0; i < g->nmembers; i++)
-        idx[i] = i;
-    qsort_r(idx, (size_t)g->nmembers, sizeof(*idx), cmp_rank, (void *)g);
-    *out = idx;
+    memcpy(d, idx, n * sizeof(*d));
+    *out = d;
     return ecclSuccess;
 }
 
 int el_gen_lookup(const struct el_rdzv_gen *g, const int *idx, const char *id)
 {
-    int lo = 0, hi = g->nmembers - 1;
-    while (lo <= hi) {
-        int mid = (lo + hi) / 2;
-        int c = strcmp(g->members[idx[mid]], id);
-        if (c == 0)
-            return idx[mid];
-        if (c < 0)
-            lo = mid + 1;
-        else
-            hi = mid - 1;
-    }
+    size_t mask = (size_t)idx[0];
+    for (size_t k = index_slot(id, mask); idx[1 + k] != 0; k = (k + 1) & mask)
+        if (strcmp(g->members[idx[1 + k] - 1], id) == 0)
+            return idx[1 + k] - 1;
     return -1;
 }
 
 ecclResult_t el_rec_decode_gen(const void *v, size_t len, const char *where,
                                struct el_rdzv_gen **out)
+{
+    return el_rec_decode_gen_idx(v, len, where, out, NULL);
+}
+
+ecclResult_t el_rec_decode_gen_idx(const void *v, size_t len, const char *where,
+                                   struct el_rdzv_gen **out, int **idx_out)
 {
     struct rbuf r;
     begin(&r, v, len, EL_REC_GEN);
@@ -598,22 +644,22 @@ ecclResult_t el_rec_decode_gen(const void *v, size_t len, const char *where,
         return ecclSystemError;
     r.off = start;
     get_members(&r, n, (char *)(g->members + n), g->members, &idbytes);
-    /* Unique ids: sorted neighbours differ. */
-    int *idx = NULL;
-    ecclResult_t res = el_gen_index(g, &idx);
+    /* Unique ids. */
+    int *idx = NULL, dup = -1;
+    ecclResult_t res = index_build(g, &idx, &dup);
     if (res != ecclSuccess)
         goto err_free_gen;
-    for (uint64_t i = 1; i < n; i++) {
-        if (strcmp(g->members[idx[i - 1]], g->members[idx[i]]) == 0) {
-            WARN("rdzv: corrupted generation record at key '%s': member %s appears twice", where,
-                 g->members[idx[i]]);
-            res = ecclRemoteError;
-            break;
-        }
+    if (dup >= 0) {
+        eccl_free(idx);
+        WARN("rdzv: corrupted generation record at key '%s': member %s appears twice", where,
+             g->members[dup]);
+        res = ecclRemoteError;
+        goto err_free_gen;
     }
-    eccl_free(idx);
-    if (res != ecclSuccess)
-        goto err_free_gen;
+    if (idx_out)
+        *idx_out = idx;
+    else
+        eccl_free(idx);
     g->gen = gen;
     g->step = step;
     g->as_of_rev = as_of;

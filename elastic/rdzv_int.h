@@ -128,6 +128,9 @@ ecclResult_t el_rec_decode_revoke(const void *v, size_t len, const char *where,
 /* *out is a new generation (rank -1, mod_rev 0, no boot). */
 ecclResult_t el_rec_decode_gen(const void *v, size_t len, const char *where,
                                struct el_rdzv_gen **out);
+/* The same, and *idx_out (may be NULL) gets the record's index (el_gen_index) too. */
+ecclResult_t el_rec_decode_gen_idx(const void *v, size_t len, const char *where,
+                                   struct el_rdzv_gen **out, int **idx_out);
 
 /* A new generation with room for n members of total id bytes `idbytes` (NUL included): members
  * point into one block that gen_free releases. */
@@ -135,8 +138,10 @@ struct el_rdzv_gen *el_gen_alloc(int n, size_t idbytes);
 ecclResult_t el_gen_dup(const struct el_rdzv_gen *g, struct el_rdzv_gen **out);
 /* The rank of `id` in g, or -1 (linear; the handle keeps a map for its own generation). */
 int el_gen_find(const struct el_rdzv_gen *g, const char *id);
-/* *out gets the ranks of g sorted by member id (eccl_free), for el_gen_lookup. */
+/* *out gets an index of g's member ids (a hash table of ranks; eccl_free), for el_gen_lookup. */
 ecclResult_t el_gen_index(const struct el_rdzv_gen *g, int **out);
+/* A copy of an index. */
+ecclResult_t el_gen_index_dup(const int *idx, int **out);
 /* The rank of `id` in g through its index, or -1. */
 int el_gen_lookup(const struct el_rdzv_gen *g, const int *idx, const char *id);
 
@@ -179,8 +184,25 @@ struct el_lead {
 void el_lead_from_kv(const struct el_rdzv *r, const struct store_kv *kv, int64_t rev,
                      struct el_lead *l);
 
+/* What the handles of one job on one store handle share (rdzv.c): the last generation record
+ * one of them decoded, so that the others, given the same bytes (compared in full), take a copy
+ * instead of decoding and indexing the record again. Decoding is a pure function of the bytes:
+ * every handle still receives and checks the record itself. */
+struct el_rdzv_share {
+    struct el_rdzv_share *next; /* in the list of shares, under its lock (rdzv.c) */
+    struct store *s;
+    char job[EL_RDZV_MAX_JOB + 1];
+    int refs; /* handles, under the list's lock */
+    pthread_mutex_t lock;
+    unsigned char *bytes; /* protected by lock: the record's value, decoded into g and idx */
+    size_t len;
+    struct el_rdzv_gen *g;
+    int *idx;
+};
+
 struct el_rdzv {
     struct store *s; /* borrowed */
+    struct el_rdzv_share *share;
     char job[EL_RDZV_MAX_JOB + 1];
     char id[EL_RDZV_MAX_ID + 1];
     int min_members, max_members, replace_rank;
@@ -206,12 +228,13 @@ struct el_rdzv {
     pthread_cond_t cond; /* broadcast on every change below */
     /* Protected by lock. */
     struct el_rdzv_gen *rec; /* latest valid generation record seen (NULL: none) */
+    int *rec_idx;            /* its index */
     int64_t rec_rev;         /* its mod revision (0: none) */
     char rec_err[256];       /* not empty: the record in the store is corrupted or was deleted */
     int64_t my_gen;          /* the generation this member is in (0: none) */
     int my_rank;
     struct el_rdzv_gen *mine; /* my_gen's record (NULL: none) */
-    int *mine_idx;            /* its ranks sorted by member id */
+    int *mine_idx;            /* its index (el_gen_index) */
     int64_t lead_put_gen;     /* last proposer lock creation seen: its generation and revision */
     int64_t lead_put_rev;
     int64_t lead_del_gen; /* last proposer lock deletion seen: its generation and revision */
@@ -248,7 +271,9 @@ ecclResult_t el_rdzv_admission(struct el_rdzv *r, uint64_t until);
 ecclResult_t el_rdzv_adopt(struct el_rdzv *r, const struct el_rdzv_gen *g, uint64_t deadline_ns);
 /* ecclRemoteError with a WARN when the handle was aborted or its lease lost. */
 ecclResult_t el_rdzv_check_alive(struct el_rdzv *r);
-/* Waits on r->cond (r->lock held) until `until` or a 100 ms slice, whichever comes first. */
+/* Waits on r->cond (r->lock held) until `until` or a slice of EL_RDZV_WAIT_SLICE_MS, whichever
+ * comes first. */
+#define EL_RDZV_WAIT_SLICE_MS 1000
 void el_rdzv_cond_wait(struct el_rdzv *r, uint64_t until);
 
 /* Deadline of one store operation inside a longer wait: at most `until`, at most 5 s from now

@@ -39,7 +39,11 @@ ECCL_PARAM_STR(store_cert, "ECCL_STORE_CERT", "")
 ECCL_PARAM_STR(store_key, "ECCL_STORE_KEY", "")
 
 #define ETCD_MAX_ENDPOINTS 16
-#define ETCD_POOL          8
+/* Idle easy handles kept (each keeps its keep-alive connection): enough for the calls of the
+ * threads that share one store handle, so that connections are not closed and opened again. */
+#define ETCD_POOL 32
+/* Leases refreshed by one keepalive request at most (one JSON object each in the body). */
+#define ETCD_KA_BATCH 512
 /* Largest response body kept (a range over a big prefix should paginate). */
 #define ETCD_MAX_BODY (64u * 1024 * 1024)
 /* A watch line longer than this is a broken stream. */
@@ -59,6 +63,9 @@ struct etcd_priv {
     pthread_mutex_t pool_lock;
     CURL *pool[ETCD_POOL]; /* idle handles, protected by pool_lock */
     size_t npool;
+    /* The keepalive thread's own handle and connection (keepalive thread only), so that lease
+     * refreshes never wait for a free handle behind the other calls. */
+    CURL *ka_handle;
     const _Atomic uint32_t *abort; /* the store's closing flag */
 };
 
@@ -154,10 +161,21 @@ static void handle_setup(struct etcd_priv *p, CURL *h, const char *url, const ch
     errbuf[0] = 0;
 }
 
+/* Content-Type, and no "Expect: 100-continue" (curl asks for it on bodies above 1 KiB, the
+ * generation record of a big job: a round trip for nothing, etcd reads every body). */
+static struct curl_slist *json_headers(void)
+{
+    struct curl_slist *hdrs = curl_slist_append(NULL, "Content-Type: application/json");
+    struct curl_slist *n = hdrs ? curl_slist_append(hdrs, "Expect:") : NULL;
+    if (!n)
+        curl_slist_free_all(hdrs);
+    return n;
+}
+
 /* Headers for a call: JSON, and the token when auth is on. */
 static struct curl_slist *make_headers(struct etcd_priv *p, uint64_t *gen_out)
 {
-    struct curl_slist *hdrs = curl_slist_append(NULL, "Content-Type: application/json");
+    struct curl_slist *hdrs = json_headers();
     pthread_mutex_lock(&p->auth_lock);
     *gen_out = p->token_gen;
     if (hdrs && p->token) {
@@ -210,17 +228,16 @@ static bool is_connect_error(CURLcode rc)
 }
 
 /*
- * POSTs `req` (borrowed) to path; *resp_out gets the parsed JSON of a 2xx answer. For streaming
- * endpoints used as unary (lease keepalive) the first JSON value of the body is taken.
+ * POSTs `body` to path; *resp_out gets the parsed JSON of a 2xx answer. For streaming endpoints
+ * (lease keepalive) the first JSON value of the body is taken, and *raw_out (when not NULL) gets
+ * the whole body (the caller frees raw_out->data), also when the call timed out in the middle of
+ * a 2xx body (what came in time; the result is then the time-out's). `fixed` (may be NULL) is
+ * the easy handle to use, owned by the calling thread; else one comes from the pool.
  */
-static ecclResult_t etcd_call(struct etcd_priv *p, const char *op, const char *path, json_t *req,
-                              enum call_kind kind, uint64_t deadline_ns, json_t **resp_out)
+static ecclResult_t etcd_post(struct etcd_priv *p, CURL *fixed, const char *op, const char *path,
+                              const char *body, enum call_kind kind, uint64_t deadline_ns,
+                              json_t **resp_out, struct growbuf *raw_out)
 {
-    char *body = json_dumps(req, JSON_COMPACT);
-    if (!body) {
-        WARN("store etcd: %s: cannot encode the request", op);
-        return ecclSystemError;
-    }
     ecclResult_t res = ecclSuccess;
     bool reauthed = false;
     char errbuf[CURL_ERROR_SIZE];
@@ -233,13 +250,13 @@ static ecclResult_t etcd_call(struct etcd_priv *p, const char *op, const char *p
         char url[512];
         snprintf(url, sizeof(url), "%s%s", p->eps[epi], path);
         uint64_t gen = 0;
-        struct curl_slist *hdrs = kind == CALL_AUTH
-                                      ? curl_slist_append(NULL, "Content-Type: application/json")
-                                      : make_headers(p, &gen);
-        CURL *h = handle_get(p);
+        struct curl_slist *hdrs = kind == CALL_AUTH ? json_headers() : make_headers(p, &gen);
+        CURL *h = fixed ? fixed : handle_get(p);
+        if (fixed)
+            curl_easy_reset(fixed); /* keeps the connection */
         if (!hdrs || !h) {
             curl_slist_free_all(hdrs);
-            if (h)
+            if (h && !fixed)
                 curl_easy_cleanup(h);
             WARN("store etcd: %s: out of memory", op);
             res = ecclSystemError;
@@ -260,7 +277,8 @@ static ecclResult_t etcd_call(struct etcd_priv *p, const char *op, const char *p
         long status = 0;
         curl_easy_getinfo(h, CURLINFO_RESPONSE_CODE, &status);
         curl_slist_free_all(hdrs);
-        handle_put(p, h);
+        if (!fixed)
+            handle_put(p, h);
 
         bool retry = false, rotate = false;
         if (atomic_load_explicit(p->abort, memory_order_acquire)) {
@@ -273,8 +291,12 @@ static ecclResult_t etcd_call(struct etcd_priv *p, const char *op, const char *p
             json_error_t jerr;
             json_t *resp =
                 json_loadb(out.data ? out.data : "", out.len, JSON_DISABLE_EOF_CHECK, &jerr);
-            eccl_free(out.data);
+            if (!raw_out) {
+                eccl_free(out.data);
+                out.data = NULL;
+            }
             if (!resp || !json_is_object(resp)) {
+                eccl_free(out.data);
                 WARN("store etcd %s: %s: bad JSON in the reply: %s", p->eps[epi], op,
                      resp ? "not an object" : jerr.text);
                 json_decref(resp);
@@ -291,6 +313,8 @@ static ecclResult_t etcd_call(struct etcd_priv *p, const char *op, const char *p
                 etcd_parse_error(txt, txt ? strlen(txt) : 0, msg, sizeof(msg), &code);
                 free(txt);
                 json_decref(resp);
+                eccl_free(out.data);
+                out.data = NULL;
                 WARN("store etcd %s: %s: %s (code %d)", p->eps[epi], op, msg, code);
                 res = code == 16 ? ecclRemoteError : ecclInvalidUsage;
                 if (code == 16 && p->user && !reauthed && kind != CALL_AUTH) {
@@ -306,6 +330,11 @@ static ecclResult_t etcd_call(struct etcd_priv *p, const char *op, const char *p
                 resp = inner;
             }
             *resp_out = resp;
+            if (raw_out) {
+                *raw_out = out;
+                out.data = NULL;
+            }
+            eccl_free(out.data);
             res = ecclSuccess;
             break;
         }
@@ -330,13 +359,19 @@ static ecclResult_t etcd_call(struct etcd_priv *p, const char *op, const char *p
                 break;
             }
         } else {
-            eccl_free(out.data);
             if (rc == CURLE_OPERATION_TIMEDOUT && eccl_deadline_passed(deadline_ns)) {
                 WARN("store etcd %s: %s timed out (%s)", p->eps[epi], op,
                      errbuf[0] ? errbuf : curl_easy_strerror(rc));
+                /* A stream's answers that came in time are still answers. */
+                if (raw_out && (status >= 200 && status < 300)) {
+                    *raw_out = out;
+                    out.data = NULL;
+                }
+                eccl_free(out.data);
                 res = ecclInternalError;
                 break;
             }
+            eccl_free(out.data);
             if (rc == CURLE_WRITE_ERROR && out.overflow) {
                 WARN("store etcd %s: %s: reply above %u bytes", p->eps[epi], op, ETCD_MAX_BODY);
                 res = ecclRemoteError;
@@ -388,6 +423,19 @@ static ecclResult_t etcd_call(struct etcd_priv *p, const char *op, const char *p
             break;
         }
     }
+    return res;
+}
+
+/* POSTs `req` (borrowed, encoded here) to path with a pooled handle; see etcd_post. */
+static ecclResult_t etcd_call(struct etcd_priv *p, const char *op, const char *path, json_t *req,
+                              enum call_kind kind, uint64_t deadline_ns, json_t **resp_out)
+{
+    char *body = json_dumps(req, JSON_COMPACT);
+    if (!body) {
+        WARN("store etcd: %s: cannot encode the request", op);
+        return ecclSystemError;
+    }
+    ecclResult_t res = etcd_post(p, NULL, op, path, body, kind, deadline_ns, resp_out, NULL);
     free(body);
     return res;
 }
@@ -438,6 +486,8 @@ static void priv_free(struct etcd_priv *p)
         eccl_free(p->eps[i]);
     for (size_t i = 0; i < p->npool; i++)
         curl_easy_cleanup(p->pool[i]);
+    if (p->ka_handle)
+        curl_easy_cleanup(p->ka_handle);
     eccl_free(p->ca);
     eccl_free(p->cert);
     eccl_free(p->key);
@@ -837,6 +887,77 @@ static ecclResult_t etcd_lease_keepalive(struct store *s, int64_t id, uint64_t d
     return res;
 }
 
+/* Refreshes n leases with one request on the keepalive thread's own connection: the gateway's
+ * keepalive stream takes the requests one after the other from the body and answers each with a
+ * {"result":{"ID":..,"TTL":..}} line. An answer is matched to its lease by ID; a lease without an
+ * answer gets a failure (the caller retries it). ttls_out[i] is the TTL of ids[i], 0 when gone,
+ * -1 when no answer came. */
+static ecclResult_t etcd_lease_keepalive_many(struct store *s, const int64_t *ids, size_t n,
+                                              uint64_t deadline_ns, int64_t *ttls_out)
+{
+    struct etcd_priv *p = s->priv;
+    if (!p->ka_handle && !(p->ka_handle = curl_easy_init())) {
+        WARN("store etcd: lease keepalive: curl_easy_init failed");
+        return ecclSystemError;
+    }
+    ecclResult_t res = ecclSuccess;
+    for (size_t off = 0; off < n && res == ecclSuccess; off += ETCD_KA_BATCH) {
+        size_t m = ECCL_MIN(n - off, (size_t)ETCD_KA_BATCH);
+        /* {"ID":"<up to 20 digits>"} */
+        char *body = eccl_calloc(m * 32 + 1, 1, "store_etcd_ka");
+        if (!body)
+            return ecclSystemError;
+        size_t len = 0;
+        for (size_t i = 0; i < m; i++) {
+            len += (size_t)snprintf(body + len, 32, "{\"ID\":\"%lld\"}", (long long)ids[off + i]);
+            ttls_out[off + i] = -1;
+        }
+        json_t *first = NULL;
+        struct growbuf raw = {0};
+        res = etcd_post(p, p->ka_handle, "lease keepalive", "/v3/lease/keepalive", body, CALL_READ,
+                        deadline_ns, &first, &raw);
+        eccl_free(body);
+        if (res == ecclSuccess)
+            json_decref(first);
+        /* Answers that came before a time-out count: only the others are retried. */
+        if (res != ecclSuccess && res != ecclInternalError) {
+            eccl_free(raw.data);
+            break;
+        }
+        size_t answered = 0;
+        for (size_t i = 0; i < raw.len;) {
+            char *nl = memchr(raw.data + i, '\n', raw.len - i);
+            size_t llen = nl ? (size_t)(nl - (raw.data + i)) : raw.len - i;
+            json_error_t jerr;
+            json_t *line = llen ? json_loadb(raw.data + i, llen, 0, &jerr) : NULL;
+            json_t *r = json_object_get(line, "result");
+            int64_t id = 0, ttl = 0;
+            if (json_is_object(r) && etcd_json_i64(r, "ID", &id) == ecclSuccess &&
+                etcd_json_i64(r, "TTL", &ttl) == ecclSuccess) {
+                for (size_t k = 0; k < m; k++) {
+                    if (ids[off + k] == id && ttls_out[off + k] < 0) {
+                        ttls_out[off + k] = ttl < 0 ? 0 : ttl;
+                        answered++;
+                        break;
+                    }
+                }
+            }
+            json_decref(line);
+            i += llen + 1;
+        }
+        eccl_free(raw.data);
+        if (answered < m)
+            INFO(ECCL_LOG_STORE, "store etcd: lease keepalive: %zu of %zu leases not answered",
+                 m - answered, m);
+        if (res != ecclSuccess) {
+            /* Timed out: what was answered is in ttls_out, the rest stays -1 (a failure). */
+            res = ecclSuccess;
+            break;
+        }
+    }
+    return res;
+}
+
 static ecclResult_t etcd_lease_ttl(struct store *s, int64_t id, uint64_t deadline_ns,
                                    int64_t *ttl_out)
 {
@@ -940,9 +1061,10 @@ static size_t watch_write(char *ptr, size_t size, size_t n, void *arg)
     return len;
 }
 
-/* Runs a watch transfer through a multi handle, polling in 50 ms slices, so that a stopping
- * watch lets go within 50 ms (an easy handle's progress callback runs only once a second when
- * the stream is idle). Returns the transfer's result; CURLE_ABORTED_BY_CALLBACK when stopped. */
+/* Runs a watch transfer through a multi handle. The thread sleeps in curl_multi_poll until the
+ * stream has data, or store_watch_destroy wakes it (etcd_watch_wake), or a 1 s slice passes (a
+ * safety net: the wake-up is what makes a stopping watch let go at once). Returns the transfer's
+ * result; CURLE_ABORTED_BY_CALLBACK when stopped. */
 static CURLcode watch_perform(CURLM *m, CURL *h, struct store_watch *w)
 {
     if (curl_multi_add_handle(m, h) != CURLM_OK)
@@ -963,10 +1085,20 @@ static CURLcode watch_perform(CURLM *m, CURL *h, struct store_watch *w)
                     rc = msg->data.result;
             break;
         }
-        curl_multi_poll(m, NULL, 0, 50, NULL);
+        if (store_watch_stopping(w))
+            break;
+        curl_multi_poll(m, NULL, 0, 1000, NULL);
     }
     curl_multi_remove_handle(m, h);
     return rc;
+}
+
+/* Wakes the watch's thread out of curl_multi_poll (w->lock held: the multi handle is published
+ * under it, and taken back under it before it is freed). */
+static void etcd_watch_wake(struct store_watch *w)
+{
+    if (w->wake)
+        curl_multi_wakeup(w->wake);
 }
 
 static void etcd_watch_run(struct store_watch *w)
@@ -985,6 +1117,9 @@ static void etcd_watch_run(struct store_watch *w)
             curl_multi_cleanup(m);
         return;
     }
+    pthread_mutex_lock(&w->lock);
+    w->wake = m;
+    pthread_mutex_unlock(&w->lock);
     while (!store_watch_stopping(w)) {
         int64_t last = store_watch_last_rev(w);
         json_t *cr = key_range(w->key, w->key_len, w->end, w->end_len);
@@ -1051,6 +1186,9 @@ static void etcd_watch_run(struct store_watch *w)
         }
         store_backoff(attempt++, ECCL_NO_DEADLINE, &w->stop);
     }
+    pthread_mutex_lock(&w->lock);
+    w->wake = NULL;
+    pthread_mutex_unlock(&w->lock);
     curl_multi_cleanup(m);
     curl_easy_cleanup(h);
     eccl_free(ws.line.data);
@@ -1067,6 +1205,8 @@ const struct store_backend store_backend_etcd = {
     .lease_grant = etcd_lease_grant,
     .lease_revoke = etcd_lease_revoke,
     .lease_keepalive = etcd_lease_keepalive,
+    .lease_keepalive_many = etcd_lease_keepalive_many,
     .lease_ttl = etcd_lease_ttl,
     .watch_run = etcd_watch_run,
+    .watch_wake = etcd_watch_wake,
 };

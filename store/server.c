@@ -6,7 +6,8 @@
  *
  * Threads: one accept thread, one lease reaper, one thread per connection. A connection carries
  * either requests (one reply per request, in order) or, after WATCH_CREATE, one watch stream.
- * All state is protected by srv->lock; `cond` is broadcast on every commit to wake watch streams.
+ * All state is protected by srv->lock. A commit wakes only the watch streams whose range one of
+ * its events falls in (each stream waits on a condition of its own), not every stream.
  * A frame that breaks the protocol gets a WARN and an ERROR frame, and its connection is closed;
  * the server goes on serving the others.
  */
@@ -40,6 +41,9 @@ ECCL_PARAM_INT(store_max_conns, "ECCL_STORE_MAX_CONNS", 1024)
 /* An idle watch stream gets a PROGRESS frame this often, so that clients can tell a dead server
  * (no frame for several periods) from a quiet one. */
 #define SERVER_PROGRESS_MS 1000
+/* A watch stream wakes at least this often without events (progress frames, a peer that left,
+ * the server stopping). */
+#define SERVER_WATCH_SLICE_MS 250
 /* Events per WATCH_EVENTS frame, at most (whole revisions are never split unless one revision
  * alone exceeds it). */
 #define SERVER_WATCH_BATCH 1024
@@ -74,12 +78,20 @@ struct conn {
     char peer[64];
 };
 
+/* A watch stream waiting for events of its range (conn_watch), in srv->watchers. */
+struct swatch {
+    struct swatch *next, *prev; /* protected by srv->lock */
+    const uint8_t *key, *end;
+    size_t klen, elen;
+    pthread_cond_t cond; /* signalled by a commit with an event in range, and at stop */
+};
+
 struct store_server {
     pthread_mutex_t lock;
-    pthread_cond_t cond;
-    int64_t rev;         /* protected by lock */
-    int64_t compact_rev; /* events at or below it may be gone from the history */
-    struct ent *ents;    /* sorted by key, protected by lock */
+    struct swatch *watchers; /* protected by lock */
+    int64_t rev;             /* protected by lock */
+    int64_t compact_rev;     /* events at or below it may be gone from the history */
+    struct ent *ents;        /* sorted by key, protected by lock */
     size_t nents, ents_cap;
     struct lease *leases; /* protected by lock */
     size_t nleases, leases_cap;
@@ -211,6 +223,28 @@ static size_t hist_lower(struct store_server *srv, int64_t rev)
     return lo;
 }
 
+/* Makes revision `rev` (whose events are the newest in the history) current and wakes the watch
+ * streams it concerns (srv->lock held). */
+static void commit_locked(struct store_server *srv, int64_t rev)
+{
+    srv->rev = rev;
+    /* The revision's events, at the end of the history (all of them, unless the history is too
+     * short to hold one revision: then the streams behind learn they were compacted). */
+    size_t first = srv->hist_len;
+    while (first > 0 && hist_at(srv, first - 1)->rev == rev)
+        first--;
+    bool all = first == srv->hist_len || srv->compact_rev >= rev;
+    for (struct swatch *w = srv->watchers; w; w = w->next) {
+        bool hit = all;
+        for (size_t i = first; i < srv->hist_len && !hit; i++) {
+            const struct hev *h = hist_at(srv, i);
+            hit = in_range(h->e.key, h->e.klen, w->key, w->klen, w->end, w->elen);
+        }
+        if (hit)
+            pthread_cond_signal(&w->cond);
+    }
+}
+
 static ecclResult_t do_put(struct store_server *srv, int64_t rev, const void *key, size_t klen,
                            const void *val, size_t vlen, int64_t lease)
 {
@@ -301,10 +335,8 @@ static ecclResult_t lease_revoke_locked(struct store_server *srv, int64_t id)
             i++;
         }
     }
-    if (any) {
-        srv->rev = rev;
-        pthread_cond_broadcast(&srv->cond);
-    }
+    if (any)
+        commit_locked(srv, rev);
     return res;
 }
 
@@ -546,10 +578,8 @@ static ecclResult_t exec_txn(struct store_server *srv, struct store_cur *c, stru
         if (res != ecclSuccess)
             break;
     }
-    if (wrote) {
-        srv->rev = rev;
-        pthread_cond_broadcast(&srv->cond);
-    }
+    if (wrote)
+        commit_locked(srv, rev);
     if (res != ecclSuccess) {
         store_buf_fini(&reads);
         reply_err(r, ecclSystemError, "out of memory in the store server");
@@ -617,8 +647,7 @@ static void exec_request(struct store_server *srv, uint16_t type, struct store_c
             reply_err(r, ecclSystemError, "out of memory in the store server");
             break;
         }
-        srv->rev++;
-        pthread_cond_broadcast(&srv->cond);
+        commit_locked(srv, srv->rev + 1);
         store_buf_i64(b, srv->rev);
         break;
     }
@@ -630,10 +659,8 @@ static void exec_request(struct store_server *srv, uint16_t type, struct store_c
             goto bad;
         int64_t deleted = 0;
         ecclResult_t res = do_delete(srv, srv->rev + 1, key, klen, end, elen, &deleted);
-        if (deleted) {
-            srv->rev++;
-            pthread_cond_broadcast(&srv->cond);
-        }
+        if (deleted)
+            commit_locked(srv, srv->rev + 1);
         if (res != ecclSuccess) {
             reply_err(r, ecclSystemError, "out of memory in the store server");
             break;
@@ -798,15 +825,30 @@ static void conn_watch(struct conn *c, uint32_t id, const uint8_t *key, size_t k
         compacted)
         goto out;
 
+    struct swatch sw = {.key = key, .klen = klen, .end = end, .elen = elen};
+    pthread_condattr_t ca;
+    pthread_condattr_init(&ca);
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+    pthread_cond_init(&sw.cond, &ca);
+    pthread_condattr_destroy(&ca);
+    pthread_mutex_lock(&srv->lock);
+    sw.next = srv->watchers;
+    if (sw.next)
+        sw.next->prev = &sw;
+    srv->watchers = &sw;
+    pthread_mutex_unlock(&srv->lock);
+
     uint64_t last_sent = eccl_now_ns();
     while (!atomic_load_explicit(&srv->stop, memory_order_acquire)) {
         store_buf_reset(&b);
         uint16_t type = 0;
         pthread_mutex_lock(&srv->lock);
-        if (srv->rev < next) {
+        /* Events of the range, or a progress frame every SERVER_PROGRESS_MS; the slice also
+         * bounds how long a stream whose peer left lingers. */
+        if (srv->rev < next && !atomic_load_explicit(&srv->stop, memory_order_acquire)) {
             struct timespec ts;
-            timespec_at(eccl_now_ns() + 100 * ECCL_NS_PER_MS, &ts);
-            pthread_cond_timedwait(&srv->cond, &srv->lock, &ts);
+            timespec_at(eccl_now_ns() + SERVER_WATCH_SLICE_MS * ECCL_NS_PER_MS, &ts);
+            pthread_cond_timedwait(&sw.cond, &srv->lock, &ts);
         }
         if (next <= srv->compact_rev) {
             store_buf_i64(&b, srv->compact_rev);
@@ -860,6 +902,15 @@ static void conn_watch(struct conn *c, uint32_t id, const uint8_t *key, size_t k
         if (peer_gone(c->fd))
             break;
     }
+    pthread_mutex_lock(&srv->lock);
+    if (sw.prev)
+        sw.prev->next = sw.next;
+    else
+        srv->watchers = sw.next;
+    if (sw.next)
+        sw.next->prev = sw.prev;
+    pthread_mutex_unlock(&srv->lock);
+    pthread_cond_destroy(&sw.cond);
 out:
     store_buf_fini(&b);
 }
@@ -1089,7 +1140,6 @@ static void server_free(struct store_server *srv)
     eccl_free(srv->hist);
     eccl_free(srv->leases);
     pthread_mutex_destroy(&srv->lock);
-    pthread_cond_destroy(&srv->cond);
     pthread_mutex_destroy(&srv->conns_lock);
     eccl_free(srv);
 }
@@ -1109,11 +1159,6 @@ ecclResult_t store_server_start(const char *listen, struct store_server **out, i
     struct store_server *srv;
     ECCL_CALLOC_GOTO(srv, 1, "store_srv", res, out);
     pthread_mutex_init(&srv->lock, NULL);
-    pthread_condattr_t ca;
-    pthread_condattr_init(&ca);
-    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
-    pthread_cond_init(&srv->cond, &ca);
-    pthread_condattr_destroy(&ca);
     pthread_mutex_init(&srv->conns_lock, NULL);
     atomic_init(&srv->stop, 0);
     srv->rev = 1; /* like etcd: an empty store is at revision 1 */
@@ -1159,7 +1204,8 @@ void store_server_stop(struct store_server *srv)
         return;
     atomic_store_explicit(&srv->stop, 1, memory_order_release);
     pthread_mutex_lock(&srv->lock);
-    pthread_cond_broadcast(&srv->cond);
+    for (struct swatch *w = srv->watchers; w; w = w->next)
+        pthread_cond_signal(&w->cond);
     pthread_mutex_unlock(&srv->lock);
     pthread_join(srv->accept_thread, NULL);
     pthread_join(srv->reaper_thread, NULL);

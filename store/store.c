@@ -205,6 +205,7 @@ static ecclResult_t check_value(const char *op, const void *value, size_t value_
 /* ---- open / close ---- */
 
 static void *keepalive_main(void *arg);
+static void hubs_reap(struct store *s);
 
 ecclResult_t store_open(const char *url, uint64_t deadline_ns, struct store **out)
 {
@@ -292,6 +293,7 @@ void store_close(struct store *s)
             break;
         store_watch_destroy(w);
     }
+    hubs_reap(s);
     pthread_mutex_lock(&s->ka_lock);
     bool started = s->ka_started;
     s->ka_stop = true;
@@ -626,74 +628,141 @@ static void ka_timespec(uint64_t ns, struct timespec *ts)
     ts->tv_nsec = (long)(ns % ECCL_NS_PER_S);
 }
 
-/* The keepalive thread: refreshes each kept lease every third of its TTL; a failed refresh is
- * retried every 200 ms until the lease would have expired. */
+/* Leases refreshed together: a batch takes the leases that are due and those due within a
+ * quarter of their TTL, at most KA_BATCH_MAX of them. Refreshing that much early merges leases
+ * granted at different times into one batch per period (third of the TTL): of two groups of
+ * leases, one is always due within half a period (a sixth of the TTL) of the other's batch. */
+#define KA_BATCH_MAX 1024
+
+struct ka_item {
+    struct store_kept_lease lease;
+    uint64_t deadline;
+    int64_t ttl;
+    ecclResult_t res;
+};
+
+/* Refreshes the batch: one round trip when the backend has lease_keepalive_many, else one call
+ * per lease. The fault point counts one hit per lease, as a refresh of its own would. */
+static void ka_refresh(struct store *s, struct ka_item *b, size_t n, int64_t *ids, int64_t *ttls)
+{
+    uint64_t deadline = ECCL_NO_DEADLINE;
+    size_t nids = 0;
+    for (size_t i = 0; i < n; i++) {
+        b[i].ttl = -1;
+        b[i].res = ecclRemoteError;
+        if (ECCL_FAULT("store_keepalive")) {
+            WARN("store %s: keepalive of lease %lld failed (fault injection)", s->be->name,
+                 (long long)b[i].lease.id);
+            continue;
+        }
+        if (!s->be->lease_keepalive_many) {
+            b[i].res = s->be->lease_keepalive(s, b[i].lease.id, b[i].deadline, &b[i].ttl);
+            continue;
+        }
+        ids[nids++] = b[i].lease.id;
+        if (b[i].deadline < deadline)
+            deadline = b[i].deadline;
+    }
+    if (nids == 0)
+        return;
+    ecclResult_t res = s->be->lease_keepalive_many(s, ids, nids, deadline, ttls);
+    size_t k = 0;
+    for (size_t i = 0; i < n && k < nids; i++) {
+        if (b[i].lease.id != ids[k])
+            continue; /* failed by fault injection */
+        if (res == ecclSuccess && ttls[k] >= 0) {
+            b[i].res = ecclSuccess;
+            b[i].ttl = ttls[k];
+        }
+        k++;
+    }
+}
+
+/* The keepalive thread: refreshes each kept lease every third of its TTL, in batches; a failed
+ * refresh is retried every 200 ms until the lease would have expired. */
 static void *keepalive_main(void *arg)
 {
     struct store *s = arg;
+    struct ka_item *batch = eccl_calloc(KA_BATCH_MAX, sizeof(*batch), "store_ka");
+    int64_t *ids = eccl_calloc(KA_BATCH_MAX, sizeof(*ids), "store_ka");
+    int64_t *ttls = eccl_calloc(KA_BATCH_MAX, sizeof(*ttls), "store_ka");
+    /* Without memory for a batch, refresh one lease at a time. */
+    struct ka_item one;
+    int64_t one_id, one_ttl;
+    size_t cap = batch && ids && ttls ? KA_BATCH_MAX : 1;
+    struct ka_item *b = cap > 1 ? batch : &one;
+    int64_t *bids = cap > 1 ? ids : &one_id;
+    int64_t *bttls = cap > 1 ? ttls : &one_ttl;
     pthread_mutex_lock(&s->ka_lock);
     while (!s->ka_stop) {
         uint64_t now = eccl_now_ns();
         uint64_t next = now + ECCL_NS_PER_S;
-        struct store_kept_lease due;
-        bool found = false;
-        for (size_t i = 0; i < s->nkept; i++) {
-            if (s->kept[i].next_ns <= now) {
-                due = s->kept[i];
-                found = true;
-                break;
-            }
-            if (s->kept[i].next_ns < next)
-                next = s->kept[i].next_ns;
-        }
-        if (!found) {
+        bool any_due = false;
+        for (size_t i = 0; i < s->nkept && !any_due; i++)
+            any_due = s->kept[i].next_ns <= now;
+        if (!any_due) {
+            for (size_t i = 0; i < s->nkept; i++)
+                if (s->kept[i].next_ns < next)
+                    next = s->kept[i].next_ns;
             struct timespec ts;
             ka_timespec(next, &ts);
             pthread_cond_timedwait(&s->ka_cond, &s->ka_lock, &ts);
             continue;
         }
+        size_t n = 0;
+        for (size_t i = 0; i < s->nkept && n < cap; i++) {
+            const struct store_kept_lease *k = &s->kept[i];
+            uint64_t ttl_ns = (uint64_t)k->ttl_s * ECCL_NS_PER_S;
+            if (k->next_ns > now + ttl_ns / 4)
+                continue;
+            uint64_t third = ttl_ns / 3;
+            uint64_t deadline = now + (third > 100 * ECCL_NS_PER_MS ? third : 100 * ECCL_NS_PER_MS);
+            if (deadline > k->expires_ns && k->expires_ns > now)
+                deadline = k->expires_ns;
+            b[n++] = (struct ka_item){.lease = *k, .deadline = deadline};
+        }
         pthread_mutex_unlock(&s->ka_lock);
 
-        uint64_t third = (uint64_t)due.ttl_s * ECCL_NS_PER_S / 3;
-        uint64_t deadline = now + (third > 100 * ECCL_NS_PER_MS ? third : 100 * ECCL_NS_PER_MS);
-        if (deadline > due.expires_ns && due.expires_ns > now)
-            deadline = due.expires_ns;
-        int64_t ttl = -1;
-        ecclResult_t res = ecclRemoteError;
-        if (ECCL_FAULT("store_keepalive"))
-            WARN("store %s: keepalive of lease %lld failed (fault injection)", s->be->name,
-                 (long long)due.id);
-        else
-            res = s->be->lease_keepalive(s, due.id, deadline, &ttl);
+        ka_refresh(s, b, n, bids, bttls);
         now = eccl_now_ns();
-        bool lost =
-            (res == ecclSuccess && ttl <= 0) || (res != ecclSuccess && now >= due.expires_ns);
 
         pthread_mutex_lock(&s->ka_lock);
-        for (size_t i = 0; i < s->nkept; i++) {
-            if (s->kept[i].id != due.id)
-                continue;
-            if (lost) {
-                s->kept[i] = s->kept[--s->nkept];
-            } else if (res == ecclSuccess) {
-                s->kept[i].expires_ns = now + (uint64_t)ttl * ECCL_NS_PER_S;
-                s->kept[i].next_ns = now + (uint64_t)ttl * ECCL_NS_PER_S / 3;
-            } else {
-                s->kept[i].next_ns = now + 200 * ECCL_NS_PER_MS;
+        for (size_t j = 0; j < n; j++) {
+            struct ka_item *it = &b[j];
+            bool lost = (it->res == ecclSuccess && it->ttl <= 0) ||
+                        (it->res != ecclSuccess && now >= it->lease.expires_ns);
+            bool kept = false;
+            for (size_t i = 0; i < s->nkept; i++) {
+                if (s->kept[i].id != it->lease.id)
+                    continue;
+                kept = true;
+                if (lost) {
+                    s->kept[i] = s->kept[--s->nkept];
+                } else if (it->res == ecclSuccess) {
+                    s->kept[i].expires_ns = now + (uint64_t)it->ttl * ECCL_NS_PER_S;
+                    s->kept[i].next_ns = now + (uint64_t)it->ttl * ECCL_NS_PER_S / 3;
+                } else {
+                    s->kept[i].next_ns = now + 200 * ECCL_NS_PER_MS;
+                }
+                break;
             }
-            break;
-        }
-        if (lost) {
-            WARN("store %s: lease %lld is lost (%s)", s->be->name, (long long)due.id,
-                 res == ecclSuccess ? "expired or revoked" : "could not be refreshed in time");
-            if (due.lost) {
-                pthread_mutex_unlock(&s->ka_lock);
-                due.lost(due.arg, due.id);
-                pthread_mutex_lock(&s->ka_lock);
+            /* A lease unkept meanwhile (revoked by its owner, who knows) is not reported. */
+            if (lost && kept) {
+                WARN("store %s: lease %lld is lost (%s)", s->be->name, (long long)it->lease.id,
+                     it->res == ecclSuccess ? "expired or revoked"
+                                            : "could not be refreshed in time");
+                if (it->lease.lost) {
+                    pthread_mutex_unlock(&s->ka_lock);
+                    it->lease.lost(it->lease.arg, it->lease.id);
+                    pthread_mutex_lock(&s->ka_lock);
+                }
             }
         }
     }
     pthread_mutex_unlock(&s->ka_lock);
+    eccl_free(batch);
+    eccl_free(ids);
+    eccl_free(ttls);
     return NULL;
 }
 
@@ -797,6 +866,399 @@ bool store_watch_stopping(struct store_watch *w)
     return atomic_load_explicit(&w->stop, memory_order_acquire) != 0;
 }
 
+/* ---- shared streams (hubs) ----
+ *
+ * Watches of one store handle that name a start revision and the same range share one stream: a
+ * hub. Its upstream watch (a backend thread, not in s->watches) delivers each batch of events to
+ * the hub, which keeps a copy (bounded: the oldest revisions go first; cache_from says from which
+ * revision on the copy is complete) and hands the batch to every subscriber through
+ * store_watch_deliver, which drops what a subscriber has seen or did not ask for (at or below its
+ * last_rev). A new watch joins a hub whose copy starts at or before its start revision: it gets
+ * the copied events from its start revision at once (on the creating thread), then the live
+ * ones. Otherwise it starts a hub of its own. A store with K members on one handle thus holds one
+ * stream per range instead of K; the events each watch sees are exactly those of a stream of its
+ * own. */
+
+/* What a hub keeps of its history, at most (it drops down to 3/4 when over). */
+#define HUB_CACHE_BYTES  (4u << 20)
+#define HUB_CACHE_EVENTS 16384
+
+struct store_hub {
+    struct store *s;
+    struct store_hub *next; /* in s->hubs or s->dead_hubs, protected by s->watch_lock */
+    bool listed;            /* in s->hubs (new watches may join), protected by s->watch_lock */
+    int refs;               /* subscribers, protected by s->watch_lock */
+    struct store_watch *up; /* the stream */
+    /* Held while a batch is fanned out, so that a watch joins or leaves between batches. */
+    pthread_mutex_t lock;
+    struct store_watch **subs; /* protected by lock; NULL slots: left during a fan-out */
+    size_t nsubs, subs_cap;
+    bool holes;
+    struct store_event *cache; /* protected by lock; full keys */
+    size_t cache_len, cache_cap, cache_bytes;
+    /* Every event at or after it that the stream delivered is in cache (written under lock,
+     * read without it to pick a hub, then checked again under it). */
+    _Atomic int64_t cache_from;
+    /* Protected by lock: the stream is being created (a hub is listed from the start, so that
+     * the watches created at the same moment wait for it rather than start streams of their
+     * own), created, or failed for good. */
+    bool creating, failed;
+    pthread_cond_t cond; /* broadcast when creating ends */
+};
+
+/* The hub whose batch this thread is fanning out (its lock is held): a callback that creates or
+ * destroys a watch of the same hub must not take the lock again. */
+static _Thread_local struct store_hub *tls_hub;
+
+static void hub_cache_drop(struct store_hub *h, size_t n)
+{
+    if (n == 0)
+        return;
+    for (size_t i = 0; i < n; i++) {
+        h->cache_bytes -= h->cache[i].kv.key_len + h->cache[i].kv.value_len + sizeof(*h->cache);
+        store_kv_fini(&h->cache[i].kv);
+    }
+    memmove(h->cache, h->cache + n, (h->cache_len - n) * sizeof(*h->cache));
+    h->cache_len -= n;
+}
+
+/* Copies a batch into the cache (h->lock held); drops the oldest revisions when over budget. */
+static void hub_cache_add(struct store_hub *h, const struct store_event *events, size_t n)
+{
+    if (h->cache_len + n > h->cache_cap) {
+        size_t ncap = h->cache_cap ? h->cache_cap : 64;
+        while (ncap < h->cache_len + n)
+            ncap *= 2;
+        struct store_event *c = eccl_realloc(h->cache, ncap, sizeof(*c), "store_hub_cache");
+        if (!c)
+            goto forget;
+        h->cache = c;
+        h->cache_cap = ncap;
+    }
+    for (size_t i = 0; i < n; i++) {
+        struct store_event *e = &h->cache[h->cache_len];
+        *e = events[i];
+        const struct store_kv *kv = &events[i].kv;
+        if (store_kv_set(&e->kv, kv->key, kv->key_len, kv->value ? kv->value : "",
+                         kv->value ? kv->value_len : 0) != ecclSuccess)
+            goto forget;
+        h->cache_len++;
+        h->cache_bytes += kv->key_len + e->kv.value_len + sizeof(*e);
+    }
+    if (h->cache_bytes <= HUB_CACHE_BYTES && h->cache_len <= HUB_CACHE_EVENTS)
+        return;
+    /* Drop whole revisions, oldest first, down to 3/4 of the budget. */
+    size_t drop = 0, bytes = h->cache_bytes, len = h->cache_len;
+    while (drop < h->cache_len &&
+           (bytes > HUB_CACHE_BYTES / 4 * 3 || len > HUB_CACHE_EVENTS / 4 * 3)) {
+        int64_t rev = h->cache[drop].kv.mod_rev;
+        while (drop < h->cache_len && h->cache[drop].kv.mod_rev == rev) {
+            bytes -= h->cache[drop].kv.key_len + h->cache[drop].kv.value_len + sizeof(*h->cache);
+            len--;
+            drop++;
+        }
+        atomic_store_explicit(&h->cache_from, rev + 1, memory_order_relaxed);
+    }
+    hub_cache_drop(h, drop);
+    return;
+forget:
+    /* Out of memory: keep nothing; later watches start streams of their own. */
+    atomic_store_explicit(&h->cache_from, events[n - 1].kv.mod_rev + 1, memory_order_relaxed);
+    hub_cache_drop(h, h->cache_len);
+}
+
+/* The upstream's events (its thread): copied, then handed to every subscriber. */
+static void hub_fanout(struct store_hub *h, const struct store_event *events, size_t n)
+{
+    pthread_mutex_lock(&h->lock);
+    tls_hub = h;
+    hub_cache_add(h, events, n);
+    for (size_t i = 0; i < h->nsubs; i++) {
+        struct store_watch *w = h->subs[i];
+        if (!w)
+            continue;
+        ecclResult_t res = store_watch_deliver(w, events, n);
+        if (res != ecclSuccess)
+            store_watch_fail(w, res,
+                             "could not deliver watch events (out of memory or a key "
+                             "outside the prefix)");
+    }
+    if (h->holes) {
+        size_t k = 0;
+        for (size_t i = 0; i < h->nsubs; i++)
+            if (h->subs[i])
+                h->subs[k++] = h->subs[i];
+        h->nsubs = k;
+        h->holes = false;
+    }
+    tls_hub = NULL;
+    pthread_mutex_unlock(&h->lock);
+}
+
+/* Unlists a hub (s->watch_lock held). */
+static void hub_unlist_locked(struct store *s, struct store_hub *h)
+{
+    if (!h->listed)
+        return;
+    for (struct store_hub **p = &s->hubs; *p; p = &(*p)->next) {
+        if (*p == h) {
+            *p = h->next;
+            break;
+        }
+    }
+    h->listed = false;
+}
+
+/* The upstream failed for good (its thread, or the creating thread): no watch joins the hub any
+ * more, and every subscriber fails with the same result. */
+static void hub_fail(struct store_hub *h, ecclResult_t res, const char *msg)
+{
+    struct store *s = h->s;
+    pthread_mutex_lock(&s->watch_lock);
+    hub_unlist_locked(s, h);
+    pthread_mutex_unlock(&s->watch_lock);
+    pthread_mutex_lock(&h->lock);
+    h->failed = true;
+    for (size_t i = 0; i < h->nsubs; i++)
+        if (h->subs[i])
+            store_watch_fail(h->subs[i], res, msg);
+    pthread_mutex_unlock(&h->lock);
+}
+
+static void watch_free(struct store_watch *w);
+static void watch_thread_stop(struct store_watch *w);
+
+/* Stops the stream and frees the hub (no subscriber left, not listed, not on its own thread). */
+static void hub_free(struct store_hub *h)
+{
+    if (h->up) {
+        watch_thread_stop(h->up);
+        watch_free(h->up);
+    }
+    hub_cache_drop(h, h->cache_len);
+    eccl_free(h->cache);
+    eccl_free(h->subs);
+    pthread_mutex_destroy(&h->lock);
+    pthread_cond_destroy(&h->cond);
+    eccl_free(h);
+}
+
+/* Frees the hubs whose last watch left on their own thread (s->watch_lock not held). */
+static void hubs_reap(struct store *s)
+{
+    pthread_mutex_lock(&s->watch_lock);
+    struct store_hub *keep = NULL, *reap = NULL;
+    while (s->dead_hubs) {
+        struct store_hub *h = s->dead_hubs;
+        s->dead_hubs = h->next;
+        struct store_hub **to = h == tls_hub ? &keep : &reap;
+        h->next = *to;
+        *to = h;
+    }
+    s->dead_hubs = keep;
+    pthread_mutex_unlock(&s->watch_lock);
+    while (reap) {
+        struct store_hub *h = reap;
+        reap = h->next;
+        hub_free(h);
+    }
+}
+
+/* Drops a subscriber's reference; the last one stops the stream (or, on the hub's own thread,
+ * leaves it to hubs_reap). */
+static void hub_put(struct store_hub *h)
+{
+    struct store *s = h->s;
+    pthread_mutex_lock(&s->watch_lock);
+    bool last = --h->refs == 0;
+    if (last)
+        hub_unlist_locked(s, h);
+    if (last && h == tls_hub) {
+        h->next = s->dead_hubs;
+        s->dead_hubs = h;
+        last = false;
+    }
+    pthread_mutex_unlock(&s->watch_lock);
+    if (last)
+        hub_free(h);
+}
+
+/* Removes a subscriber from its hub: no callback of it runs after this returns (unless called
+ * from that very callback). */
+static void hub_leave(struct store_watch *w)
+{
+    struct store_hub *h = w->hub;
+    bool self = h == tls_hub;
+    if (!self)
+        pthread_mutex_lock(&h->lock);
+    for (size_t i = 0; i < h->nsubs; i++) {
+        if (h->subs[i] != w)
+            continue;
+        if (self) {
+            h->subs[i] = NULL; /* the fan-out in progress closes the hole */
+            h->holes = true;
+        } else {
+            memmove(&h->subs[i], &h->subs[i + 1], (h->nsubs - i - 1) * sizeof(*h->subs));
+            h->nsubs--;
+        }
+        break;
+    }
+    if (!self)
+        pthread_mutex_unlock(&h->lock);
+    w->hub = NULL;
+    hub_put(h);
+}
+
+static ecclResult_t hub_add_sub(struct store_hub *h, struct store_watch *w)
+{
+    if (h->nsubs == h->subs_cap) {
+        size_t ncap = h->subs_cap ? h->subs_cap * 2 : 8;
+        struct store_watch **n = eccl_realloc(h->subs, ncap, sizeof(*n), "store_hub_subs");
+        if (!n)
+            return ecclSystemError;
+        h->subs = n;
+        h->subs_cap = ncap;
+    }
+    h->subs[h->nsubs++] = w;
+    return ecclSuccess;
+}
+
+static void watch_mark_created(struct store_watch *w)
+{
+    pthread_mutex_lock(&w->lock);
+    w->created = true;
+    pthread_mutex_unlock(&w->lock);
+}
+
+static bool same_range(const struct store_watch *a, const struct store_watch *b)
+{
+    return a->key_len == b->key_len && a->end_len == b->end_len &&
+           memcmp(a->key, b->key, a->key_len) == 0 && memcmp(a->end, b->end, a->end_len) == 0;
+}
+
+static ecclResult_t watch_thread_start(struct store_watch *w, uint64_t deadline_ns);
+static ecclResult_t watch_alloc(struct store *s, const char *full, size_t full_len, const char *end,
+                                size_t end_len, int64_t start_rev, store_watch_fn cb, void *arg,
+                                struct store_watch **out);
+
+/* Joins a listed hub of w's range whose cache covers start_rev (waiting, until the deadline, for
+ * one that is being created): replays the cached events from start_rev, then w gets the live
+ * ones. *joined_out false: none fits (nothing changed). */
+static ecclResult_t hub_try_join(struct store *s, struct store_watch *w, int64_t start_rev,
+                                 uint64_t deadline_ns, bool *joined_out)
+{
+    *joined_out = false;
+    struct store_hub *h;
+    pthread_mutex_lock(&s->watch_lock);
+    for (h = s->hubs; h; h = h->next) {
+        if (same_range(h->up, w) &&
+            atomic_load_explicit(&h->cache_from, memory_order_relaxed) <= start_rev) {
+            h->refs++;
+            break;
+        }
+    }
+    pthread_mutex_unlock(&s->watch_lock);
+    if (!h)
+        return ecclSuccess;
+    bool self = h == tls_hub;
+    if (!self) {
+        pthread_mutex_lock(&h->lock);
+        while (h->creating) {
+            if (eccl_deadline_passed(deadline_ns))
+                break;
+            struct timespec ts;
+            ka_timespec(
+                deadline_ns == ECCL_NO_DEADLINE ? eccl_now_ns() + ECCL_NS_PER_S : deadline_ns, &ts);
+            pthread_cond_timedwait(&h->cond, &h->lock, &ts);
+        }
+    }
+    ecclResult_t res = ecclSuccess;
+    bool ok = !h->creating && !h->failed &&
+              atomic_load_explicit(&h->cache_from, memory_order_relaxed) <= start_rev;
+    if (ok) {
+        w->hub = h;
+        watch_mark_created(w);
+        size_t i = 0;
+        while (i < h->cache_len && h->cache[i].kv.mod_rev < start_rev)
+            i++;
+        /* The replay runs the callback here, with the hub's lock held: as in a fan-out, a
+         * callback may create or destroy a watch of the hub without taking it again. */
+        struct store_hub *outer = tls_hub;
+        tls_hub = h;
+        if (i < h->cache_len)
+            res = store_watch_deliver(w, h->cache + i, h->cache_len - i);
+        tls_hub = outer;
+        if (res == ecclSuccess)
+            res = hub_add_sub(h, w);
+    }
+    if (!self)
+        pthread_mutex_unlock(&h->lock);
+    if (ok && res == ecclSuccess) {
+        *joined_out = true;
+        return ecclSuccess;
+    }
+    w->hub = NULL;
+    hub_put(h);
+    return res;
+}
+
+/* Starts a hub for w's range from start_rev, with w its first subscriber. */
+static ecclResult_t hub_start(struct store *s, struct store_watch *w, int64_t start_rev,
+                              uint64_t deadline_ns)
+{
+    ecclResult_t res = ecclSuccess;
+    struct store_hub *h;
+    ECCL_CALLOC_GOTO(h, 1, "store_hub", res, out);
+    h->s = s;
+    h->refs = 1;
+    h->creating = true;
+    atomic_init(&h->cache_from, start_rev);
+    pthread_mutex_init(&h->lock, NULL);
+    cond_init_mono(&h->cond);
+    ECCL_TRY_GOTO(hub_add_sub(h, w), res, err_free_hub);
+    ECCL_TRY_GOTO(
+        watch_alloc(s, w->key, w->key_len, w->end, w->end_len, start_rev, NULL, NULL, &h->up), res,
+        err_free_hub);
+    h->up->feeds = h;
+    w->hub = h;
+    pthread_mutex_lock(&s->watch_lock);
+    h->listed = true;
+    h->next = s->hubs;
+    s->hubs = h;
+    pthread_mutex_unlock(&s->watch_lock);
+    res = watch_thread_start(h->up, deadline_ns);
+    if (res != ecclSuccess) {
+        pthread_mutex_lock(&s->watch_lock);
+        hub_unlist_locked(s, h);
+        pthread_mutex_unlock(&s->watch_lock);
+    }
+    pthread_mutex_lock(&h->lock);
+    h->creating = false;
+    h->failed = h->failed || res != ecclSuccess;
+    pthread_cond_broadcast(&h->cond);
+    pthread_mutex_unlock(&h->lock);
+    if (res == ecclSuccess) {
+        watch_mark_created(w);
+        return ecclSuccess;
+    }
+    /* Its thread is joined already; watches that came meanwhile saw it fail and let go; the
+     * last reference frees the hub. */
+    watch_free(h->up);
+    h->up = NULL;
+    hub_leave(w);
+    return res;
+
+err_free_hub:
+    if (h->up)
+        watch_free(h->up);
+    eccl_free(h->subs);
+    pthread_mutex_destroy(&h->lock);
+    pthread_cond_destroy(&h->cond);
+    eccl_free(h);
+out:
+    return res;
+}
+
 bool store_watch_created(struct store_watch *w, int64_t revision)
 {
     pthread_mutex_lock(&w->lock);
@@ -836,6 +1298,8 @@ void store_watch_fail(struct store_watch *w, ecclResult_t res, const char *msg)
     }
     bool created = w->created;
     pthread_mutex_unlock(&w->lock);
+    if (first && w->feeds)
+        hub_fail(w->feeds, res, msg);
     if (first && created && w->cb)
         w->cb(w->arg, NULL, 0, res);
 }
@@ -862,6 +1326,11 @@ ecclResult_t store_watch_deliver(struct store_watch *w, const struct store_event
     }
     int64_t new_last = events[n - 1].kv.mod_rev;
 
+    if (w->feeds) {
+        hub_fanout(w->feeds, events, n);
+        atomic_store_explicit(&w->last_rev, new_last, memory_order_release);
+        return ecclSuccess;
+    }
     if (w->cb) {
         struct store_event stack[32];
         struct store_event *ev = n <= 32 ? stack : eccl_calloc(n, sizeof(*ev), "store_events");
@@ -942,15 +1411,12 @@ static void watch_free(struct store_watch *w)
     eccl_free(w);
 }
 
-ecclResult_t store_watch_create(struct store *s, const void *key, size_t key_len, bool prefix,
-                                int64_t start_rev, store_watch_fn cb, void *arg,
-                                uint64_t deadline_ns, struct store_watch **out)
+/* A new watch of [full, end) (copied) from start_rev, with no thread yet. */
+static ecclResult_t watch_alloc(struct store *s, const char *full, size_t full_len, const char *end,
+                                size_t end_len, int64_t start_rev, store_watch_fn cb, void *arg,
+                                struct store_watch **out)
 {
     ecclResult_t res = ecclSuccess;
-    ECCL_ARG_CHECK(s, "store_watch_create: store is NULL");
-    ECCL_ARG_CHECK(out, "store_watch_create: out is NULL");
-    ECCL_ARG_CHECK(start_rev >= 0, "store_watch_create: negative start revision");
-    ECCL_TRY(check_key("watch", key, key_len, prefix));
     struct store_watch *w;
     ECCL_CALLOC_GOTO(w, 1, "store_watch", res, out);
     w->s = s;
@@ -960,17 +1426,43 @@ ecclResult_t store_watch_create(struct store *s, const void *key, size_t key_len
     cond_init_mono(&w->cond);
     atomic_init(&w->stop, 0);
     atomic_init(&w->last_rev, start_rev > 0 ? start_rev - 1 : -1);
-    ECCL_TRY_GOTO(full_key(s, key, key_len, &w->key), res, err_free_watch);
-    w->key_len = s->prefix_len + key_len;
-    ECCL_CALLOC_GOTO(w->end, w->key_len + 1, "store_key", res, err_free_watch);
-    if (prefix)
-        store_range_end(w->key, w->key_len, w->end, &w->end_len);
+    ECCL_CALLOC_GOTO(w->key, full_len + 1, "store_key", res, err_free_watch);
+    memcpy(w->key, full, full_len);
+    w->key_len = full_len;
+    ECCL_CALLOC_GOTO(w->end, full_len + 1, "store_key", res, err_free_watch);
+    if (end_len)
+        memcpy(w->end, end, end_len);
+    w->end_len = end_len;
+    *out = w;
+    return ecclSuccess;
+err_free_watch:
+    watch_free(w);
+out:
+    return res;
+}
 
+/* Stops a watch's thread: at once when the backend can wake it. */
+static void watch_thread_stop(struct store_watch *w)
+{
+    atomic_store_explicit(&w->stop, 1, memory_order_release);
+    if (w->s->be->watch_wake) {
+        pthread_mutex_lock(&w->lock);
+        w->s->be->watch_wake(w);
+        pthread_mutex_unlock(&w->lock);
+    }
+    pthread_join(w->thread, NULL);
+}
+
+/* Starts w's thread and waits until the store accepted the watch; on failure the thread is
+ * stopped (w is the caller's to free). */
+static ecclResult_t watch_thread_start(struct store_watch *w, uint64_t deadline_ns)
+{
+    struct store *s = w->s;
+    ecclResult_t res = ecclSuccess;
     int err = pthread_create(&w->thread, NULL, watch_main, w);
     if (err) {
         WARN("store: cannot start a watch thread: %s", strerror(err));
-        res = ecclSystemError;
-        goto err_free_watch;
+        return ecclSystemError;
     }
     pthread_mutex_lock(&w->lock);
     while (!w->created && !w->failed)
@@ -986,21 +1478,54 @@ ecclResult_t store_watch_create(struct store *s, const void *key, size_t key_len
         }
     }
     pthread_mutex_unlock(&w->lock);
-    if (!ok) {
-        atomic_store_explicit(&w->stop, 1, memory_order_release);
-        pthread_join(w->thread, NULL);
-        goto err_free_watch;
+    if (!ok)
+        watch_thread_stop(w);
+    return res;
+}
+
+ecclResult_t store_watch_create(struct store *s, const void *key, size_t key_len, bool prefix,
+                                int64_t start_rev, store_watch_fn cb, void *arg,
+                                uint64_t deadline_ns, struct store_watch **out)
+{
+    ecclResult_t res = ecclSuccess;
+    ECCL_ARG_CHECK(s, "store_watch_create: store is NULL");
+    ECCL_ARG_CHECK(out, "store_watch_create: out is NULL");
+    ECCL_ARG_CHECK(start_rev >= 0, "store_watch_create: negative start revision");
+    ECCL_TRY(check_key("watch", key, key_len, prefix));
+    hubs_reap(s);
+    char *full = NULL, *end = NULL;
+    size_t end_len = 0;
+    struct store_watch *w = NULL;
+    ECCL_TRY_GOTO(full_key(s, key, key_len, &full), res, out);
+    ECCL_CALLOC_GOTO(end, s->prefix_len + key_len + 1, "store_key", res, out);
+    if (prefix)
+        store_range_end(full, s->prefix_len + key_len, end, &end_len);
+    ECCL_TRY_GOTO(
+        watch_alloc(s, full, s->prefix_len + key_len, end, end_len, start_rev, cb, arg, &w), res,
+        out);
+    if (start_rev > 0) {
+        /* Share a stream with the watches of the same range. */
+        bool joined = false;
+        ECCL_TRY_GOTO(hub_try_join(s, w, start_rev, deadline_ns, &joined), res, err_free_watch);
+        if (!joined)
+            ECCL_TRY_GOTO(hub_start(s, w, start_rev, deadline_ns), res, err_free_watch);
+    } else {
+        /* "From now": a stream of its own, which learns the revision it starts after. */
+        ECCL_TRY_GOTO(watch_thread_start(w, deadline_ns), res, err_free_watch);
     }
     pthread_mutex_lock(&s->watch_lock);
     w->next = s->watches;
     s->watches = w;
     pthread_mutex_unlock(&s->watch_lock);
     *out = w;
-    return ecclSuccess;
+    w = NULL;
+    goto out;
 
 err_free_watch:
     watch_free(w);
 out:
+    eccl_free(full);
+    eccl_free(end);
     return res;
 }
 
@@ -1071,9 +1596,12 @@ void store_watch_destroy(struct store_watch *w)
         }
     }
     pthread_mutex_unlock(&s->watch_lock);
-    atomic_store_explicit(&w->stop, 1, memory_order_release);
-    pthread_join(w->thread, NULL);
+    if (w->hub)
+        hub_leave(w);
+    else
+        watch_thread_stop(w);
     watch_free(w);
+    hubs_reap(s);
 }
 
 /* ---- wait for a key ---- */

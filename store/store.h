@@ -176,7 +176,9 @@ ecclResult_t store_lease_ttl(struct store *s, int64_t id, uint64_t deadline_ns, 
 typedef void (*store_lease_lost_fn)(void *arg, int64_t lease_id);
 
 /* Keeps a lease alive from the store's keepalive thread (started on first use), refreshing every
- * third of its TTL and retrying through store outages. `lost` (may be NULL) as above. */
+ * third of its TTL and retrying through store outages. `lost` (may be NULL) as above. The leases
+ * of one handle are refreshed together where the backend allows (etcd: one request for all the
+ * leases due within a quarter of their TTL, which may refresh some that much early). */
 ecclResult_t store_lease_keep(struct store *s, int64_t id, int64_t ttl_s, store_lease_lost_fn lost,
                               void *arg);
 /* Stops keeping a lease alive (it then expires unless revoked). Unknown ids are ignored. */
@@ -195,7 +197,7 @@ struct store_event {
 };
 
 /*
- * Callback of a watch, on the watch's own thread, events in revision order (events of one
+ * Callback of a watch, on the watch's thread, events in revision order (events of one
  * transaction share a revision). `status` is ecclSuccess with n > 0 for events; a terminal error
  * comes as n == 0 and status != ecclSuccess (the watch was cancelled by the store, typically
  * because the start revision was compacted: the caller must re-read and watch again; the
@@ -215,6 +217,12 @@ typedef void (*store_watch_fn)(void *arg, const struct store_event *events, size
  * that lost its state) ends with ecclRemoteError. A start revision that is already compacted
  * gives ecclInvalidUsage ("compacted") either here or as the watch's first result, depending on
  * the backend.
+ * Watches of one store handle that name a start revision (> 0) and the same key or prefix share
+ * one stream and its thread (their callbacks run one after the other on it, so a slow callback
+ * delays the others); each still gets exactly the events from its own start revision. Events the
+ * shared stream delivered before the watch was created are replayed at once, through the
+ * callback on the creating thread, before this returns. A callback may create or destroy other
+ * watches, including ones that share its stream.
  */
 ecclResult_t store_watch_create(struct store *s, const void *key, size_t key_len, bool prefix,
                                 int64_t start_rev, store_watch_fn cb, void *arg,

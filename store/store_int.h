@@ -48,10 +48,18 @@ struct store_backend {
     ecclResult_t (*lease_keepalive)(struct store *s, int64_t id, uint64_t deadline_ns,
                                     int64_t *ttl_out);
     ecclResult_t (*lease_ttl)(struct store *s, int64_t id, uint64_t deadline_ns, int64_t *ttl_out);
+    /* Optional (NULL: lease_keepalive for each): refreshes n leases in one round trip, from the
+     * keepalive thread only. ttls_out[i] gets the TTL of ids[i]: > 0 refreshed, 0 the lease is
+     * gone, -1 no answer for it (a failure, retried like one). */
+    ecclResult_t (*lease_keepalive_many)(struct store *s, const int64_t *ids, size_t n,
+                                         uint64_t deadline_ns, int64_t *ttls_out);
     /* The body of a watch's thread: runs until w->stop, reconnecting as needed, resuming from
      * w->last_rev + 1. Reports creation with store_watch_created, events with
      * store_watch_deliver, a terminal error with store_watch_fail (then returns). */
     void (*watch_run)(struct store_watch *w);
+    /* Optional: makes a watch's thread notice w->stop at once (called with w->lock held, from
+     * the thread that stops the watch), through what the thread published in w->wake. */
+    void (*watch_wake)(struct store_watch *w);
 };
 
 struct store_kept_lease {
@@ -83,11 +91,25 @@ struct store {
     /* Live watches, destroyed by store_close. */
     pthread_mutex_t watch_lock;
     struct store_watch *watches; /* protected by watch_lock */
+    /* Streams shared by the watches of the same range (store.c), protected by watch_lock:
+     * hubs that new watches may join, and hubs left by their last watch on their own thread
+     * (freed by the next create or destroy on another thread, or by store_close). */
+    struct store_hub *hubs;
+    struct store_hub *dead_hubs;
 };
 
+/*
+ * A watch is either a stream of its own (a thread running the backend's watch_run) or, when it
+ * names a start revision, a subscriber of a hub: one stream (an "upstream" watch, not in
+ * s->watches) that feeds every subscriber watching the same range on the same store handle, and
+ * keeps the events it delivered (bounded) so that a subscriber that starts at an earlier revision
+ * than the others is replayed exactly what it asked for.
+ */
 struct store_watch {
     struct store *s;
     struct store_watch *next; /* protected by s->watch_lock */
+    struct store_hub *hub;    /* a subscriber: the hub it is fed by (no thread of its own) */
+    struct store_hub *feeds;  /* an upstream: the hub it feeds */
     char *key;                /* full key */
     size_t key_len;
     char *end; /* range end ("" for one key) */
@@ -107,6 +129,7 @@ struct store_watch {
     char fail_msg[256];    /* protected by lock */
     struct store_event *q; /* poll mode queue, protected by lock */
     size_t q_head, q_len, q_cap;
+    void *wake; /* the backend's wake-up handle (watch_wake), protected by lock */
 };
 
 /* For watch backends. */

@@ -451,6 +451,76 @@ static void rdzv_shrink(void **state)
         member_fini(&ms[i]);
 }
 
+/* Members that share store handles (four per handle, as members of one process would: their
+ * watches share streams, their keepalives go in one request, one of them decodes a record for
+ * the others) agree exactly as members with a handle each: generation 1 of all, then, after one
+ * is evicted, generation 2 of the seven others in their old order; the evicted member's
+ * handle-mates carry on. */
+static void rdzv_shared_handles(void **state)
+{
+    (void)state;
+    enum { N = 8, PER = 4 };
+    clean_job("shared");
+    struct store *h[N / PER];
+    for (int k = 0; k < N / PER; k++)
+        h[k] = open_store();
+    struct member ms[N];
+    for (int i = 0; i < N; i++) {
+        char id[16];
+        snprintf(id, sizeof(id), "sd%d", i);
+        member_init(&ms[i], "shared", id, N / 2, N);
+        store_close(ms[i].s);
+        ms[i].s = h[i / PER];
+        ms[i].cfg.last_call_ms = 5000;
+    }
+    run_members(ms, N);
+    expect_formed(ms, N, 1, N);
+    char order[N][16];
+    for (int k = 0; k < N; k++)
+        snprintf(order[k], sizeof(order[k]), "%s", ms[0].g->members[k]);
+    int victim = -1;
+    for (int i = 0; i < N; i++)
+        if (ms[i].g->rank == 2)
+            victim = i;
+    OK(el_rdzv_evict(h[0], "shared", ms[victim].id, DL(5000)));
+    struct member *sv[N];
+    int ns = 0;
+    for (int i = 0; i < N; i++)
+        if (i != victim)
+            sv[ns++] = &ms[i];
+    for (int i = 0; i < ns; i++) {
+        struct el_rdzv_event ev = wait_lost(sv[i]->r, ms[victim].id, 3000);
+        assert_int_equal(ev.rank, 2);
+        sv[i]->mode = EL_RDZV_SHRINK;
+        sv[i]->step = 50 + i;
+    }
+    for (int i = 0; i < ns; i++)
+        member_start(sv[i]);
+    for (int i = 0; i < ns; i++)
+        member_join_thread(sv[i]);
+    struct member tmp[N];
+    for (int i = 0; i < ns; i++)
+        tmp[i] = *sv[i];
+    expect_formed(tmp, ns, 2, N - 1);
+    assert_int_equal(sv[0]->g->step, 50);
+    int k = 0;
+    for (int old = 0; old < N; old++) {
+        if (old == 2)
+            continue;
+        assert_string_equal(sv[0]->g->members[k], order[old]);
+        k++;
+    }
+    for (int i = 0; i < N; i++) {
+        el_rdzv_gen_free(ms[i].g);
+        ms[i].g = NULL;
+        el_rdzv_destroy(ms[i].r);
+        ms[i].r = NULL;
+        ms[i].s = NULL;
+    }
+    for (int k2 = 0; k2 < N / PER; k2++)
+        store_close(h[k2]);
+}
+
 /* Shrink when the member that dies is rank 0: the survivors are already waiting for generation 2
  * when they hear of the eviction (as when they saw the failure on their sockets first), so none
  * of them was the designated proposer when it started waiting. The lowest surviving rank must
@@ -1103,6 +1173,7 @@ static void rdzv_bad_args(void **state)
         cmocka_unit_test(rdzv_replace), cmocka_unit_test(rdzv_grow),                 \
         cmocka_unit_test(rdzv_max_refused), cmocka_unit_test(rdzv_jobs_isolated),    \
         cmocka_unit_test(rdzv_outside_view), cmocka_unit_test(rdzv_race_one_record), \
-        cmocka_unit_test(rdzv_boot_and_abort), cmocka_unit_test(rdzv_corrupted)
+        cmocka_unit_test(rdzv_boot_and_abort), cmocka_unit_test(rdzv_corrupted),     \
+        cmocka_unit_test(rdzv_shared_handles)
 
 #endif

@@ -822,12 +822,205 @@ static void contract_close_busy(void **state)
     store_close(s); /* destroys both watches and the keepalive thread */
 }
 
-#define CONTRACT_TESTS                                                                 \
-    cmocka_unit_test(contract_put_get), cmocka_unit_test(contract_prefix_pages),       \
-        cmocka_unit_test(contract_delete), cmocka_unit_test(contract_txn),             \
-        cmocka_unit_test(contract_cas_race), cmocka_unit_test(contract_lease),         \
-        cmocka_unit_test(contract_lease_expiry), cmocka_unit_test(contract_watch_10k), \
-        cmocka_unit_test(contract_watch_replay), cmocka_unit_test(contract_wait_key),  \
-        cmocka_unit_test(contract_watch_resume), cmocka_unit_test(contract_close_busy)
+/* ---- shared streams and batched keepalives ---- */
+
+/* Polls w for exactly the events of revisions want[0..n), in order, and then for nothing more. */
+static void expect_revs(struct store_watch *w, const int64_t *want, size_t n)
+{
+    size_t got = 0;
+    uint64_t until = DL(15000);
+    while (got < n) {
+        struct store_event *ev = NULL;
+        size_t k = 0;
+        OK(store_watch_poll(w, 64, until, &ev, &k));
+        if (k == 0)
+            fail_msg("watch: %zu of %zu events before the deadline", got, n);
+        for (size_t i = 0; i < k; i++, got++) {
+            assert_true(got < n);
+            assert_int_equal(ev[i].kv.mod_rev, want[got]);
+        }
+        store_events_free(ev, k);
+    }
+    struct store_event *ev = NULL;
+    size_t k = 0;
+    OK(store_watch_poll(w, 64, DL(150), &ev, &k));
+    assert_int_equal(k, 0);
+}
+
+/* A callback watch that destroys another watch of the same range from its first callback. */
+struct killer {
+    pthread_mutex_t lock;
+    struct store_watch *victim;
+    int64_t revs[16];
+    int n;
+};
+
+static void kill_on_first(void *arg, const struct store_event *ev, size_t n, ecclResult_t status)
+{
+    struct killer *k = arg;
+    pthread_mutex_lock(&k->lock);
+    struct store_watch *v = k->victim;
+    k->victim = NULL;
+    for (size_t i = 0; i < n && status == ecclSuccess && k->n < 16; i++)
+        k->revs[k->n++] = ev[i].kv.mod_rev;
+    pthread_mutex_unlock(&k->lock);
+    store_watch_destroy(v);
+}
+
+static int killer_count(struct killer *k)
+{
+    pthread_mutex_lock(&k->lock);
+    int n = k->n;
+    pthread_mutex_unlock(&k->lock);
+    return n;
+}
+
+/* Watches of one range on one handle share a stream: whatever their start revisions (before,
+ * within or after what the stream has delivered) and the order they come in, each sees exactly
+ * the events from its own start, before and after one of them leaves, one is destroyed from
+ * another's callback, and the connection breaks. */
+static void contract_watch_shared(void **state)
+{
+    (void)state;
+    struct store *s = contract_open("shared");
+    int64_t r[9];
+    OK(store_put(s, S("k/a"), S("1"), 0, DL(5000), &r[0]));
+    OK(store_put(s, S("k/b"), S("1"), 0, DL(5000), &r[1]));
+    OK(store_put(s, S("k/c"), S("1"), 0, DL(5000), &r[2]));
+    struct store_watch *wa, *wb, *wc, *wk, *victim, *wd;
+    OK(store_watch_create(s, S("k/"), true, r[1], NULL, NULL, DL(5000), &wa));
+    OK(store_watch_create(s, S("k/"), true, r[2], NULL, NULL, DL(5000), &wb));
+    expect_revs(wa, r + 1, 2);
+    expect_revs(wb, r + 2, 1);
+    OK(store_put(s, S("k/d"), S("1"), 0, DL(5000), &r[3]));
+    OK(store_delete(s, S("k/a"), false, DL(5000), NULL, &r[4]));
+    /* Before the others' start: a stream of its own; within: replayed. */
+    OK(store_watch_create(s, S("k/"), true, r[0], NULL, NULL, DL(5000), &wc));
+    OK(store_watch_create(s, S("k/a"), false, r[0], NULL, NULL, DL(5000), &wk));
+    expect_revs(wa, r + 3, 2);
+    expect_revs(wb, r + 3, 2);
+    expect_revs(wc, r, 5);
+    int64_t ka[2] = {r[0], r[4]};
+    expect_revs(wk, ka, 2);
+
+    OK(store_watch_create(s, S("k/"), true, r[1], NULL, NULL, DL(5000), &victim));
+    struct killer k = {.lock = PTHREAD_MUTEX_INITIALIZER, .victim = victim};
+    OK(store_watch_create(s, S("k/"), true, r[3], kill_on_first, &k, DL(5000), &wd));
+    OK(store_put(s, S("k/e"), S("1"), 0, DL(5000), &r[5]));
+    uint64_t until = DL(10000);
+    while (killer_count(&k) < 3 && !eccl_deadline_passed(until))
+        eccl_sleep_us(2000);
+    assert_int_equal(killer_count(&k), 3);
+    assert_int_equal(k.revs[0], r[3]);
+    assert_int_equal(k.revs[1], r[4]);
+    assert_int_equal(k.revs[2], r[5]);
+    assert_null(k.victim);
+    expect_revs(wa, r + 5, 1);
+
+    store_watch_destroy(wa);
+    OK(store_put(s, S("k/f"), S("1"), 0, DL(5000), &r[6]));
+    expect_revs(wb, r + 5, 2);
+    contract_disrupt();
+    OK(store_put(s, S("k/g"), S("1"), 0, DL(60000), &r[7]));
+    OK(store_put(s, S("k/a"), S("2"), 0, DL(5000), &r[8]));
+    expect_revs(wb, r + 7, 2);
+    expect_revs(wc, r + 5, 4);
+    int64_t ka2[1] = {r[8]};
+    expect_revs(wk, ka2, 1);
+    until = DL(10000);
+    while (killer_count(&k) < 6 && !eccl_deadline_passed(until))
+        eccl_sleep_us(2000);
+    assert_int_equal(killer_count(&k), 6);
+    assert_int_equal(k.revs[5], r[8]);
+    store_watch_destroy(wd);
+    store_watch_destroy(wb);
+    store_watch_destroy(wc);
+    store_watch_destroy(wk);
+    store_close(s);
+}
+
+/* Destroying a watch wakes its thread at once: twenty streams go in well under a second (each
+ * thread otherwise sleeps up to a second between looks at its stop flag). */
+static void contract_watch_stop_fast(void **state)
+{
+    (void)state;
+    struct store *s = contract_open("stopfast");
+    enum { NW = 20 };
+    struct store_watch *w[NW];
+    for (int i = 0; i < NW; i++)
+        OK(store_watch_create(s, S("x/"), true, 0, NULL, NULL, DL(5000), &w[i]));
+    eccl_sleep_us(100000); /* let every thread settle in its wait */
+    uint64_t t0 = eccl_now_ns();
+    for (int i = 0; i < NW; i++)
+        store_watch_destroy(w[i]);
+    uint64_t ms = (eccl_now_ns() - t0) / ECCL_NS_PER_MS;
+    assert_true(ms < 1000);
+    store_close(s);
+}
+
+struct lost_count {
+    _Atomic int n;
+    _Atomic int64_t last;
+};
+
+static void count_lost(void *arg, int64_t id)
+{
+    struct lost_count *l = arg;
+    atomic_store(&l->last, id);
+    atomic_fetch_add(&l->n, 1);
+}
+
+/* Many leases kept by one handle (refreshed in batches) all stay alive over twice their TTL; one
+ * revoked behind the keeper's back is reported lost, alone. */
+static void contract_lease_keep_many(void **state)
+{
+    (void)state;
+    struct store *s = contract_open("keepmany");
+    struct store *other = contract_open("keepmany");
+    enum { NL = 40 };
+    int64_t ids[NL];
+    struct lost_count lost = {0};
+    for (int i = 0; i < NL; i++) {
+        OK(store_lease_grant(s, 2, DL(5000), &ids[i]));
+        OK(store_lease_keep(s, ids[i], 2, count_lost, &lost));
+        if (i % 8 == 7)
+            eccl_sleep_us(150000); /* spread over more than one refresh period */
+    }
+    eccl_sleep_us(4500000);
+    assert_int_equal(atomic_load(&lost.n), 0);
+    for (int i = 0; i < NL; i++) {
+        int64_t ttl = 0;
+        OK(store_lease_ttl(other, ids[i], DL(5000), &ttl));
+        assert_true(ttl >= 1);
+    }
+    OK(store_lease_revoke(other, ids[7], DL(5000)));
+    uint64_t until = DL(4000);
+    while (atomic_load(&lost.n) == 0 && !eccl_deadline_passed(until))
+        eccl_sleep_us(10000);
+    assert_int_equal(atomic_load(&lost.n), 1);
+    assert_int_equal(atomic_load(&lost.last), ids[7]);
+    eccl_sleep_us(1000000);
+    assert_int_equal(atomic_load(&lost.n), 1);
+    for (int i = 0; i < NL; i++) {
+        int64_t ttl = 0;
+        OK(store_lease_ttl(other, ids[i], DL(5000), &ttl));
+        assert_true(i == 7 ? ttl == -1 : ttl >= 1);
+    }
+    store_close(s);
+    for (int i = 0; i < NL; i++)
+        if (i != 7)
+            OK(store_lease_revoke(other, ids[i], DL(5000)));
+    store_close(other);
+}
+
+#define CONTRACT_TESTS                                                                       \
+    cmocka_unit_test(contract_put_get), cmocka_unit_test(contract_prefix_pages),             \
+        cmocka_unit_test(contract_delete), cmocka_unit_test(contract_txn),                   \
+        cmocka_unit_test(contract_cas_race), cmocka_unit_test(contract_lease),               \
+        cmocka_unit_test(contract_lease_expiry), cmocka_unit_test(contract_watch_10k),       \
+        cmocka_unit_test(contract_watch_replay), cmocka_unit_test(contract_wait_key),        \
+        cmocka_unit_test(contract_watch_resume), cmocka_unit_test(contract_close_busy),      \
+        cmocka_unit_test(contract_watch_shared), cmocka_unit_test(contract_watch_stop_fast), \
+        cmocka_unit_test(contract_lease_keep_many)
 
 #endif

@@ -46,6 +46,10 @@ static int scenario(void)
     int64_t rev = 0, id = 0, n64 = 0;
     ok += store_watch_create(s, S("a/"), true, 0, NULL, NULL, dl, &w) == ecclSuccess;
     ok += store_put(s, S("a/1"), S("v"), 0, dl, &rev) == ecclSuccess;
+    /* Two watches from a revision share a stream: the second joins the first's (a replay). */
+    struct store_watch *ws[2] = {NULL, NULL};
+    for (int i = 0; i < 2 && rev > 0; i++)
+        ok += store_watch_create(s, S("a/"), true, rev, NULL, NULL, dl, &ws[i]) == ecclSuccess;
     struct store_kv *kv = NULL;
     if (store_get(s, S("a/1"), dl, &kv, NULL) == ecclSuccess) {
         ok++;
@@ -56,6 +60,8 @@ static int scenario(void)
         ok++;
         store_kvs_free(kvs);
     }
+    store_watch_destroy(ws[1]);
+    store_watch_destroy(ws[0]);
     bool won;
     kv = NULL;
     if (store_cas(s, S("a/1"), 1, S("x"), 0, dl, &won, NULL, &kv) == ecclSuccess) {
