@@ -797,8 +797,13 @@ __global__ void __launch_bounds__(KERN_DEV_THREADS) copy_kernel(kern_dev_args a)
             break;
         b.func = w.func;
         size_t ts = dtype_bytes(w.dtype);
+        if (ts == 0) { /* before algo, which divides by it */
+            if (threadIdx.x == 0)
+                fail(b, KERN_DEV_BAD_WORK, -1);
+            return;
+        }
         algo<copy_op> al(b, op, w, ts);
-        if (ts == 0 || (b.ch->nranks > 1 && al.chunk == 0)) {
+        if (b.ch->nranks > 1 && al.chunk == 0) {
             if (threadIdx.x == 0)
                 fail(b, KERN_DEV_BAD_WORK, -1);
             return;

@@ -366,12 +366,12 @@ static ecclResult_t reg_conn(struct kern_dev *d, const struct eccl_conn_ctrl *c,
     return ecclSuccess;
 }
 
-/* A free argument block of at least `need` bytes. Waits (polling, abort-aware) when every block
- * is in flight. */
-static ecclResult_t slot_get(struct kern_dev *d, size_t need, struct dev_slot **out)
+/* Until the kernel that last used block `s` has finished. Gives up (ecclRemoteError, with a WARN)
+ * at `deadline` (0: none) or, with `stop_on_failure`, as soon as the communicator has failed:
+ * a kernel of a failed communicator stops on its own, but the caller need not wait for it. */
+static ecclResult_t slot_wait(struct kern_dev *d, struct dev_slot *s, uint64_t deadline,
+                              bool stop_on_failure)
 {
-    struct dev_slot *s = &d->slots[d->next_slot];
-    d->next_slot = (d->next_slot + 1) % KERN_DEV_SLOTS;
     while (s->inflight) {
         cudaError_t e = cudaEventQuery(s->ev);
         if (e == cudaSuccess) {
@@ -380,13 +380,27 @@ static ecclResult_t slot_get(struct kern_dev *d, size_t need, struct dev_slot **
         }
         if (e != cudaErrorNotReady)
             return cuda_fail("cudaEventQuery", e);
-        if (atomic_load(&d->first_error) != ecclSuccess ||
-            (d->abort_src && atomic_load(d->abort_src))) {
+        if (stop_on_failure && (atomic_load(&d->first_error) != ecclSuccess ||
+                                (d->abort_src && atomic_load(d->abort_src)))) {
             WARN("GPU executor: the communicator failed while a launch waited for room");
+            return ecclRemoteError;
+        }
+        if (deadline && eccl_deadline_passed(deadline)) {
+            WARN("GPU executor: kernels still running at the deadline");
             return ecclRemoteError;
         }
         eccl_sleep_us(20);
     }
+    return ecclSuccess;
+}
+
+/* A free argument block of at least `need` bytes. Waits (polling, abort-aware) when every block
+ * is in flight. */
+static ecclResult_t slot_get(struct kern_dev *d, size_t need, struct dev_slot **out)
+{
+    struct dev_slot *s = &d->slots[d->next_slot];
+    d->next_slot = (d->next_slot + 1) % KERN_DEV_SLOTS;
+    ECCL_TRY(slot_wait(d, s, 0, true));
     if (s->cap < need) {
         size_t cap = need < 65536 ? 65536 : need * 2;
         void *mem = NULL, *dev = NULL;
@@ -726,23 +740,8 @@ ecclResult_t kern_dev_status(struct kern_dev *d)
 ecclResult_t kern_dev_drain(struct kern_dev *d, int64_t timeout_ms)
 {
     uint64_t deadline = eccl_deadline_ms(timeout_ms);
-    for (int i = 0; i < KERN_DEV_SLOTS; i++) {
-        struct dev_slot *s = &d->slots[i];
-        while (s->inflight) {
-            cudaError_t e = cudaEventQuery(s->ev);
-            if (e == cudaSuccess) {
-                s->inflight = false;
-                break;
-            }
-            if (e != cudaErrorNotReady)
-                return cuda_fail("cudaEventQuery", e);
-            if (eccl_deadline_passed(deadline)) {
-                WARN("GPU executor: kernels still running after %lld ms", (long long)timeout_ms);
-                return ecclRemoteError;
-            }
-            eccl_sleep_us(100);
-        }
-    }
+    for (int i = 0; i < KERN_DEV_SLOTS; i++)
+        ECCL_TRY(slot_wait(d, &d->slots[i], deadline, false));
     return ecclSuccess;
 }
 
