@@ -5,7 +5,11 @@
 #   make test               every test a machine without a GPU can run (tests/run.sh)
 #   make test-gpu           the GPU tests (skip cleanly where no GPU is present)
 #   make test-fault         the fault-injection tests, in a FAULT=1 build under build/fault
-#   make fuzz               the libFuzzer targets, FUZZ_SECONDS each (default 60)
+#   make fuzz               the libFuzzer targets (tests/fuzz/), FUZZ_SECONDS each (default 60)
+#   make torture            allocation and system-call torture (tests/torture.sh; TORTURE=pattern),
+#                           in a FAULT=1 SAN=address,undefined build under build/torture
+#   make test-tsan          the multi-threaded tests under ThreadSanitizer (tests/tsan.sh), in a
+#                           SAN=thread CUDA=0 build under build/tsan
 #   make check-layers       the include rules of DESIGN.md
 #   make format             clang-format every source file
 #
@@ -47,7 +51,12 @@ ifneq ($(SAN),)
 CFLAGS += -fsanitize=$(SAN) -fno-omit-frame-pointer -fno-sanitize-recover=all
 LDFLAGS += -fsanitize=$(SAN)
 endif
-LDLIBS := -lcurl -ljansson -ldl -lrt -lpthread -lm
+ifeq ($(SAN),thread)
+# gcc warns that TSan does not model atomic_thread_fence: eccl's fences only order the wake-up
+# checks of sleepers (data is published by release/acquire atomics, which TSan sees).
+CFLAGS += -Wno-tsan
+endif
+LDLIBS := -lcurl -ljansson -lcrypto -ldl -lrt -lpthread -lm
 
 ifeq ($(CUDA),1)
 CPPFLAGS += -DECCL_HAVE_CUDA -I$(CUDA_HOME)/include
@@ -104,6 +113,10 @@ TEST_BINS := $(TEST_SRCS:%.c=$(BUILD)/%)
 # The drop-in's tests see only include/nccl.h and libnccl.so (C clients, and shell scripts).
 NCCL_TEST_BINS := $(patsubst %.c,$(BUILD)/%,$(wildcard tests/nccl/test_*.c)) \
 	$(patsubst %.sh,$(BUILD)/%,$(wildcard tests/nccl/test_*.sh))
+# The simulated cluster (tests/cluster/*.sh: pods as network namespaces; docs/cluster-test.md).
+CLUSTER_TEST_BINS := $(patsubst %.sh,$(BUILD)/%,$(wildcard tests/cluster/test_*.sh))
+# deploy/'s manifests, checked without a cluster (tests/deploy/test_manifests.sh).
+DEPLOY_TEST_BINS := $(patsubst %.sh,$(BUILD)/%,$(wildcard tests/deploy/test_*.sh))
 
 BENCH_SRCS := $(wildcard bench/*.c)
 BENCH_BINS := $(BENCH_SRCS:%.c=$(BUILD)/%)
@@ -116,13 +129,13 @@ EXAMPLE_CUDA := -DECCL_HAVE_CUDA -I$(CUDA_HOME)/include
 EXAMPLE_CUDA_LIBS := -L$(CUDA_HOME)/lib64 -lcudart_static -ldl -lrt -lpthread
 endif
 
-.PHONY: all lib tools tests test test-fault fuzz test-gpu check check-layers check-env-docs format clean bench demo \
+.PHONY: all lib tools tests test test-fault torture test-tsan fuzz test-gpu check check-layers check-env-docs format clean bench demo \
 	examples
 all: lib tools examples
 
 lib: $(BUILD)/lib/libeccl.so $(BUILD)/lib/libeccl.a $(NCCL_LIB) $(BUILD)/lib/libnccl.so
 tools: $(TOOL_BINS)
-tests: $(TEST_BINS) $(NCCL_TEST_BINS)
+tests: $(TEST_BINS) $(NCCL_TEST_BINS) $(CLUSTER_TEST_BINS) $(DEPLOY_TEST_BINS)
 bench: $(BENCH_BINS)
 examples: $(EXAMPLE_BINS)
 
@@ -191,6 +204,14 @@ $(BUILD)/tests/nccl/%: tests/nccl/%.sh
 	@mkdir -p $(dir $@)
 	$(Q)sed 's|@SRCDIR@|$(CURDIR)|g' $< > $@ && chmod 755 $@
 
+$(BUILD)/tests/cluster/%: tests/cluster/%.sh tests/cluster/cluster_lib.sh
+	@mkdir -p $(dir $@)
+	$(Q)sed 's|@SRCDIR@|$(CURDIR)|g' $< > $@ && chmod 755 $@
+
+$(BUILD)/tests/deploy/%: tests/deploy/%.sh
+	@mkdir -p $(dir $@)
+	$(Q)sed 's|@SRCDIR@|$(CURDIR)|g' $< > $@ && chmod 755 $@
+
 $(BUILD)/bench/%: $(OBJ)/bench/%.o $(BUILD)/lib/libeccl.a
 	@mkdir -p $(dir $@)
 	$(Q)$(CC) $(LDFLAGS) $(CFLAGS) -o $@ $< $(BUILD)/lib/libeccl.a $(LDLIBS)
@@ -218,8 +239,29 @@ test-fault:
 	$(Q)ECCL_BUILD=$(BUILD)/fault tests/run.sh unit/
 	$(Q)ECCL_BUILD=$(BUILD)/fault tests/run.sh fault/
 
+# Every fault site of every scenario of tests/fault/test_torture.c failed in turn
+# (docs/hardening.md); TORTURE: a regular expression of scenario names.
+TORTURE ?=
+torture:
+	$(Q)$(MAKE) --no-print-directory BUILD=$(BUILD)/torture FAULT=1 SAN=address,undefined \
+		$(BUILD)/torture/tests/fault/test_torture
+	$(Q)ECCL_BUILD=$(BUILD)/torture tests/run.sh --torture $(TORTURE)
+
+# The tests of the threaded parts (proxy, executor, store client, elastic keepalive) under
+# ThreadSanitizer, host communicators only (CUDA=0: the CUDA runtime is not TSan-instrumented).
+# Arguments after '@' (comma-separated): the collective matrix for one type and op (all of it
+# takes over 5 minutes under TSan on 2 cores).
+TSAN_TESTS ?= unit/common/test_common unit/proxy/test_proxy unit/proxy/test_net_socket \
+	unit/store/test_store_contract unit/elastic/test_rdzv_embedded \
+	mp/test_colls_mt@--type,int32,--op,sum,--no-extras mp/test_split_shrink
+test-tsan:
+	$(Q)$(MAKE) --no-print-directory BUILD=$(BUILD)/tsan SAN=thread CUDA=0 \
+		$(foreach t,$(TSAN_TESTS),$(BUILD)/tsan/tests/$(firstword $(subst @, ,$(t))))
+	$(Q)ECCL_BUILD=$(BUILD)/tsan tests/tsan.sh $(TSAN_TESTS)
+
 fuzz:
-	$(Q)FUZZ_BUILD=$(BUILD)/fuzz tests/unit/store/fuzz/run.sh
+	$(Q)FUZZ_BUILD=$(BUILD)/fuzz $(if $(FUZZ_SECONDS),FUZZ_SECONDS=$(FUZZ_SECONDS)) \
+		$(if $(FUZZ_JOBS),FUZZ_JOBS=$(FUZZ_JOBS)) tests/fuzz/run.sh
 
 test-gpu: all tests
 	$(Q)ECCL_BUILD=$(BUILD) tests/gpu/run.sh

@@ -498,6 +498,37 @@ out:
 }
 
 /* Warm-up and the check of one plain call. */
+/* What the CUDA runtime calls on eccl's launch path cost by themselves on this machine (the mean
+ * of 10000 calls each), to put the per-call figure in context. */
+static void print_cuda_costs(struct lib *l)
+{
+    enum { N = 10000 };
+    cudaEvent_t ev;
+    if (cudaEventCreateWithFlags(&ev, cudaEventDisableTiming) != cudaSuccess)
+        return;
+    struct cudaPointerAttributes a;
+    enum cudaStreamCaptureStatus cs;
+    uint64_t t0 = eccl_now_ns();
+    for (int i = 0; i < N; i++)
+        (void)cudaPointerGetAttributes(&a, l->send);
+    uint64_t t1 = eccl_now_ns();
+    for (int i = 0; i < N; i++)
+        (void)cudaStreamIsCapturing(l->stream, &cs);
+    uint64_t t2 = eccl_now_ns();
+    for (int i = 0; i < N; i++)
+        (void)cudaEventRecord(ev, l->stream);
+    uint64_t t3 = eccl_now_ns();
+    for (int i = 0; i < N; i++)
+        (void)cudaEventQuery(ev);
+    uint64_t t4 = eccl_now_ns();
+    (void)cudaStreamSynchronize(l->stream);
+    cudaEventDestroy(ev);
+    printf("\nCUDA runtime calls on the launch path, mean of %d (us): cudaPointerGetAttributes "
+           "%.3f, cudaStreamIsCapturing %.3f, cudaEventRecord %.3f, cudaEventQuery %.3f\n",
+           N, (double)(t1 - t0) / N / 1e3, (double)(t2 - t1) / N / 1e3, (double)(t3 - t2) / N / 1e3,
+           (double)(t4 - t3) / N / 1e3);
+}
+
 static int lib_warm(struct lib *l, int calls)
 {
     if (clear_recv(l, l->stream) != 0)
@@ -760,6 +791,8 @@ int main(int argc, char **argv)
            "NCCL interleaved; graph: %d AllReduces captured (%s mode), replayed %d times\n\n",
            o.calls, single, o.reps, CC_GRAPH_OPS, o.mode_name, o.calls / CC_GRAPH_OPS);
     print_table(&o, libs, 2);
+    if (le->ready)
+        print_cuda_costs(le);
     fflush(stdout);
 
     int stuck = le->stuck || ln->stuck;

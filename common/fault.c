@@ -101,6 +101,14 @@ uint64_t eccl_fault_count(const char *site)
     return n;
 }
 
+void eccl_fault_dump(FILE *f)
+{
+    pthread_mutex_lock(&fault_lock);
+    for (int i = 0; i < nsites; i++)
+        fprintf(f, "%s %llu\n", sites[i].name, (unsigned long long)sites[i].hits);
+    pthread_mutex_unlock(&fault_lock);
+}
+
 #ifdef ECCL_FAULT_ENABLED
 bool eccl_fault_hit(const char *site)
 {

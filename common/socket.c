@@ -226,7 +226,9 @@ void eccl_socket_close(int *fd)
 ecclResult_t eccl_socket_listen(union eccl_sockaddr *addr, int *fd_out)
 {
     ecclResult_t res = ecclSuccess;
-    int fd = socket(addr->sa.sa_family, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+    int fd =
+        ECCL_FAULT_SYS("sys_socket", EMFILE,
+                       socket(addr->sa.sa_family, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0));
     if (fd < 0) {
         WARN("socket failed: %s", strerror(errno));
         return ecclSystemError;
@@ -276,7 +278,8 @@ ecclResult_t eccl_socket_accept(int listen_fd, int *fd_out, uint64_t deadline_ns
                                 const _Atomic uint32_t *abort)
 {
     for (;;) {
-        int fd = accept4(listen_fd, NULL, NULL, SOCK_CLOEXEC | SOCK_NONBLOCK);
+        int fd = ECCL_FAULT_SYS("sys_accept", EMFILE,
+                                accept4(listen_fd, NULL, NULL, SOCK_CLOEXEC | SOCK_NONBLOCK));
         if (fd >= 0) {
             int one = 1;
             setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
@@ -297,12 +300,15 @@ ecclResult_t eccl_socket_connect(const union eccl_sockaddr *addr, int *fd_out, u
     char buf[80];
     int backoff_ms = 1;
     for (;;) {
-        int fd = socket(addr->sa.sa_family, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+        int fd = ECCL_FAULT_SYS(
+            "sys_socket", EMFILE,
+            socket(addr->sa.sa_family, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0));
         if (fd < 0) {
             WARN("socket failed: %s", strerror(errno));
             return ecclSystemError;
         }
-        int rc = connect(fd, &addr->sa, eccl_sockaddr_len(addr));
+        int rc =
+            ECCL_FAULT_SYS("sys_connect", EACCES, connect(fd, &addr->sa, eccl_sockaddr_len(addr)));
         int err = rc == 0 ? 0 : errno;
         if (err == EINPROGRESS) {
             ecclResult_t r = wait_fd(fd, POLLOUT, deadline_ns, abort, "connect");
@@ -417,7 +423,8 @@ static socklen_t uds_addr(const char *name, struct sockaddr_un *sun)
 ecclResult_t eccl_uds_open(const char *name, int *fd_out)
 {
     ecclResult_t res = ecclSuccess;
-    int fd = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+    int fd = ECCL_FAULT_SYS("sys_socket", EMFILE,
+                            socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0));
     if (fd < 0) {
         WARN("socket(AF_UNIX) failed: %s", strerror(errno));
         return ecclSystemError;

@@ -13,6 +13,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "common/fault.h"
 #include "common/log.h"
 #include "common/time.h"
 
@@ -69,7 +70,7 @@ ecclResult_t eccl_event_wait(struct eccl_event *e, const _Atomic uint32_t *abort
 ecclResult_t eccl_bell_init(struct eccl_bell *b)
 {
     atomic_store(&b->sleeping, 0);
-    b->efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+    b->efd = ECCL_FAULT_SYS("sys_eventfd", EMFILE, eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
     if (b->efd < 0) {
         WARN("eventfd failed: %s", strerror(errno));
         return ecclSystemError;

@@ -8,15 +8,22 @@
  * (ECCL_BOOTSTRAP_TIMEOUT) ends the root with an error answer that names the cause. Connections
  * without the magic are refused. After that the ranks talk over a ring of persistent sockets
  * (allgather, barrier) and one-shot connections for point-to-point messages (connector setup).
- * docs/internals/bootstrap.md describes the wire format.
+ * docs/internals/bootstrap.md describes the wire format. With a job secret (common/auth.h) every
+ * connection opens with the mutual handshake; a rank's listener then runs the server side of the
+ * handshakes without blocking (pending list) while the rank waits in send, recv or ring setup,
+ * so that two ranks that connect to each other at the same time never wait on each other.
  */
+#include <errno.h>
+#include <poll.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <string.h>
 #include <unistd.h>
 
 #include "common/alloc.h"
+#include "common/auth.h"
 #include "common/check.h"
+#include "common/fault.h"
 #include "common/hash.h"
 #include "common/log.h"
 #include "common/param.h"
@@ -72,6 +79,196 @@ struct bootstrap_msg {
     uint32_t len;
     char data[];
 };
+
+/* --- checks of what other processes send (pure; tests/fuzz/fuzz_bootstrap.c fuzzes them) --- */
+
+static ecclResult_t hello_check(const struct hello *h, uint64_t magic)
+{
+    if (h->magic != magic || h->version != BOOTSTRAP_VERSION) {
+        WARN("bootstrap root: refused a connection with a wrong magic or version (0x%llx v%u)",
+             (unsigned long long)h->magic, h->version);
+        return ecclRemoteError;
+    }
+    if (h->nranks <= 0 || h->nranks > BOOTSTRAP_MAX_RANKS || h->rank < 0 || h->rank >= h->nranks) {
+        WARN("bootstrap root: refused a hello with rank %d of %d", h->rank, h->nranks);
+        return ecclRemoteError;
+    }
+    return ecclSuccess;
+}
+
+static ecclResult_t conn_hdr_check(const struct conn_hdr *h, uint64_t magic, int nranks)
+{
+    if (h->magic != magic || h->from < 0 || h->from >= nranks ||
+        (h->type != CONN_RING && h->type != CONN_MSG) || h->len > BOOTSTRAP_MAX_MSG) {
+        WARN("bootstrap: refused a connection with a bad header (magic 0x%llx, from %d, type %u, "
+             "len %u)",
+             (unsigned long long)h->magic, h->from, h->type, h->len);
+        return ecclRemoteError;
+    }
+    return ecclSuccess;
+}
+
+/* The root's answer: ecclSuccess, the error the root reports (its text logged), or
+ * ecclSystemError for a malformed answer. Terminates r->text. ecclInProgress is no answer a root
+ * gives: passed on, it would tell a nonblocking init's caller to wait for ever. */
+static ecclResult_t reply_check(struct reply *r, uint64_t magic, int nranks)
+{
+    r->text[sizeof(r->text) - 1] = '\0';
+    if (r->magic != magic || r->status < 0 || r->status >= ecclNumResults ||
+        r->status == ecclInProgress) {
+        WARN("bootstrap: malformed answer from the root");
+        return ecclSystemError;
+    }
+    if (r->status != ecclSuccess) {
+        WARN("%s", r->text);
+        return (ecclResult_t)r->status;
+    }
+    if (r->nranks != nranks) {
+        WARN("bootstrap: the root answered for %d ranks, we are %d", r->nranks, nranks);
+        return ecclSystemError;
+    }
+    return ecclSuccess;
+}
+
+static ecclResult_t peers_check(const struct core_peer_info *peers, int nranks)
+{
+    for (int i = 0; i < nranks; i++) {
+        if (peers[i].rank != i || !eccl_sockaddr_valid(&peers[i].listen_addr)) {
+            WARN("bootstrap: the root sent a bad entry for rank %d", i);
+            return ecclSystemError;
+        }
+    }
+    return ecclSuccess;
+}
+
+static ecclResult_t id_check(const struct bootstrap_id *id)
+{
+    if (id->id_magic != BOOTSTRAP_ID_MAGIC || id->version != BOOTSTRAP_VERSION ||
+        !eccl_sockaddr_valid(&id->root)) {
+        WARN("commId is not a unique id from ecclGetUniqueId (bad magic or version)");
+        return ecclInvalidArgument;
+    }
+    return ecclSuccess;
+}
+
+ecclResult_t core_bootstrap_decode(enum core_bootstrap_wire kind, const void *buf, size_t len,
+                                   uint64_t magic, int nranks)
+{
+    ecclResult_t res = ecclRemoteError;
+    switch (kind) {
+    case CORE_BOOTSTRAP_HELLO: {
+        struct hello h;
+        if (len != sizeof(h))
+            return ecclRemoteError;
+        memcpy(&h, buf, sizeof(h));
+        return hello_check(&h, magic);
+    }
+    case CORE_BOOTSTRAP_REPLY: {
+        struct reply r;
+        if (len < sizeof(r))
+            return ecclRemoteError;
+        memcpy(&r, buf, sizeof(r));
+        ECCL_TRY(reply_check(&r, magic, nranks));
+        if (nranks < 1 || len - sizeof(r) != sizeof(struct core_peer_info) * (size_t)nranks)
+            return ecclRemoteError;
+        struct core_peer_info *peers = eccl_calloc((size_t)nranks, sizeof(*peers), "bootstrap");
+        if (!peers)
+            return ecclSystemError;
+        memcpy(peers, (const char *)buf + sizeof(r), len - sizeof(r));
+        res = peers_check(peers, nranks);
+        eccl_free(peers);
+        return res;
+    }
+    case CORE_BOOTSTRAP_CONN: {
+        struct conn_hdr h;
+        if (len != sizeof(h))
+            return ecclRemoteError;
+        memcpy(&h, buf, sizeof(h));
+        return conn_hdr_check(&h, magic, nranks);
+    }
+    case CORE_BOOTSTRAP_ID: {
+        struct bootstrap_id id;
+        if (len != sizeof(ecclUniqueId))
+            return ecclInvalidArgument;
+        memcpy(&id, buf, sizeof(id));
+        return id_check(&id);
+    }
+    }
+    return res;
+}
+
+ecclResult_t core_bootstrap_encode(enum core_bootstrap_wire kind, uint64_t magic, int rank,
+                                   int nranks, const struct core_peer_info *peers, void *buf,
+                                   size_t cap, size_t *len_out)
+{
+    union {
+        struct hello hello;
+        struct reply reply;
+        struct conn_hdr conn;
+        struct bootstrap_id id;
+        ecclUniqueId uid;
+    } u;
+    memset(&u, 0, sizeof(u));
+    size_t len = 0, extra = 0;
+    switch (kind) {
+    case CORE_BOOTSTRAP_HELLO:
+        u.hello = (struct hello){.magic = magic,
+                                 .version = BOOTSTRAP_VERSION,
+                                 .rank = rank,
+                                 .nranks = nranks,
+                                 .info = peers[0]};
+        len = sizeof(u.hello);
+        break;
+    case CORE_BOOTSTRAP_REPLY:
+        u.reply.magic = magic;
+        u.reply.status = ecclSuccess;
+        u.reply.nranks = nranks;
+        len = sizeof(u.reply);
+        extra = sizeof(*peers) * (size_t)nranks;
+        break;
+    case CORE_BOOTSTRAP_CONN:
+        u.conn = (struct conn_hdr){.magic = magic, .type = CONN_MSG, .from = rank, .len = 16};
+        len = sizeof(u.conn);
+        break;
+    case CORE_BOOTSTRAP_ID:
+        u.id = (struct bootstrap_id){.id_magic = BOOTSTRAP_ID_MAGIC,
+                                     .version = BOOTSTRAP_VERSION,
+                                     .magic = magic,
+                                     .root = peers[0].listen_addr};
+        len = sizeof(u.uid);
+        break;
+    }
+    if (len == 0 || len + extra > cap)
+        return ecclInvalidArgument;
+    memcpy(buf, &u, len);
+    if (extra)
+        memcpy((char *)buf + len, peers, extra);
+    *len_out = len + extra;
+    return ecclSuccess;
+}
+
+/* An accepted connection whose handshake is under way (authentication on). */
+struct bootstrap_pending {
+    struct bootstrap_pending *next;
+    int fd;
+    uint64_t deadline;
+    struct eccl_auth_hs hs;
+};
+
+#define BOOTSTRAP_MAX_PENDING 64
+/* An authenticating peer answers at once: a silent one is dropped after this. */
+#define BOOTSTRAP_AUTH_MS 5000
+
+static void peer_str(int fd, char *buf, size_t len)
+{
+    union eccl_sockaddr a;
+    socklen_t alen = sizeof(a);
+    memset(&a, 0, sizeof(a));
+    if (getpeername(fd, &a.sa, &alen) != 0 || !eccl_sockaddr_valid(&a))
+        snprintf(buf, len, "(unknown peer)");
+    else
+        eccl_sockaddr_str(&a, buf, len);
+}
 
 /* --- the root ----------------------------------------------------------------------------- */
 
@@ -139,20 +336,19 @@ static void *root_main(void *arg)
         uint64_t conn_deadline = eccl_deadline_ms(5000);
         if (conn_deadline > root->deadline_ns)
             conn_deadline = root->deadline_ns;
+        char peer[64];
+        peer_str(fd, peer, sizeof(peer));
+        if (eccl_auth_handshake(fd, ECCL_AUTH_BOOTSTRAP, true, peer, conn_deadline, NULL) !=
+            ecclSuccess) {
+            close(fd); /* logged by the handshake; the root keeps serving */
+            continue;
+        }
         if (eccl_socket_recv_all(fd, &h, sizeof(h), conn_deadline, NULL) != ecclSuccess) {
             WARN("bootstrap root: dropped a connection that sent no complete hello");
             close(fd);
             continue;
         }
-        if (h.magic != root->magic || h.version != BOOTSTRAP_VERSION) {
-            WARN("bootstrap root: refused a connection with a wrong magic or version "
-                 "(0x%llx v%u)",
-                 (unsigned long long)h.magic, h.version);
-            close(fd);
-            continue;
-        }
-        if (h.nranks <= 0 || h.nranks > BOOTSTRAP_MAX_RANKS || h.rank < 0 || h.rank >= h.nranks) {
-            WARN("bootstrap root: refused a hello with rank %d of %d", h.rank, h.nranks);
+        if (hello_check(&h, root->magic) != ecclSuccess) {
             close(fd);
             continue;
         }
@@ -164,6 +360,10 @@ static void *root_main(void *arg)
                 status = ecclSystemError;
                 snprintf(text, sizeof(text), "bootstrap root out of memory");
                 extra_fd = fd;
+                /* fds[] is still zeroes, not -1: the replies and closes below would take them
+                 * for descriptor 0. */
+                eccl_free(fds);
+                fds = NULL;
                 break;
             }
             for (int i = 0; i < nranks; i++)
@@ -251,6 +451,7 @@ ecclResult_t core_bootstrap_id_create(ecclUniqueId *out)
     memset(&id, 0, sizeof(id));
     id.id_magic = BOOTSTRAP_ID_MAGIC;
     id.version = BOOTSTRAP_VERSION;
+    ECCL_TRY(eccl_auth_load(NULL)); /* the root authenticates the ranks: a bad file fails here */
     do {
         id.magic = eccl_random64();
     } while (id.magic == 0);
@@ -268,7 +469,7 @@ ecclResult_t core_bootstrap_id_create(ecclUniqueId *out)
     root->deadline_ns = eccl_deadline_ms(eccl_param_bootstrap_timeout());
     ECCL_TRY_GOTO(eccl_socket_listen(&id.root, &root->listen_fd), res, err_free_root);
     pthread_mutex_lock(&roots_lock);
-    int rc = pthread_create(&root->thread, NULL, root_main, root);
+    int rc = ECCL_FAULT_THREAD(pthread_create(&root->thread, NULL, root_main, root));
     if (rc == 0) {
         root->next = roots;
         roots = root;
@@ -301,21 +502,14 @@ static uint64_t bs_deadline(const struct core_bootstrap *bs)
 
 /* Accepts one connection on the listener and reads its header: a ring connection sets
  * ring_recv_fd, a message goes to the unexpected list. */
-static ecclResult_t accept_one(struct core_bootstrap *bs, uint64_t deadline)
+static ecclResult_t take_conn(struct core_bootstrap *bs, int fd, uint64_t deadline)
 {
     ecclResult_t res = ecclSuccess;
-    int fd = -1;
     struct bootstrap_msg *m = NULL;
-    ECCL_TRY(eccl_socket_accept(bs->listen_fd, &fd, deadline, bs->abort));
     struct conn_hdr h;
     ECCL_TRY_GOTO(eccl_socket_recv_all(fd, &h, sizeof(h), deadline, bs->abort), res, err_close);
-    if (h.magic != bs->magic || h.from < 0 || h.from >= bs->nranks ||
-        (h.type != CONN_RING && h.type != CONN_MSG) || h.len > BOOTSTRAP_MAX_MSG) {
-        WARN("bootstrap: refused a connection with a bad header (magic 0x%llx, from %d, type %u, "
-             "len %u)",
-             (unsigned long long)h.magic, h.from, h.type, h.len);
+    if (conn_hdr_check(&h, bs->magic, bs->nranks) != ecclSuccess)
         goto err_close; /* not fatal for us: keep listening */
-    }
     if (h.type == CONN_RING) {
         if (h.from != (bs->rank + bs->nranks - 1) % bs->nranks || bs->ring_recv_fd >= 0) {
             WARN("bootstrap: unexpected ring connection from rank %d", h.from);
@@ -346,6 +540,154 @@ err_close:
     return res;
 }
 
+static ecclResult_t accept_one(struct core_bootstrap *bs, uint64_t deadline)
+{
+    int fd = -1;
+    ECCL_TRY(eccl_socket_accept(bs->listen_fd, &fd, deadline, bs->abort));
+    return take_conn(bs, fd, deadline);
+}
+
+static void pending_drop(struct bootstrap_pending **pp)
+{
+    struct bootstrap_pending *p = *pp;
+    *pp = p->next;
+    if (p->fd >= 0)
+        close(p->fd);
+    eccl_free(p);
+}
+
+/* Advances one pending handshake; a finished one hands its connection to take_conn (the peer
+ * sends its header right after its last handshake message). */
+static ecclResult_t pending_step(struct core_bootstrap *bs, struct bootstrap_pending **pp,
+                                 uint64_t deadline)
+{
+    struct bootstrap_pending *p = *pp;
+    ecclResult_t r = eccl_auth_hs_step(&p->hs, p->fd);
+    if (r == ecclInProgress) {
+        if (eccl_deadline_passed(p->deadline)) {
+            WARN("auth: refused a bootstrap connection from %s: timed out waiting for the "
+                 "handshake",
+                 p->hs.peer);
+            pending_drop(pp);
+        }
+        return ecclSuccess;
+    }
+    if (r != ecclSuccess) { /* refused and logged: keep listening */
+        pending_drop(pp);
+        return ecclSuccess;
+    }
+    int fd = p->fd;
+    p->fd = -1;
+    pending_drop(pp);
+    uint64_t hdr_deadline = eccl_deadline_ms(BOOTSTRAP_AUTH_MS);
+    ecclResult_t res = take_conn(bs, fd, hdr_deadline < deadline ? hdr_deadline : deadline);
+    /* A peer that authenticated and then failed is refused like any bad connection. */
+    return res == ecclSystemError ? res : ecclSuccess;
+}
+
+/*
+ * Authentication on: one round of waiting. Polls the listener, the pending handshakes and
+ * wait_fd (if >= 0, for wait_events), for at most a few milliseconds; accepts new connections
+ * and advances handshakes. *ready says whether wait_fd is ready.
+ */
+static ecclResult_t serve(struct core_bootstrap *bs, int wait_fd, short wait_events,
+                          uint64_t deadline, bool *ready)
+{
+    struct pollfd pfd[2 + BOOTSTRAP_MAX_PENDING];
+    int n = 0, npending = 0;
+    *ready = false;
+    if (bs->abort && atomic_load_explicit(bs->abort, memory_order_acquire))
+        return ecclRemoteError;
+    if (eccl_deadline_passed(deadline)) {
+        WARN("bootstrap: rank %d timed out after %lld ms waiting for its peers", bs->rank,
+             (long long)bs->timeout_ms);
+        return ecclInternalError;
+    }
+    pfd[n++] = (struct pollfd){.fd = bs->listen_fd, .events = POLLIN};
+    pfd[n++] = (struct pollfd){.fd = wait_fd, .events = wait_events};
+    for (struct bootstrap_pending *p = bs->pending; p; p = p->next, npending++)
+        pfd[n++] = (struct pollfd){.fd = p->fd, .events = eccl_auth_hs_events(&p->hs)};
+    if (poll(pfd, (nfds_t)n, 10) < 0 && errno != EINTR) {
+        WARN("bootstrap: poll failed: %s", strerror(errno));
+        return ecclSystemError;
+    }
+    *ready = wait_fd >= 0 && pfd[1].revents != 0;
+    /* Pending ones first (their pollfd entries are in list order), new ones after. */
+    struct bootstrap_pending **pp = &bs->pending;
+    for (int i = 0; i < npending && *pp; i++) {
+        struct bootstrap_pending *p = *pp;
+        bool was = pfd[2 + i].revents != 0 || eccl_deadline_passed(p->deadline);
+        if (was) {
+            ECCL_TRY(pending_step(bs, pp, deadline));
+            if (*pp != p)
+                continue;
+        }
+        pp = &p->next;
+    }
+    if (pfd[0].revents) {
+        int fd = accept4(bs->listen_fd, NULL, NULL, SOCK_CLOEXEC | SOCK_NONBLOCK);
+        if (fd < 0) {
+            if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR &&
+                errno != ECONNABORTED) {
+                WARN("bootstrap: accept failed: %s", strerror(errno));
+                return ecclSystemError;
+            }
+            return ecclSuccess;
+        }
+        char peer[64];
+        peer_str(fd, peer, sizeof(peer));
+        if (npending >= BOOTSTRAP_MAX_PENDING) {
+            WARN("auth: refused a bootstrap connection from %s: %d handshakes already pending",
+                 peer, npending);
+            close(fd);
+            return ecclSuccess;
+        }
+        struct bootstrap_pending *p = eccl_calloc(1, sizeof(*p), "bootstrap-pending");
+        if (!p) {
+            close(fd);
+            return ecclSystemError;
+        }
+        p->fd = fd;
+        p->deadline = eccl_deadline_ms(BOOTSTRAP_AUTH_MS);
+        ecclResult_t r = eccl_auth_hs_init(&p->hs, ECCL_AUTH_BOOTSTRAP, true, peer);
+        p->next = bs->pending;
+        bs->pending = p;
+        if (r != ecclSuccess) {
+            pending_drop(&bs->pending);
+            return r;
+        }
+        ECCL_TRY(pending_step(bs, &bs->pending, deadline));
+    }
+    return ecclSuccess;
+}
+
+/* The client side of the handshake on fd (a connection this rank opened), serving the listener
+ * meanwhile. A no-op when authentication is off. */
+static ecclResult_t client_auth(struct core_bootstrap *bs, int fd, const union eccl_sockaddr *to,
+                                uint64_t deadline)
+{
+    if (!bs->auth)
+        return ecclSuccess;
+    char peer[64];
+    eccl_sockaddr_str(to, peer, sizeof(peer));
+    struct eccl_auth_hs hs;
+    ECCL_TRY(eccl_auth_hs_init(&hs, ECCL_AUTH_BOOTSTRAP, false, peer));
+    for (;;) {
+        ecclResult_t r = eccl_auth_hs_step(&hs, fd);
+        if (r != ecclInProgress)
+            return r;
+        bool ready = false;
+        while (!ready)
+            ECCL_TRY(serve(bs, fd, eccl_auth_hs_events(&hs), deadline, &ready));
+    }
+}
+
+static void pending_free_all(struct core_bootstrap *bs)
+{
+    while (bs->pending)
+        pending_drop(&bs->pending);
+}
+
 ecclResult_t core_bootstrap_init(struct core_bootstrap *bs, const ecclUniqueId *uid, int rank,
                                  int nranks, const struct core_peer_info *mine,
                                  const _Atomic uint32_t *abort, int64_t timeout_ms)
@@ -353,11 +695,7 @@ ecclResult_t core_bootstrap_init(struct core_bootstrap *bs, const ecclUniqueId *
     ecclResult_t res = ecclSuccess;
     struct bootstrap_id id;
     memcpy(&id, uid->internal, sizeof(id));
-    if (id.id_magic != BOOTSTRAP_ID_MAGIC || id.version != BOOTSTRAP_VERSION ||
-        !eccl_sockaddr_valid(&id.root)) {
-        WARN("commId is not a unique id from ecclGetUniqueId (bad magic or version)");
-        return ecclInvalidArgument;
-    }
+    ECCL_TRY(id_check(&id));
     memset(bs, 0, sizeof(*bs));
     bs->rank = rank;
     bs->nranks = nranks;
@@ -365,6 +703,7 @@ ecclResult_t core_bootstrap_init(struct core_bootstrap *bs, const ecclUniqueId *
     bs->listen_fd = bs->ring_send_fd = bs->ring_recv_fd = -1;
     bs->abort = abort;
     bs->timeout_ms = timeout_ms > 0 ? timeout_ms : eccl_param_bootstrap_timeout();
+    ECCL_TRY(eccl_auth_load(&bs->auth));
 
     struct core_peer_info info = *mine;
     ECCL_TRY(eccl_socket_pick_addr(&info.listen_addr, NULL, 0));
@@ -380,6 +719,13 @@ ecclResult_t core_bootstrap_init(struct core_bootstrap *bs, const ecclUniqueId *
     int root_fd = -1;
     bool got_reply = false;
     ECCL_TRY_GOTO(eccl_socket_connect(&id.root, &root_fd, deadline, abort), res, err_close_listen);
+    if (bs->auth) {
+        char peer[64];
+        eccl_sockaddr_str(&id.root, peer, sizeof(peer));
+        ECCL_TRY_GOTO(
+            eccl_auth_handshake(root_fd, ECCL_AUTH_BOOTSTRAP, false, peer, deadline, abort), res,
+            err_close_root);
+    }
     struct hello h;
     memset(&h, 0, sizeof(h));
     h.magic = id.magic;
@@ -392,26 +738,14 @@ ecclResult_t core_bootstrap_init(struct core_bootstrap *bs, const ecclUniqueId *
     struct reply r;
     res = eccl_socket_recv_all(root_fd, &r, sizeof(r), deadline, abort);
     if (res != ecclSuccess) {
-        WARN("bootstrap: no answer from the root (rank %d of %d)", rank, nranks);
+        WARN("bootstrap: no answer from the root (rank %d of %d)%s", rank, nranks,
+             bs->auth ? "" : "; if the job uses a secret, set ECCL_JOB_SECRET_FILE on every rank");
         goto err_close_root;
     }
     got_reply = true;
-    r.text[sizeof(r.text) - 1] = '\0';
-    if (r.magic != id.magic || r.status < 0 || r.status >= ecclNumResults) {
-        WARN("bootstrap: malformed answer from the root");
-        res = ecclSystemError;
+    res = reply_check(&r, id.magic, nranks);
+    if (res != ecclSuccess)
         goto err_close_root;
-    }
-    if (r.status != ecclSuccess) {
-        WARN("%s", r.text);
-        res = (ecclResult_t)r.status;
-        goto err_close_root;
-    }
-    if (r.nranks != nranks) {
-        WARN("bootstrap: the root answered for %d ranks, we are %d", r.nranks, nranks);
-        res = ecclSystemError;
-        goto err_close_root;
-    }
     bs->peers = eccl_calloc((size_t)nranks, sizeof(*bs->peers), "bootstrap-peers");
     if (!bs->peers) {
         res = ecclSystemError;
@@ -423,13 +757,9 @@ ecclResult_t core_bootstrap_init(struct core_bootstrap *bs, const ecclUniqueId *
     close(root_fd);
     root_fd = -1;
     root_join(id.magic, true);
-    for (int i = 0; i < nranks; i++) {
-        if (bs->peers[i].rank != i || !eccl_sockaddr_valid(&bs->peers[i].listen_addr)) {
-            WARN("bootstrap: the root sent a bad entry for rank %d", i);
-            res = ecclSystemError;
-            goto err_free_peers;
-        }
-    }
+    res = peers_check(bs->peers, nranks);
+    if (res != ecclSuccess)
+        goto err_free_peers;
 
     /* The ring: connect to the next rank, accept the previous one. */
     if (nranks > 1) {
@@ -438,11 +768,18 @@ ecclResult_t core_bootstrap_init(struct core_bootstrap *bs, const ecclUniqueId *
         ECCL_TRY_GOTO(
             eccl_socket_connect(&bs->peers[next].listen_addr, &bs->ring_send_fd, deadline, abort),
             res, err_free_peers);
+        ECCL_TRY_GOTO(client_auth(bs, bs->ring_send_fd, &bs->peers[next].listen_addr, deadline),
+                      res, err_free_peers);
         struct conn_hdr ch = {.magic = bs->magic, .type = CONN_RING, .from = rank};
         ECCL_TRY_GOTO(eccl_socket_send_all(bs->ring_send_fd, &ch, sizeof(ch), deadline, abort), res,
                       err_free_peers);
-        while (bs->ring_recv_fd < 0)
-            ECCL_TRY_GOTO(accept_one(bs, deadline), res, err_free_peers);
+        while (bs->ring_recv_fd < 0) {
+            bool ready;
+            if (bs->auth)
+                ECCL_TRY_GOTO(serve(bs, -1, 0, deadline, &ready), res, err_free_peers);
+            else
+                ECCL_TRY_GOTO(accept_one(bs, deadline), res, err_free_peers);
+        }
     }
     char buf[80];
     INFO(ECCL_LOG_BOOTSTRAP, "bootstrap: rank %d of %d connected, listening on %s", rank, nranks,
@@ -460,6 +797,7 @@ err_close_root:
     root_join(id.magic, got_reply);
 err_close_listen:
     eccl_socket_close(&bs->listen_fd);
+    pending_free_all(bs);
     while (bs->unexpected) {
         struct bootstrap_msg *m = bs->unexpected;
         bs->unexpected = m->next;
@@ -473,6 +811,7 @@ void core_bootstrap_fini(struct core_bootstrap *bs)
     eccl_socket_close(&bs->ring_send_fd);
     eccl_socket_close(&bs->ring_recv_fd);
     eccl_socket_close(&bs->listen_fd);
+    pending_free_all(bs);
     while (bs->unexpected) {
         struct bootstrap_msg *m = bs->unexpected;
         bs->unexpected = m->next;
@@ -522,6 +861,7 @@ ecclResult_t core_bootstrap_send(struct core_bootstrap *bs, int peer, uint32_t t
     uint64_t deadline = bs_deadline(bs);
     int fd = -1;
     ECCL_TRY(eccl_socket_connect(&bs->peers[peer].listen_addr, &fd, deadline, bs->abort));
+    ECCL_TRY_GOTO(client_auth(bs, fd, &bs->peers[peer].listen_addr, deadline), res, out);
     struct conn_hdr h = {
         .magic = bs->magic, .type = CONN_MSG, .from = bs->rank, .tag = tag, .len = (uint32_t)size};
     ECCL_TRY_GOTO(eccl_socket_send_all(fd, &h, sizeof(h), deadline, bs->abort), res, out);
@@ -552,6 +892,11 @@ ecclResult_t core_bootstrap_recv(struct core_bootstrap *bs, int peer, uint32_t t
             eccl_free(m);
             return res;
         }
-        ECCL_TRY(accept_one(bs, deadline));
+        if (bs->auth) {
+            bool ready;
+            ECCL_TRY(serve(bs, -1, 0, deadline, &ready));
+        } else {
+            ECCL_TRY(accept_one(bs, deadline));
+        }
     }
 }

@@ -19,6 +19,7 @@
 
 #include "common/alloc.h"
 #include "common/check.h"
+#include "common/fault.h"
 #include "common/hash.h"
 #include "common/log.h"
 #include "common/param.h"
@@ -32,6 +33,7 @@
 ECCL_PARAM_STR(device, "ECCL_DEVICE", NULL)
 ECCL_PARAM_INT(nchannels, "ECCL_NCHANNELS", 0)
 ECCL_PARAM_INT(max_nchannels, "ECCL_MAX_NCHANNELS", 4)
+ECCL_PARAM_INT(cuda_nchannels, "ECCL_CUDA_NCHANNELS", 16)
 ECCL_PARAM_INT(timeout_ms, "ECCL_TIMEOUT_MS", 600000)
 ECCL_PARAM_INT(abort_wait_ms, "ECCL_ABORT_WAIT_MS", 1000)
 ECCL_PARAM_INT(spin, "ECCL_SPIN", -1)
@@ -277,10 +279,18 @@ static void on_dev_error(void *arg, ecclResult_t res, int peer, const char *what
     set_error(arg, res, true);
 }
 
-static int pick_nchannels(const ecclConfig_t *cfg, int nlocal)
+/* Channels of a communicator: the configuration's or ECCL_NCHANNELS; else, on the host, a core
+ * per channel (at most ECCL_MAX_NCHANNELS), and for CUDA communicators ECCL_CUDA_NCHANNELS thread
+ * blocks (each channel is one block, of the GPU's many SMs), capped by ECCL_MAX_NCHANNELS only
+ * when that is set. */
+static int pick_nchannels(const ecclConfig_t *cfg, int nlocal, bool host)
 {
     int n = cfg_int(cfg->nChannels, (int)eccl_param_nchannels());
-    if (n <= 0) {
+    if (n <= 0 && !host) {
+        n = (int)eccl_param_cuda_nchannels();
+        if (getenv("ECCL_MAX_NCHANNELS") && n > (int)eccl_param_max_nchannels())
+            n = (int)eccl_param_max_nchannels();
+    } else if (n <= 0) {
         int cores = get_nprocs();
         n = cores / (nlocal > 0 ? nlocal : 1);
         int max = (int)eccl_param_max_nchannels();
@@ -432,7 +442,7 @@ ecclResult_t core_comm_create_opts(struct ecclComm **out, int nranks, const eccl
     if (opts && opts->cancel) {
         watch.comm = comm;
         watch.cancel = opts->cancel;
-        int rc = pthread_create(&watch_thread, NULL, cancel_main, &watch);
+        int rc = ECCL_FAULT_THREAD(pthread_create(&watch_thread, NULL, cancel_main, &watch));
         if (rc != 0) {
             WARN("pthread_create failed: %s", strerror(rc));
             res = ecclSystemError;
@@ -461,7 +471,7 @@ ecclResult_t core_comm_create_opts(struct ecclComm **out, int nranks, const eccl
             res = ecclSystemError;
             goto err_free;
         }
-        pref[rank] = pick_nchannels(&cfg, nlocal);
+        pref[rank] = pick_nchannels(&cfg, nlocal, host);
         res = core_bootstrap_allgather(&comm->bs, pref, sizeof(*pref));
         int n = CORE_MAX_CHANNELS;
         for (int i = 0; i < nranks && res == ecclSuccess; i++) {
@@ -525,6 +535,19 @@ ecclResult_t core_comm_create_opts(struct ecclComm **out, int nranks, const eccl
     ECCL_TRY_GOTO(
         proxy_service_create(&comm->svc, comm->comm_hash, rank, nranks, on_peer_failure, comm), res,
         err_free);
+    /* The GPU executor first: connectors between GPU ranks get device slots from it. */
+    if (!host) {
+        struct kern_dev_opts dopts = {
+            .cuda_dev = dev,
+            .rank = rank,
+            .nchannels = comm->nchannels,
+            .timeout_ns = comm->timeout_ms > 0 ? (uint64_t)comm->timeout_ms * ECCL_NS_PER_MS : 0,
+            .abort = &comm->abort,
+            .on_error = on_dev_error,
+            .arg = comm,
+        };
+        ECCL_TRY_GOTO(kern_dev_create(&dopts, &comm->dev), res, err_free);
+    }
     /* Opens the connector socket, waits for every rank's listeners (a barrier), connects. */
     ECCL_TRY_GOTO(core_transport_init(comm), res, err_free);
     proxy_service_watch(comm->svc, proxy_heartbeat(comm->tp.proxy),
@@ -556,18 +579,6 @@ ecclResult_t core_comm_create_opts(struct ecclComm **out, int nranks, const eccl
     /* Channel threads for both kinds: a CUDA communicator runs plans on host buffers (the
      * elastic layer's own exchanges, for one) on the host executor. */
     ECCL_TRY_GOTO(core_exec_start(comm), res, err_free);
-    if (!host) {
-        struct kern_dev_opts dopts = {
-            .cuda_dev = dev,
-            .rank = rank,
-            .nchannels = comm->nchannels,
-            .timeout_ns = comm->timeout_ms > 0 ? (uint64_t)comm->timeout_ms * ECCL_NS_PER_MS : 0,
-            .abort = &comm->abort,
-            .on_error = on_dev_error,
-            .arg = comm,
-        };
-        ECCL_TRY_GOTO(kern_dev_create(&dopts, &comm->dev), res, err_free);
-    }
     ECCL_TRY_GOTO(core_bootstrap_barrier(&comm->bs), res, err_free);
     INFO(ECCL_LOG_INIT,
          "ecclCommInitRank comm %p rank %d nranks %d cudaDev %d nchannels %d - "
@@ -589,6 +600,12 @@ err_free:
         atomic_store(&watch.done, true);
         pthread_join(watch_thread, NULL);
     }
+    /* A failure another thread saw (the UDS service, a peer's revoke) stopped the init: its text
+     * is the communicator's, which is about to go; the caller reads its own thread's. */
+    pthread_mutex_lock(&comm->error_lock);
+    if (!eccl_log_last_error()[0] && comm->last_error[0])
+        eccl_log_set_last_error(comm->last_error);
+    pthread_mutex_unlock(&comm->error_lock);
     comm_free(comm);
     return res;
 }

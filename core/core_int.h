@@ -43,6 +43,7 @@ struct core_peer_info {
 /* --- bootstrap (core/bootstrap.c) --- */
 
 struct bootstrap_msg;
+struct bootstrap_pending;
 
 struct core_bootstrap {
     int rank;
@@ -55,6 +56,8 @@ struct core_bootstrap {
     struct bootstrap_msg *unexpected; /* point-to-point messages not asked for yet */
     const _Atomic uint32_t *abort;
     int64_t timeout_ms;
+    bool auth;                         /* job secret: connections are authenticated */
+    struct bootstrap_pending *pending; /* accepted, handshake under way (bootstrap.c) */
 };
 
 ecclResult_t core_bootstrap_id_create(ecclUniqueId *id);
@@ -70,6 +73,23 @@ ecclResult_t core_bootstrap_send(struct core_bootstrap *bs, int peer, uint32_t t
                                  const void *data, size_t size);
 ecclResult_t core_bootstrap_recv(struct core_bootstrap *bs, int peer, uint32_t tag, void *data,
                                  size_t size);
+
+/* What bootstrap reads from other processes, checked without I/O (tests/fuzz/fuzz_bootstrap.c):
+ * a hello (the root reads it), the root's reply followed by the peer table (nranks entries), a
+ * connection header (a rank's listener), a unique id. ecclSuccess when bootstrap would accept
+ * the bytes; else what it would fail with. core_bootstrap_encode writes a valid one (hello: the
+ * info of peers[0]; reply: the table peers[0..nranks); id: the root at peers[0].listen_addr). */
+enum core_bootstrap_wire {
+    CORE_BOOTSTRAP_HELLO,
+    CORE_BOOTSTRAP_REPLY,
+    CORE_BOOTSTRAP_CONN,
+    CORE_BOOTSTRAP_ID,
+};
+ecclResult_t core_bootstrap_decode(enum core_bootstrap_wire kind, const void *buf, size_t len,
+                                   uint64_t magic, int nranks);
+ecclResult_t core_bootstrap_encode(enum core_bootstrap_wire kind, uint64_t magic, int rank,
+                                   int nranks, const struct core_peer_info *peers, void *buf,
+                                   size_t cap, size_t *len_out);
 
 /* --- shared segments and connectors (core/transport.c) --- */
 
@@ -92,6 +112,9 @@ struct core_transport {
     uint32_t nslots;
     uint32_t slot_bytes;
     uint32_t p2p_slot_bytes;
+    /* CUDA communicators: how receive connectors between ranks of one host get device slots
+     * (enum kern_dev_mem_mode; NONE: ECCL_P2P_DISABLE, or a host communicator). */
+    int dev_mode;
 };
 
 /* --- tasks and plans (core/enqueue.c, core/planner.c) --- */
@@ -194,6 +217,8 @@ struct ecclComm {
     _Atomic bool revoked;
     _Atomic bool finalized;
     char last_error[512];
+    /* Also orders the connector pointers of channels[].kc, which the transport sets while the
+     * communicator runs (lazy p2p connections), with core_exec_close_all on a failure thread. */
     pthread_mutex_t error_lock;
     core_error_fn error_fn; /* protected by error_lock */
     void *error_arg;

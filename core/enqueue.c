@@ -11,6 +11,7 @@
 #include "common/alloc.h"
 #include "common/check.h"
 #include "common/log.h"
+#include "common/stats.h"
 #include "core/core_int.h"
 
 static const char *func_name(int func)
@@ -18,6 +19,25 @@ static const char *func_name(int func)
     static const char *names[] = {"Broadcast", "Reduce", "AllGather", "ReduceScatter",
                                   "AllReduce", "Send",   "Recv"};
     return func >= 0 && func < ECCL_FUNC_COUNT ? names[func] : "?";
+}
+
+/* The kind a call is counted under in the launcher's metrics (common/stats.h). */
+static enum eccl_stats_kind stats_kind(int func)
+{
+    switch (func) {
+    case ECCL_FUNC_BROADCAST:
+        return ECCL_STATS_BROADCAST;
+    case ECCL_FUNC_REDUCE:
+        return ECCL_STATS_REDUCE;
+    case ECCL_FUNC_ALLGATHER:
+        return ECCL_STATS_ALLGATHER;
+    case ECCL_FUNC_REDUCESCATTER:
+        return ECCL_STATS_REDUCESCATTER;
+    case ECCL_FUNC_ALLREDUCE:
+        return ECCL_STATS_ALLREDUCE;
+    default:
+        return ECCL_STATS_SENDRECV;
+    }
 }
 
 /* ecclRedOp_t + datatype -> the executor's reduction. */
@@ -182,6 +202,9 @@ static ecclResult_t enqueue_coll(int func, const void *sendbuff, void *recvbuff,
     ecclResult_t res = add_task(comm, func, sendbuff, recvbuff, count, dtype, &rop, root);
     if (res != ecclSuccess && implicit)
         ecclGroupEnd(); /* empty the implicit group; the error stands */
+    /* Bytes as nccl-tests' size column counts them. */
+    if (res == ecclSuccess)
+        eccl_stats_add_bytes(stats_kind(func), count * eccl_dtype_size(dtype) * mult);
     return finish(res, implicit);
 }
 
@@ -246,6 +269,9 @@ static ecclResult_t enqueue_p2p(int func, const void *buf, size_t count, ecclDat
                  func == ECCL_FUNC_RECV ? (void *)buf : NULL, count, dtype, NULL, peer);
     if (res != ecclSuccess && implicit)
         ecclGroupEnd();
+    /* A send/receive pair counts once, at the sender. */
+    if (res == ecclSuccess && func == ECCL_FUNC_SEND)
+        eccl_stats_add_bytes(ECCL_STATS_SENDRECV, count * eccl_dtype_size(dtype));
     return finish(res, implicit);
 }
 
@@ -317,6 +343,11 @@ static ecclResult_t enqueue_pattern(int kind, const void *sendbuff, void *recvbu
     }
     if (res != ecclSuccess)
         core_group_record_error(res);
+    else
+        eccl_stats_add_bytes(kind == 0   ? ECCL_STATS_ALLTOALL
+                             : kind == 1 ? ECCL_STATS_GATHER
+                                         : ECCL_STATS_SCATTER,
+                             bytes * (size_t)n);
     ecclResult_t end = ecclGroupEnd();
     return res != ecclSuccess ? res : end;
 }

@@ -10,6 +10,7 @@
 
 #include "common/alloc.h"
 #include "common/check.h"
+#include "common/fault.h"
 #include "common/hash.h"
 #include "common/log.h"
 #include "common/param.h"
@@ -70,7 +71,7 @@ ecclResult_t core_exec_start(struct ecclComm *comm)
         eccl_event_reset(&ch->go);
         eccl_event_reset(&ch->done);
         ch->plan = NULL;
-        int rc = pthread_create(&ch->thread, NULL, chan_main, ch);
+        int rc = ECCL_FAULT_THREAD(pthread_create(&ch->thread, NULL, chan_main, ch));
         if (rc != 0) {
             WARN("pthread_create of channel %d failed: %s", c, strerror(rc));
             core_exec_stop(comm);
@@ -97,7 +98,9 @@ void core_exec_stop(struct ecclComm *comm)
 void core_exec_close_all(struct ecclComm *comm)
 {
     /* Closing (not only waking) every connector tells the peers blocked on them that this rank
-     * gave up, even when their own failure detection has not seen it. */
+     * gave up, even when their own failure detection has not seen it. error_lock: the
+     * transport may be setting a connector pointer at this moment (core/transport.c). */
+    pthread_mutex_lock(&comm->error_lock);
     for (int c = 0; c < comm->nchannels; c++) {
         struct kern_chan *kc = &comm->channels[c].kc;
         kern_conn_close(kc->ring_recv);
@@ -113,6 +116,7 @@ void core_exec_close_all(struct ecclComm *comm)
             kern_conn_close(kc->p2p_recv[r]);
         }
     }
+    pthread_mutex_unlock(&comm->error_lock);
 }
 
 ecclResult_t core_exec_post(struct ecclComm *comm, struct core_plan *plan, bool inline0)

@@ -12,6 +12,7 @@
 
 #include "common/alloc.h"
 #include "common/check.h"
+#include "common/fault.h"
 #include "common/log.h"
 #include "common/param.h"
 #include "core/core_int.h"
@@ -180,7 +181,7 @@ static ecclResult_t run_inits(void)
     struct group_init *list = group_inits;
     group_inits = NULL;
     for (struct group_init *g = list; g; g = g->next) {
-        int rc = pthread_create(&g->thread, NULL, init_main, g);
+        int rc = ECCL_FAULT_THREAD(pthread_create(&g->thread, NULL, init_main, g));
         if (rc != 0) {
             WARN("pthread_create for a grouped init failed: %s", strerror(rc));
             g->result = ecclSystemError;
@@ -272,7 +273,7 @@ static ecclResult_t group_end(bool simulate, ecclSimInfo_t *sim)
     int i = 0;
     for (struct ecclComm *c = comms; c; c = c->group_next, i++) {
         jobs[i].comm = c;
-        int rc = pthread_create(&jobs[i].thread, NULL, launch_main, &jobs[i]);
+        int rc = ECCL_FAULT_THREAD(pthread_create(&jobs[i].thread, NULL, launch_main, &jobs[i]));
         if (rc != 0) {
             WARN("pthread_create for a group launch failed: %s", strerror(rc));
             jobs[i].thread = 0;

@@ -27,6 +27,39 @@ ECCL_PARAM_STR(algo, "ECCL_ALGO", NULL)
 ECCL_PARAM_INT(tree_threshold, "ECCL_TREE_THRESHOLD", 64 * 1024)
 ECCL_PARAM_INT(min_chan_bytes, "ECCL_MIN_CHANNEL_BYTES", 256 * 1024)
 
+/* The planner's parameters, read once per thread and parameter generation: a parameter read
+ * takes a lock and a search, too much for every call of a small collective. */
+struct plan_params {
+    uint64_t gen; /* eccl_param_generation() when read; 0: never */
+    const char *algo;
+    int64_t tree_threshold;
+    int64_t min_chan_bytes;
+};
+
+static const struct plan_params *plan_params_get(void)
+{
+    static _Thread_local struct plan_params pp;
+    uint64_t gen = eccl_param_generation();
+    if (pp.gen != gen) {
+        pp.algo = eccl_param_algo();
+        pp.tree_threshold = eccl_param_tree_threshold();
+        pp.min_chan_bytes = eccl_param_min_chan_bytes();
+        pp.gen = gen;
+    }
+    return &pp;
+}
+
+/* The fingerprint's hash of one descriptor, eight bytes a step (hashing the 64 bytes one at a
+ * time cost more than the rest of planning a small collective). */
+static uint64_t work_hash(const struct eccl_work *w, uint64_t h)
+{
+    uint64_t words[sizeof(*w) / 8];
+    memcpy(words, w, sizeof(words));
+    for (size_t i = 0; i < ECCL_ARRAY_SIZE(words); i++)
+        h = eccl_hash_mix(h ^ (words[i] + 0x9e3779b97f4a7c15ULL * (i + 1)));
+    return h;
+}
+
 void core_plan_ring(const uint64_t *host_hash, int nranks, int *ring)
 {
     int k = 0;
@@ -62,12 +95,13 @@ static int pick_algo(const struct ecclComm *comm, const struct core_task *t, siz
 {
     if (t->func != ECCL_FUNC_ALLREDUCE || comm->nranks <= 2)
         return ECCL_ALGO_RING;
-    const char *a = eccl_param_algo();
+    const struct plan_params *pp = plan_params_get();
+    const char *a = pp->algo;
     if (a && strcasecmp(a, "tree") == 0)
         return ECCL_ALGO_TREE;
     if (a && strcasecmp(a, "ring") == 0)
         return ECCL_ALGO_RING;
-    return bytes <= (size_t)eccl_param_tree_threshold() ? ECCL_ALGO_TREE : ECCL_ALGO_RING;
+    return bytes <= (size_t)pp->tree_threshold ? ECCL_ALGO_TREE : ECCL_ALGO_RING;
 }
 
 struct plan_builder {
@@ -134,7 +168,7 @@ static ecclResult_t plan_coll(struct plan_builder *b, const struct core_task *t)
     struct ecclComm *comm = b->comm;
     size_t ts = eccl_dtype_size(t->dtype);
     size_t bytes = t->count * ts;
-    size_t min_bytes = (size_t)ECCL_MAX(eccl_param_min_chan_bytes(), 4096);
+    size_t min_bytes = (size_t)ECCL_MAX(plan_params_get()->min_chan_bytes, 4096);
     size_t nparts = ECCL_MIN((size_t)comm->nchannels, ECCL_MAX((size_t)1, bytes / min_bytes));
     nparts = ECCL_MIN(nparts, b->budget);
     ECCL_TRY(plan_reserve(b, nparts));
@@ -160,7 +194,7 @@ static ecclResult_t plan_coll(struct plan_builder *b, const struct core_task *t)
         w.chan_count = ECCL_MIN(piece, t->count - off);
         w.flags = (off + piece >= t->count) ? ECCL_WORK_FLAG_LAST : 0;
         /* The fingerprint covers everything but addresses. */
-        p->fingerprint = eccl_hash64(&w, sizeof(w), p->fingerprint);
+        p->fingerprint = work_hash(&w, p->fingerprint);
         w.sendbuff = (uint64_t)(uintptr_t)t->sendbuff;
         w.recvbuff = (uint64_t)(uintptr_t)t->recvbuff;
         if ((const void *)t->sendbuff == (const void *)t->recvbuff)

@@ -10,6 +10,15 @@
  * Connect to the listener, while the receiver's proxy accepts. Ranks of one host (same host
  * hash) use shared memory unless ECCL_SHM_DISABLE=1; other ranks use the network backend that
  * the proxy selects (ECCL_NET).
+ *
+ * Between two ranks of CUDA communicators on one host, a shared-memory connector also gets its
+ * slots in the receiver's device memory (P2P): the receiver allocates them (kernels/dev_mem.h),
+ * hands the exported file descriptor to its proxy with Setup, and the sender fetches it over the
+ * UDS socket like the segment and maps it (cuMem; legacy CUDA IPC sends its handle in the
+ * descriptor instead). The sender's kernels write the device slots and flag each step so; a
+ * sender that could not map them (or runs a plan on the host executor) uses the host slots, so
+ * either side may fall back alone. ECCL_P2P_DISABLE=1 keeps every step in host memory,
+ * ECCL_CUMEM_ENABLE=0 picks legacy IPC.
  */
 #include <errno.h>
 #include <stdio.h>
@@ -22,11 +31,14 @@
 #include "common/param.h"
 #include "common/time.h"
 #include "core/core_int.h"
+#include "kernels/dev_mem.h"
 
 ECCL_PARAM_INT(shm_slots, "ECCL_SHM_SLOTS", 8)
 ECCL_PARAM_INT(shm_slot_bytes, "ECCL_SHM_SLOT_BYTES", 128 * 1024)
 ECCL_PARAM_INT(p2p_slot_bytes, "ECCL_P2P_SLOT_BYTES", 128 * 1024)
 ECCL_PARAM_INT(shm_disable, "ECCL_SHM_DISABLE", 0)
+ECCL_PARAM_INT(p2p_disable, "ECCL_P2P_DISABLE", 0)
+ECCL_PARAM_INT(cumem_enable, "ECCL_CUMEM_ENABLE", 1)
 
 #define DESC_MAGIC 0x65636473u /* "ecds" */
 #define DESC_TAG   0x43000000u /* bootstrap tags of connector descriptors: DESC_TAG | conn tag */
@@ -55,6 +67,12 @@ struct conn_desc {
     uint64_t handle; /* shm: the segment, in the receiver's proxy */
     uint64_t size;   /* shm: segment bytes */
     uint8_t net_handle[ECCL_NET_HANDLE_BYTES];
+    /* shm between CUDA ranks: the slots in the receiver's device memory */
+    uint32_t dev_mode; /* enum kern_dev_mem_mode; KERN_DEV_MEM_NONE: host slots only */
+    uint32_t pad2;
+    uint64_t dev_handle; /* cuMem: the descriptor, in the receiver's proxy */
+    uint64_t dev_size;
+    uint8_t dev_ipc[KERN_DEV_IPC_BYTES]; /* legacy IPC: the handle */
 };
 
 /* One connector this rank wants, and how far its setup got. */
@@ -66,7 +84,8 @@ struct conn_want {
     struct eccl_conn_ctrl **out;
     int transport;
     int conn;
-    uint64_t op; /* the Connect in flight, 0: none */
+    uint64_t op;  /* the Connect in flight, 0: none */
+    int dev_mode; /* the connector has device slots (enum kern_dev_mem_mode) */
 };
 
 static bool use_shm(const struct ecclComm *comm, int peer)
@@ -88,6 +107,15 @@ static ecclResult_t call(struct ecclComm *comm, enum proxy_op_type type, int con
                          eccl_deadline_ms(comm->bs.timeout_ms), &comm->abort);
 }
 
+/* Publishes a connector where the executors find it, under error_lock: a failure on another
+ * thread closes every published connector (core_exec_close_all). */
+static void set_out(struct ecclComm *comm, struct conn_want *w, struct eccl_conn_ctrl *ctrl)
+{
+    pthread_mutex_lock(&comm->error_lock);
+    *w->out = ctrl;
+    pthread_mutex_unlock(&comm->error_lock);
+}
+
 static ecclResult_t want_init(struct ecclComm *comm, struct conn_want *w, uint32_t nslots,
                               uint32_t slot_bytes)
 {
@@ -104,15 +132,55 @@ static ecclResult_t want_init(struct ecclComm *comm, struct conn_want *w, uint32
     return ecclSuccess;
 }
 
+/* Device slots for a receive connector of `bytes`: the memory, and what the sender needs to map
+ * it. NULL when this connector gets none (not a CUDA pair, P2P off, or CUDA refused: then the
+ * host slots serve, and INFO says why). */
+static struct kern_dev_mem *dev_slots_create(struct ecclComm *comm, const struct conn_want *w,
+                                             size_t bytes, int *fd, uint8_t *ipc)
+{
+    *fd = -1;
+    if (w->transport != PROXY_TRANSPORT_SHM || !comm->dev || comm->tp.dev_mode == KERN_DEV_MEM_NONE)
+        return NULL;
+    struct kern_dev_mem *mem = NULL;
+    ecclResult_t r = kern_dev_mem_create(comm->cuda_dev, comm->tp.dev_mode, bytes, &mem);
+    if (r == ecclSuccess)
+        r = kern_dev_mem_export(mem, fd, ipc);
+    if (r != ecclSuccess) {
+        INFO(ECCL_LOG_SHM, "connector 0x%x from rank %d: no device slots (%s); host memory serves",
+             (unsigned)w->tag, w->peer, eccl_log_last_error());
+        eccl_log_clear_last_error();
+        kern_dev_mem_free(mem);
+        return NULL;
+    }
+    return mem;
+}
+
 /* Receiving side: the proxy makes the memory; the descriptor goes to the sender. */
 static ecclResult_t offer(struct ecclComm *comm, struct conn_want *w)
 {
     struct core_transport *tp = &comm->tp;
     ECCL_TRY(want_init(comm, w, tp->nslots, w->slot_bytes));
-    struct proxy_setup_resp setup;
-    ECCL_TRY(call(comm, PROXY_OP_SETUP, w->conn, NULL, 0, &setup, sizeof(setup)));
     struct conn_desc d;
     memset(&d, 0, sizeof(d));
+    int dev_fd = -1;
+    struct kern_dev_mem *mem =
+        dev_slots_create(comm, w, (size_t)tp->nslots * w->slot_bytes, &dev_fd, d.dev_ipc);
+    struct proxy_setup_req sreq = {.dev_fd = dev_fd};
+    struct proxy_setup_resp setup;
+    /* The proxy takes dev_fd in every case. */
+    ecclResult_t res = call(comm, PROXY_OP_SETUP, w->conn, mem ? &sreq : NULL,
+                            mem ? sizeof(sreq) : 0, &setup, sizeof(setup));
+    if (res != ecclSuccess) {
+        kern_dev_mem_free(mem);
+        return res;
+    }
+    if (mem) {
+        d.dev_mode = (uint32_t)kern_dev_mem_mode_of(mem);
+        d.dev_size = kern_dev_mem_size(mem);
+        d.dev_handle = setup.dev_handle;
+        w->dev_mode = (int)d.dev_mode;
+        ECCL_TRY(kern_dev_conn_attach(comm->dev, setup.ctrl, mem)); /* takes mem */
+    }
     d.magic = DESC_MAGIC;
     d.transport = (uint32_t)w->transport;
     d.tag = w->tag;
@@ -121,8 +189,50 @@ static ecclResult_t offer(struct ecclComm *comm, struct conn_want *w)
     d.handle = setup.handle;
     d.size = setup.size;
     memcpy(d.net_handle, setup.net_handle, sizeof(d.net_handle));
-    *w->out = setup.ctrl;
+    set_out(comm, w, setup.ctrl);
     return core_bootstrap_send(&comm->bs, w->peer, DESC_TAG | w->tag, &d, sizeof(d));
+}
+
+/* Sending side of a connector whose receiver offers device slots: maps them, or leaves the host
+ * slots in use (INFO says why) when this rank cannot. */
+static void dev_slots_map(struct ecclComm *comm, struct conn_want *w, const struct conn_desc *d,
+                          struct eccl_conn_ctrl *ctrl)
+{
+    if (d->dev_mode == KERN_DEV_MEM_NONE || !comm->dev || comm->tp.dev_mode == KERN_DEV_MEM_NONE)
+        return;
+    size_t need = (size_t)d->nslots * d->slot_bytes;
+    const char *why = NULL;
+    if (d->dev_mode != KERN_DEV_MEM_CUMEM && d->dev_mode != KERN_DEV_MEM_IPC)
+        why = "an unknown sharing mode";
+    else if (d->dev_size < need || d->dev_size > 2 * need + (64u << 20))
+        why = "a size that does not fit its geometry";
+    else if (d->dev_mode == KERN_DEV_MEM_CUMEM && d->dev_handle == 0)
+        why = "no descriptor";
+    if (why) {
+        WARN("rank %d offers device slots with %s (connector 0x%x): host memory serves", w->peer,
+             why, (unsigned)w->tag);
+        return;
+    }
+    int fd = -1;
+    ecclResult_t r = ecclSuccess;
+    if (d->dev_mode == KERN_DEV_MEM_CUMEM)
+        r = proxy_client_get_fd(comm->tp.uds_fd, comm->bs.magic, comm->rank, w->peer, d->dev_handle,
+                                &fd, eccl_deadline_ms(comm->bs.timeout_ms), &comm->abort);
+    struct kern_dev_mem *mem = NULL;
+    if (r == ecclSuccess)
+        r = kern_dev_mem_import(comm->cuda_dev, (enum kern_dev_mem_mode)d->dev_mode, fd, d->dev_ipc,
+                                d->dev_size, &mem);
+    if (r == ecclSuccess)
+        r = kern_dev_conn_attach(comm->dev, ctrl, mem);
+    if (r != ecclSuccess) {
+        INFO(ECCL_LOG_SHM,
+             "connector 0x%x to rank %d: its device slots cannot be mapped here (%s); "
+             "host memory serves",
+             (unsigned)w->tag, w->peer, eccl_log_last_error());
+        eccl_log_clear_last_error();
+        return;
+    }
+    w->dev_mode = (int)d->dev_mode;
 }
 
 /* Sending side: takes the receiver's descriptor; shm connects at once, the network handshake
@@ -159,12 +269,13 @@ static ecclResult_t take(struct ecclComm *comm, struct conn_want *w)
         struct proxy_connect_resp resp;
         /* The proxy takes the descriptor, also when the operation fails. */
         ECCL_TRY(call(comm, PROXY_OP_CONNECT, w->conn, &req, sizeof(req), &resp, sizeof(resp)));
-        *w->out = resp.ctrl;
+        set_out(comm, w, resp.ctrl);
+        dev_slots_map(comm, w, &d, resp.ctrl);
         return ecclSuccess;
     }
     struct proxy_setup_resp setup;
     ECCL_TRY(call(comm, PROXY_OP_SETUP, w->conn, NULL, 0, &setup, sizeof(setup)));
-    *w->out = setup.ctrl;
+    set_out(comm, w, setup.ctrl);
     memcpy(req.net_handle, d.net_handle, sizeof(req.net_handle));
     return proxy_op_post(comm->tp.proxy, PROXY_OP_CONNECT, w->conn, &req, sizeof(req),
                          sizeof(struct proxy_connect_resp), &w->op);
@@ -192,6 +303,7 @@ static ecclResult_t connect_wants(struct ecclComm *comm, struct conn_want *wants
             use_shm(comm, wants[i].peer) ? PROXY_TRANSPORT_SHM : PROXY_TRANSPORT_NET;
         wants[i].conn = -1;
         wants[i].op = 0;
+        wants[i].dev_mode = KERN_DEV_MEM_NONE;
         if (wants[i].transport == PROXY_TRANSPORT_NET)
             ECCL_TRY(shared_init(comm));
     }
@@ -239,14 +351,13 @@ static ecclResult_t connect_wants(struct ecclComm *comm, struct conn_want *wants
     for (int i = 0; i < n; i++) {
         const struct conn_want *w = &wants[i];
         int c = (int)((w->tag >> 8) & 0xff);
-        if (w->send)
-            INFO(w->transport == PROXY_TRANSPORT_SHM ? ECCL_LOG_SHM : ECCL_LOG_NET,
-                 "Channel %02d : %d -> %d via %s (connector 0x%x)", c, comm->rank, w->peer,
-                 w->transport == PROXY_TRANSPORT_SHM ? "SHM" : "NET/Socket", (unsigned)w->tag);
-        else
-            INFO(w->transport == PROXY_TRANSPORT_SHM ? ECCL_LOG_SHM : ECCL_LOG_NET,
-                 "Channel %02d : %d <- %d via %s (connector 0x%x)", c, comm->rank, w->peer,
-                 w->transport == PROXY_TRANSPORT_SHM ? "SHM" : "NET/Socket", (unsigned)w->tag);
+        const char *via = w->transport != PROXY_TRANSPORT_SHM ? "NET/Socket"
+                          : w->dev_mode == KERN_DEV_MEM_CUMEM ? "P2P/CUMEM"
+                          : w->dev_mode == KERN_DEV_MEM_IPC   ? "P2P/IPC"
+                                                              : "SHM";
+        INFO(w->transport == PROXY_TRANSPORT_SHM ? ECCL_LOG_SHM : ECCL_LOG_NET,
+             "Channel %02d : %d %s %d via %s (connector 0x%x)", c, comm->rank,
+             w->send ? "->" : "<-", w->peer, via, (unsigned)w->tag);
     }
     return ecclSuccess;
 }
@@ -270,6 +381,14 @@ ecclResult_t core_transport_init(struct ecclComm *comm)
     tp->slot_bytes = (uint32_t)slot_bytes & ~63u;
     tp->p2p_slot_bytes = (uint32_t)p2p_bytes & ~63u;
     tp->shm_disabled = eccl_param_shm_disable() != 0;
+    tp->dev_mode = comm->dev && eccl_param_p2p_disable() == 0
+                       ? (int)kern_dev_mem_pick(comm->cuda_dev, eccl_param_cumem_enable() != 0)
+                       : KERN_DEV_MEM_NONE;
+    if (comm->dev)
+        INFO(ECCL_LOG_INIT, "rank %d: GPU connectors between local ranks: %s", comm->rank,
+             tp->dev_mode == KERN_DEV_MEM_CUMEM ? "P2P, cuMem file descriptors"
+             : tp->dev_mode == KERN_DEV_MEM_IPC ? "P2P, legacy CUDA IPC"
+                                                : "host-pinned shared memory (ECCL_P2P_DISABLE)");
 
     snprintf(tp->uds_name, sizeof(tp->uds_name), "eccl-%016llx-%d",
              (unsigned long long)comm->bs.magic, comm->rank);

@@ -16,6 +16,7 @@
 
 #include <errno.h>
 #include <pthread.h>
+#include <stdarg.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -25,8 +26,10 @@
 
 #include "common/alloc.h"
 #include "common/check.h"
+#include "common/evlog.h"
 #include "common/log.h"
 #include "common/param.h"
+#include "common/stats.h"
 #include "common/time.h"
 #include "core/core.h"
 #include "elastic/rdzv.h"
@@ -72,17 +75,81 @@ struct ecclElastic {
     int64_t committed;   /* last committed step (-1: none) */
     int64_t commits_since_check;
     char why[256]; /* first failure text of the generation (protected by lock) */
+    /* Observability (docs/observability.md): the counter page of ECCL_METRICS_FILE and the
+     * events of ECCL_EVENT_LOG. */
+    _Atomic int cur_rank;     /* rank in cur_gen (-1: none), for the callbacks' events */
+    _Atomic uint64_t fail_ns; /* first failure not recovered from yet (0: none) */
+    bool first_step_pending;  /* no step committed in this generation yet (main thread) */
+    _Atomic uint32_t leaving; /* in ecclElasticLeave: peers that go first are no failure */
 };
+
+/* ---- observability ------------------------------------------------------------------------ */
+
+/* An event of this member: the common fields, then `fmt`'s (each starting with a comma). */
+static void el_event(struct ecclElastic *el, const char *event, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+static void el_event(struct ecclElastic *el, const char *event, const char *fmt, ...)
+{
+    if (!eccl_evlog_enabled())
+        return;
+    char extra[2048] = "", member[2 * EL_RDZV_MAX_ID + 8], common[512];
+    if (fmt) {
+        va_list ap;
+        va_start(ap, fmt);
+        vsnprintf(extra, sizeof(extra), fmt, ap);
+        va_end(ap);
+    }
+    int n = snprintf(common, sizeof(common), ",\"generation\":%lld,\"member\":\"%s\"",
+                     (long long)atomic_load(&el->cur_gen),
+                     eccl_evlog_str(member, sizeof(member), el->member));
+    int rank = atomic_load(&el->cur_rank);
+    if (rank >= 0 && n > 0 && (size_t)n < sizeof(common))
+        n += snprintf(common + n, sizeof(common) - (size_t)n, ",\"rank\":%d", rank);
+    /* The launcher's slot (ecclrun's RANK, stable across replacements) and node. */
+    const char *names[2] = {"RANK", "GROUP_RANK"}, *keys[2] = {"launch_rank", "node"};
+    for (int i = 0; i < 2; i++) {
+        const char *v = getenv(names[i]);
+        char *end;
+        long x = v && *v ? strtol(v, &end, 10) : -1;
+        if (v && *v && !*end && x >= 0 && x < (1L << 30) && n > 0 && (size_t)n < sizeof(common))
+            n += snprintf(common + n, sizeof(common) - (size_t)n, ",\"%s\":%ld", keys[i], x);
+    }
+    eccl_evlog_emit(event, "%s%s", common, extra);
+}
+
+static void el_stats_state(enum eccl_stats_state st)
+{
+    struct eccl_stats_page *p = eccl_stats_page();
+    if (p)
+        atomic_store_explicit(&p->state, (uint32_t)st, memory_order_relaxed);
+}
 
 /* ---- failure signals (other threads) ---------------------------------------------------- */
 
-static void fail(struct ecclElastic *el, const char *why)
+/* `cause`: an enum eccl_stats_cause; ECCL_STATS_CAUSE_NONE when the generation ends for no
+ * failure (joiners admitted): then no failure is counted. */
+static void fail(struct ecclElastic *el, int cause, const char *why)
 {
     pthread_mutex_lock(&el->lock);
     if (!atomic_exchange(&el->failed, 1)) {
         snprintf(el->why, sizeof(el->why), "%s", why ? why : "");
         INFO(ECCL_LOG_ELASTIC, "elastic: generation %lld failed: %s",
              (long long)atomic_load(&el->cur_gen), el->why);
+        if (cause != ECCL_STATS_CAUSE_NONE && !atomic_load(&el->leaving)) {
+            uint64_t zero = 0;
+            atomic_compare_exchange_strong(&el->fail_ns, &zero, eccl_now_ns());
+            struct eccl_stats_page *p = eccl_stats_page();
+            if (p) {
+                atomic_store_explicit(&p->cause, (uint32_t)cause, memory_order_relaxed);
+                atomic_store_explicit(&p->cause_wall_ns, eccl_wall_ns(), memory_order_relaxed);
+                atomic_fetch_add_explicit(&p->failures, 1, memory_order_relaxed);
+            }
+            char w[2 * sizeof(el->why) + 8];
+            el_event(el, "failure_seen", ",\"cause\":\"%s\",\"why\":\"%s\"",
+                     eccl_stats_cause_name(cause), eccl_evlog_str(w, sizeof(w), el->why));
+        }
+        el_stats_state(ECCL_STATS_STATE_RECOVERING);
     }
     if (el->comm) /* stop the collectives blocked on healthy peers */
         ecclCommRevoke(el->comm, 0);
@@ -92,7 +159,7 @@ static void fail(struct ecclElastic *el, const char *why)
 static void on_comm_error(void *arg, ecclResult_t res, const char *text)
 {
     (void)res;
-    fail(arg, text);
+    fail(arg, ECCL_STATS_CAUSE_COMM_ERROR, text);
 }
 
 static void on_rdzv_event(void *arg, const struct el_rdzv_event *ev)
@@ -104,26 +171,26 @@ static void on_rdzv_event(void *arg, const struct el_rdzv_event *ev)
     case EL_RDZV_EV_REVOKED:
         if (ev->gen == gen) {
             snprintf(why, sizeof(why), "generation revoked by %s: %s", ev->by, ev->why);
-            fail(el, why);
+            fail(el, ECCL_STATS_CAUSE_REVOKED, why);
         }
         break;
     case EL_RDZV_EV_MEMBER_LOST:
         if (ev->gen == gen) {
             snprintf(why, sizeof(why), "member %s (rank %d) left the job", ev->member, ev->rank);
-            fail(el, why);
+            fail(el, ECCL_STATS_CAUSE_HEARTBEAT_LOST, why);
         }
         break;
     case EL_RDZV_EV_SUPERSEDED:
         if (ev->gen > gen) {
             snprintf(why, sizeof(why), "generation %lld formed without this member",
                      (long long)ev->gen);
-            fail(el, why);
+            fail(el, ECCL_STATS_CAUSE_SUPERSEDED, why);
         }
         break;
     case EL_RDZV_EV_LEASE_LOST:
         snprintf(why, sizeof(why), "this member's lease is gone: %s", ev->why);
         atomic_store(&el->lease_lost, 1);
-        fail(el, why);
+        fail(el, ECCL_STATS_CAUSE_STORE_LOST, why);
         break;
     case EL_RDZV_EV_JOINER:
         atomic_store(&el->joiners, 1);
@@ -290,6 +357,7 @@ static ecclResult_t next_generation(struct ecclElastic *el, enum el_rdzv_mode mo
 {
     ecclResult_t res = ecclSuccess;
     uint64_t backoff_ms = 10;
+    uint64_t t0 = eccl_now_ns();
     for (int attempt = 0;; attempt++) {
         drop_comm(el);
         if (atomic_load(&el->lease_lost) || !el->rdzv) {
@@ -307,11 +375,25 @@ static ecclResult_t next_generation(struct ecclElastic *el, enum el_rdzv_mode mo
             res = el_rdzv_revoke(el->rdzv, old, NULL, why, deadline);
             if (res != ecclSuccess)
                 goto retry;
+            char w[2 * sizeof(why) + 8];
+            el_event(el, "revoke", ",\"revoked\":%lld,\"why\":\"%s\"", (long long)old,
+                     eccl_evlog_str(w, sizeof(w), why));
         }
         struct el_rdzv_gen *g = NULL;
         res = el_rdzv_next(el->rdzv, mode, el->new_member ? -1 : el->committed, deadline, &g);
-        if (res != ecclSuccess)
+        if (res != ecclSuccess) {
+            /* The others went on without this member: its state is behind theirs. It joins
+             * again with none and takes theirs (ecclElasticSyncState), instead of pulling the
+             * agreed step back to its own. */
+            if (el_rdzv_came_late(el->rdzv) && !el->new_member) {
+                INFO(ECCL_LOG_ELASTIC,
+                     "elastic: the job went on without this member (its step "
+                     "%lld); joining again without state",
+                     (long long)el->committed);
+                el->new_member = true;
+            }
             goto retry;
+        }
         el_rdzv_gen_free(el->gen);
         el->gen = g;
         pthread_mutex_lock(&el->lock);
@@ -322,8 +404,21 @@ static ecclResult_t next_generation(struct ecclElastic *el, enum el_rdzv_mode mo
         INFO(ECCL_LOG_ELASTIC, "elastic: generation %lld: rank %d of %d, agreed step %lld",
              (long long)g->gen, g->rank, g->nmembers, (long long)g->step);
         res = build_comm(el, deadline);
-        if (res == ecclSuccess)
+        if (res == ecclSuccess) {
+            atomic_store(&el->cur_rank, g->rank);
+            el->first_step_pending = true;
+            struct eccl_stats_page *p = eccl_stats_page();
+            if (p) {
+                atomic_store_explicit(&p->generation, g->gen, memory_order_relaxed);
+                atomic_store_explicit(&p->nranks, g->nmembers, memory_order_relaxed);
+                atomic_store_explicit(&p->rank, g->rank, memory_order_relaxed);
+            }
+            if (!atomic_load(&el->failed))
+                el_stats_state(ECCL_STATS_STATE_READY);
+            el_event(el, "generation", ",\"members\":%d,\"step\":%lld,\"took_ms\":%.3f",
+                     g->nmembers, (long long)g->step, (double)(eccl_now_ns() - t0) / 1e6);
             return ecclSuccess;
+        }
 retry:
         if (res == ecclInvalidUsage || res == ecclInvalidArgument)
             return res; /* refused (job full, schedules differ): no use retrying */
@@ -419,6 +514,13 @@ ECCL_API ecclResult_t ecclElasticJoin(ecclElastic_t *out, const ecclElasticConfi
     el->rc = rc;
     el->rc.job = el->job;
     el->rc.member_id = el->member;
+    atomic_store(&el->cur_rank, -1);
+    el_stats_state(ECCL_STATS_STATE_JOINING);
+    {
+        char j[2 * EL_RDZV_MAX_JOB + 8];
+        el_event(el, "join", ",\"job\":\"%s\",\"min\":%d,\"max\":%d",
+                 eccl_evlog_str(j, sizeof(j), el->job), min, max);
+    }
     INFO(ECCL_LOG_ELASTIC, "elastic: member %s joined job %s (%d..%d ranks, %s mode)",
          el_rdzv_member_id(el->rdzv), job, min, max,
          mode == EL_RDZV_SHRINK ? "shrink"
@@ -495,8 +597,17 @@ ECCL_API ecclResult_t ecclElasticRecover(ecclElastic_t el)
     enum el_rdzv_mode mode = el->mode;
     if (el->joiners_agreed && !atomic_load(&el->failed))
         mode = EL_RDZV_GROW;
-    if (!atomic_load(&el->failed))
-        fail(el, el->joiners_agreed ? "admitting joiners" : "recovery asked by the application");
+    if (!atomic_load(&el->failed)) {
+        /* A collective that failed before any callback fired: the communicator says why. */
+        ecclResult_t async = ecclSuccess;
+        if (el->comm && !el->joiners_agreed)
+            ecclCommGetAsyncError(el->comm, &async);
+        if (async != ecclSuccess && async != ecclInProgress)
+            fail(el, ECCL_STATS_CAUSE_COMM_ERROR, ecclGetLastError(el->comm));
+        else
+            fail(el, el->joiners_agreed ? ECCL_STATS_CAUSE_NONE : ECCL_STATS_CAUSE_REQUESTED,
+                 el->joiners_agreed ? "admitting joiners" : "recovery asked by the application");
+    }
     INFO(ECCL_LOG_ELASTIC, "elastic: recovering from generation %lld (%s)", (long long)el->gen->gen,
          el->why);
     ecclResult_t res = next_generation(el, mode, eccl_deadline_ms(el->recover_ms));
@@ -517,6 +628,23 @@ ECCL_API ecclResult_t ecclElasticCommit(ecclElastic_t el, int64_t step)
                    (long long)step, (long long)el->committed);
     el->committed = step;
     el->new_member = false;
+    if (el->first_step_pending) {
+        el->first_step_pending = false;
+        uint64_t failed_at = atomic_exchange(&el->fail_ns, 0);
+        if (failed_at) {
+            uint64_t took = eccl_now_ns() - failed_at;
+            struct eccl_stats_page *p = eccl_stats_page();
+            if (p) {
+                atomic_store_explicit(&p->last_recovery_ns, took, memory_order_relaxed);
+                atomic_store_explicit(&p->recovered_gen, el->gen->gen, memory_order_relaxed);
+                atomic_fetch_add_explicit(&p->recoveries, 1, memory_order_relaxed);
+            }
+            el_event(el, "first_step", ",\"step\":%lld,\"recovery_ms\":%.3f", (long long)step,
+                     (double)took / 1e6);
+        } else {
+            el_event(el, "first_step", ",\"step\":%lld", (long long)step);
+        }
+    }
     if (el->check_steps <= 0 || ++el->commits_since_check < el->check_steps)
         return ecclSuccess;
     el->commits_since_check = 0;
@@ -583,12 +711,15 @@ out:
 ECCL_API ecclResult_t ecclElasticLeave(ecclElastic_t el)
 {
     ECCL_TRY(check_el(el, "ecclElasticLeave"));
+    atomic_store(&el->leaving, 1);
     /* Everyone finished its last collective before anyone's lease goes: a member that sees
      * another leave while it still works would count it as a failure. */
     if (el->comm && !atomic_load(&el->failed)) {
         int one = 1, sum = 0;
         ecclAllReduce(&one, &sum, 1, ecclInt32, ecclSum, el->comm, NULL);
     }
+    el_event(el, "exit", ",\"how\":\"leave\",\"step\":%lld", (long long)el->committed);
+    el_stats_state(ECCL_STATS_STATE_LEFT);
     atomic_store(&el->cur_gen, -1); /* departures from now on are not failures */
     drop_comm(el);
     ecclResult_t res = el->rdzv ? el_rdzv_leave(el->rdzv, eccl_deadline_ms(5000)) : ecclSuccess;
@@ -599,6 +730,8 @@ ECCL_API ecclResult_t ecclElasticLeave(ecclElastic_t el)
 ECCL_API ecclResult_t ecclElasticDestroy(ecclElastic_t el)
 {
     ECCL_TRY(check_el(el, "ecclElasticDestroy"));
+    el_event(el, "exit", ",\"how\":\"destroy\",\"step\":%lld", (long long)el->committed);
+    el_stats_state(ECCL_STATS_STATE_LEFT);
     atomic_store(&el->cur_gen, -1);
     el_free(el);
     return ecclSuccess;

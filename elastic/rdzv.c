@@ -210,6 +210,10 @@ static bool apply_record(struct el_rdzv *r, const struct store_event *e, struct 
     }
     struct el_key k;
     el_key_record(&k, r->job);
+    /* With a job secret a record that does not verify is ignored (and logged), not an error:
+     * a process without the secret cannot stop the job by writing one. */
+    if (!el_rec_authentic(e->kv.value, e->kv.value_len, k.s))
+        return false;
     struct el_rdzv_gen *g = NULL;
     int *idx = NULL;
     if (decode_record(r, e->kv.value, e->kv.value_len, k.s, &g, &idx) != ecclSuccess) {
@@ -268,7 +272,8 @@ static bool apply_event(struct el_rdzv *r, const struct store_event *e, struct e
         }
         return false;
     case EL_KEY_REVOKE: {
-        if (e->type != STORE_EVENT_PUT)
+        /* A revoke record that does not verify (job secret) is ignored, not obeyed. */
+        if (e->type != STORE_EVENT_PUT || !el_rec_authentic(e->kv.value, e->kv.value_len, where))
             return false;
         if (gen > r->revoked_max)
             r->revoked_max = gen;
@@ -289,7 +294,8 @@ static bool apply_event(struct el_rdzv *r, const struct store_event *e, struct e
         return true;
     }
     case EL_KEY_BOOT: {
-        if (e->type != STORE_EVENT_PUT || gen < r->boot.gen)
+        if (e->type != STORE_EVENT_PUT || gen < r->boot.gen ||
+            !el_rec_authentic(e->kv.value, e->kv.value_len, where))
             return false;
         struct el_boot_rec b;
         if (el_rec_decode_boot(e->kv.value, e->kv.value_len, where, &b) != ecclSuccess) {
@@ -798,6 +804,8 @@ static ecclResult_t join_txn(struct el_rdzv *r, uint64_t until, struct store_txn
     struct el_intent_rec in = {.gen = 1, .step = -1, .replace_rank = r->replace_rank};
     el_textf(in.id, sizeof(in.id), "%s", r->id);
     size_t ilen = el_rec_encode_intent(&in, ibuf);
+    ECCL_TRY(el_rec_seal(buf, &len, sizeof(buf), km.s));
+    ECCL_TRY(el_rec_seal(ibuf, &ilen, sizeof(ibuf), ki.s));
     struct store_cmp cmps[2] = {
         {.key = km.s,
          .key_len = km.len,
@@ -1017,6 +1025,7 @@ ecclResult_t el_rdzv_revoke(struct el_rdzv *r, int64_t gen, const char *failed_m
     size_t len = el_rec_encode_revoke(&rv, buf);
     struct el_key k;
     el_key_revoke(&k, r->job, gen);
+    ECCL_TRY(el_rec_seal(buf, &len, sizeof(buf), k.s));
     ecclResult_t res;
     for (unsigned attempt = 0;; attempt++) {
         bool won = false;
@@ -1178,6 +1187,7 @@ ecclResult_t el_rdzv_boot_publish(struct el_rdzv *r, struct el_rdzv_gen *g, cons
     struct el_key kg, kb;
     el_key_record(&kg, r->job);
     el_key_boot(&kb, r->job, g->gen);
+    ECCL_TRY(el_rec_seal(buf, &blen, sizeof(buf), kb.s));
     /* Guarded by the record's mod revision: a blob is only ever published for the record it
      * belongs to, and only once. */
     struct store_cmp cmps[2] = {

@@ -127,8 +127,9 @@ struct el_rdzv_config {
 /* One generation as agreed. Owned by the caller (el_rdzv_gen_free). */
 struct el_rdzv_gen {
     int64_t gen;       /* >= 1 */
-    int64_t step;      /* agreed last committed step: the minimum of the steps >= 0 that its members
-                         reported to el_rdzv_next, or -1 when none reported one */
+    int64_t step;      /* agreed last committed step: the minimum of the steps >= 0 that the
+                         survivors of the previous generation reported to el_rdzv_next (that the
+                         joiners reported, when no survivor reported one), or -1 when none did */
     int nmembers;      /* in [min_members, max_members] */
     char **members;    /* nmembers member ids, in rank order */
     int rank;          /* this member's rank, or -1 */
@@ -170,6 +171,11 @@ ecclResult_t el_rdzv_join(struct store *s, const struct el_rdzv_config *cfg, uin
  */
 ecclResult_t el_rdzv_next(struct el_rdzv *r, enum el_rdzv_mode mode, int64_t committed_step,
                           uint64_t deadline_ns, struct el_rdzv_gen **out);
+
+/* Whether a generation formed without this member since the last call (el_rdzv_next failed
+ * because it came too late): its state is then older than the others', and it should join again
+ * as a member with no state (committed_step -1), so that the agreed step stays theirs. */
+bool el_rdzv_came_late(struct el_rdzv *r);
 
 /* Rank 0 of the current generation publishes its bootstrap id (1..EL_RDZV_MAX_BOOT bytes), by a
  * compare-and-swap guarded by the generation record's mod revision: it fails (ecclInvalidUsage)

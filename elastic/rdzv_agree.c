@@ -49,6 +49,7 @@ static ecclResult_t register_for(struct el_rdzv *r, int64_t T, int64_t rec_rev, 
     el_textf(in.id, sizeof(in.id), "%s", r->id);
     unsigned char buf[EL_REC_SMALL_MAX];
     size_t len = el_rec_encode_intent(&in, buf);
+    ECCL_TRY(el_rec_seal(buf, &len, sizeof(buf), ki.s));
     struct store_cmp cmp = {.key = kg.s,
                             .key_len = kg.len,
                             .target = rec_rev ? STORE_CMP_MOD : STORE_CMP_CREATE,
@@ -420,7 +421,11 @@ static ecclResult_t build(struct proposal *p, struct el_rdzv_gen **out)
         append[nappend++] = j[i]->rec.id;
     }
     eccl_free(placed);
-    for (int i = 0; i < nadmit; i++)
+    /* Joiners' steps count only when no survivor gave one (the first generation): a member that
+     * lost its lease and comes back after the others went on brings an older step, which must
+     * not pull theirs back; it takes their state instead. */
+    bool survivors_gave = p->P && step >= 0;
+    for (int i = 0; i < nadmit && !survivors_gave; i++)
         if (j[i]->rec.step >= 0 && (step < 0 || j[i]->rec.step < step))
             step = j[i]->rec.step;
     int n = 0;
@@ -469,6 +474,11 @@ static ecclResult_t write_record(struct proposal *p, const struct el_rdzv_gen *g
     ECCL_TRY(el_rec_encode_gen(g, &val, &len));
     struct el_key kg, kl, kb, kr;
     el_key_record(&kg, r->job);
+    ecclResult_t sres = el_rec_seal(val, &len, len + EL_REC_AUTH_BYTES, kg.s);
+    if (sres != ecclSuccess) {
+        eccl_free(val);
+        return sres;
+    }
     el_key_lead(&kl, r->job, p->T);
     el_key_boot(&kb, r->job, p->T - 1);
     el_key_revoke(&kr, r->job, p->T - 1);
@@ -675,6 +685,7 @@ static ecclResult_t propose(struct proposal *p, struct el_rdzv_gen **g_out)
             goto out;
     }
 out:
+    store_txn_result_fini(&tr); /* a registration that failed to apply jumps here with it */
     store_watch_destroy(w);
     eccl_free(p->lost);
     p->lost = NULL;
@@ -829,6 +840,13 @@ static ecclResult_t wait_turn(struct el_rdzv *r, int64_t T, struct el_lead *lead
 
 /* ---- next ---- */
 
+bool el_rdzv_came_late(struct el_rdzv *r)
+{
+    bool late = r->came_late;
+    r->came_late = false;
+    return late;
+}
+
 ecclResult_t el_rdzv_next(struct el_rdzv *r, enum el_rdzv_mode mode, int64_t committed_step,
                           uint64_t deadline_ns, struct el_rdzv_gen **out)
 {
@@ -910,6 +928,7 @@ ecclResult_t el_rdzv_next(struct el_rdzv *r, enum el_rdzv_mode mode, int64_t com
                 r->lost = NULL;
                 atomic_store_explicit(&r->cur_gen, 0, memory_order_release);
                 pthread_mutex_unlock(&r->lock);
+                r->came_late = true;
                 WARN("rdzv: job %s: generation %" PRId64 " formed without member %s (of "
                      "generation %" PRId64 "): it came too late; it may join again",
                      r->job, P->gen, r->id, my_gen);
@@ -966,12 +985,15 @@ ecclResult_t el_rdzv_next(struct el_rdzv *r, enum el_rdzv_mode mode, int64_t com
                     /* Take it into the state now rather than waiting for the watch. */
                     unsigned char *val = NULL;
                     size_t len = 0;
-                    if (el_rec_encode_gen(g, &val, &len) == ecclSuccess) {
+                    struct el_key kg;
+                    el_key_record(&kg, r->job);
+                    if (el_rec_encode_gen(g, &val, &len) == ecclSuccess &&
+                        el_rec_seal(val, &len, len + EL_REC_AUTH_BYTES, kg.s) == ecclSuccess) {
                         struct store_kv kv = {
                             .value = (char *)val, .value_len = len, .mod_rev = g->mod_rev};
                         el_rdzv_note_record(r, &kv);
-                        eccl_free(val);
                     }
+                    eccl_free(val);
                     el_rdzv_gen_free(g);
                 }
                 break; /* look at the record again: adopt it, or start over */

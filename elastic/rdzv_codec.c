@@ -3,6 +3,9 @@
  * small string map. Records are binary, big-endian, with a magic, a version, a kind and a
  * checksum; decoders trust nothing: every length, range and name is checked, and the bytes must
  * be consumed exactly, so that a corrupted or hostile record gives a clear error, never a crash.
+ * With a job secret, a record also carries a MAC (flag EL_REC_FLAG_AUTH, trailer of
+ * EL_REC_AUTH_BYTES: a random nonce and HMAC-SHA256 over its key and its bytes); a record without
+ * a valid MAC is refused.
  */
 #include "elastic/rdzv_int.h"
 
@@ -13,6 +16,7 @@
 #include <string.h>
 
 #include "common/alloc.h"
+#include "common/auth.h"
 #include "common/check.h"
 #include "common/hash.h"
 #include "common/log.h"
@@ -275,7 +279,7 @@ static size_t common_prefix(const char *a, const char *b)
 
 ecclResult_t el_rec_encode_gen(const struct el_rdzv_gen *g, unsigned char **out, size_t *len_out)
 {
-    size_t cap = 8 + 8 + 8 + 8 + 1 + 4 + 8;
+    size_t cap = 8 + 8 + 8 + 8 + 1 + 4 + 8 + EL_REC_AUTH_BYTES; /* room for el_rec_seal */
     for (int i = 0; i < g->nmembers; i++)
         cap += 2 + strlen(g->members[i]);
     unsigned char *p = eccl_calloc(cap, 1, "rdzv_rec");
@@ -300,6 +304,68 @@ ecclResult_t el_rec_encode_gen(const struct el_rdzv_gen *g, unsigned char **out,
     *out = p;
     *len_out = w.len;
     return ecclSuccess;
+}
+
+/* ---- authentication ---- */
+
+/* The MAC of a record under `key`: over the key, a NUL, and the record up to the MAC. */
+static ecclResult_t rec_mac(const unsigned char *v, size_t upto, const char *key,
+                            unsigned char mac[ECCL_AUTH_MAC_BYTES])
+{
+    return eccl_auth_mac(ECCL_AUTH_RECORD, key, strlen(key) + 1, v, upto, mac);
+}
+
+ecclResult_t el_rec_seal(unsigned char *buf, size_t *len_io, size_t cap, const char *key)
+{
+    if (!eccl_auth_enabled())
+        return ecclSuccess;
+    size_t len = *len_io;
+    if (len < 16 || len + EL_REC_AUTH_BYTES > cap) {
+        WARN("rdzv: no room to authenticate the record for key '%s' (%zu bytes)", key, len);
+        return ecclInternalError;
+    }
+    buf[6] = (unsigned char)(EL_REC_FLAG_AUTH >> 8);
+    buf[7] = (unsigned char)EL_REC_FLAG_AUTH;
+    uint64_t h = eccl_hash64(buf, len - 8, CHECKSUM_SEED);
+    for (int i = 0; i < 8; i++)
+        buf[len - 1 - (size_t)i] = (unsigned char)(h >> (8 * i));
+    ECCL_TRY(eccl_auth_random(buf + len, EL_REC_AUTH_BYTES - ECCL_AUTH_MAC_BYTES));
+    size_t upto = len + EL_REC_AUTH_BYTES - ECCL_AUTH_MAC_BYTES;
+    ECCL_TRY(rec_mac(buf, upto, key, buf + upto));
+    *len_io = len + EL_REC_AUTH_BYTES;
+    return ecclSuccess;
+}
+
+/* NULL when the record's authentication is what this process expects, else why not. */
+static const char *rec_auth_check(const unsigned char *v, size_t len, const char *key)
+{
+    bool on = eccl_auth_enabled();
+    bool flagged = v && len >= 8 && ((unsigned)(v[6] << 8 | v[7]) & EL_REC_FLAG_AUTH);
+    if (!on)
+        return flagged ? "the record is authenticated, but this process has no job secret "
+                         "(ECCL_JOB_SECRET_FILE)"
+                       : NULL;
+    if (!flagged)
+        return "not authenticated (written by a process without the job secret)";
+    if (len < 16 + EL_REC_AUTH_BYTES)
+        return "too short for an authenticated record";
+    unsigned char mac[ECCL_AUTH_MAC_BYTES];
+    size_t upto = len - ECCL_AUTH_MAC_BYTES;
+    if (rec_mac(v, upto, key, mac) != ecclSuccess)
+        return "cannot compute the MAC";
+    if (!eccl_auth_mac_equal(mac, v + upto))
+        return "wrong MAC (forged, or written by a process with another job secret)";
+    return NULL;
+}
+
+bool el_rec_authentic(const void *v, size_t len, const char *key)
+{
+    if (!eccl_auth_enabled())
+        return true; /* without a secret, decoding says what is wrong with a record */
+    const char *why = rec_auth_check(v, len, key);
+    if (why)
+        WARN("rdzv: ignoring the record at key '%s': %s", key, why);
+    return why == NULL;
 }
 
 /* ---- reader ---- */
@@ -371,7 +437,7 @@ static void get_text(struct rbuf *r, char *out, size_t max)
 
 /* Checks the header (magic, version, kind, flags) and the trailing checksum; the payload is then
  * r->p[r->off .. r->len - 8). */
-static void begin(struct rbuf *r, const void *v, size_t len, uint8_t kind)
+static void begin(struct rbuf *r, const void *v, size_t len, uint8_t kind, const char *where)
 {
     r->p = v;
     r->len = len;
@@ -394,10 +460,17 @@ static void begin(struct rbuf *r, const void *v, size_t len, uint8_t kind)
         rbad(r, "record of another kind");
         return;
     }
-    if (get_be(r, 2) != 0) {
+    if ((get_be(r, 2) & ~(uint64_t)EL_REC_FLAG_AUTH) != 0) {
         rbad(r, "unknown flags");
         return;
     }
+    const char *why = rec_auth_check(v, len, where);
+    if (why) {
+        rbad(r, why);
+        return;
+    }
+    if ((unsigned)(r->p[6] << 8 | r->p[7]) & EL_REC_FLAG_AUTH)
+        len -= EL_REC_AUTH_BYTES; /* the checksum is before the trailer */
     uint64_t want = eccl_hash64(r->p, len - 8, CHECKSUM_SEED);
     uint64_t have = 0;
     for (size_t i = len - 8; i < len; i++)
@@ -425,7 +498,7 @@ ecclResult_t el_rec_decode_member(const void *v, size_t len, const char *where,
 {
     struct rbuf r;
     struct el_member_rec m = {0};
-    begin(&r, v, len, EL_REC_MEMBER);
+    begin(&r, v, len, EL_REC_MEMBER, where);
     get_id(&r, m.id, false);
     m.lease = (int64_t)get_be(&r, 8);
     m.replace_rank = (int32_t)(uint32_t)get_be(&r, 4);
@@ -444,7 +517,7 @@ ecclResult_t el_rec_decode_intent(const void *v, size_t len, const char *where,
 {
     struct rbuf r;
     struct el_intent_rec in = {0};
-    begin(&r, v, len, EL_REC_INTENT);
+    begin(&r, v, len, EL_REC_INTENT, where);
     get_id(&r, in.id, false);
     in.gen = (int64_t)get_be(&r, 8);
     in.step = (int64_t)get_be(&r, 8);
@@ -465,7 +538,7 @@ ecclResult_t el_rec_decode_boot(const void *v, size_t len, const char *where,
 {
     struct rbuf r;
     struct el_boot_rec b = {0};
-    begin(&r, v, len, EL_REC_BOOT);
+    begin(&r, v, len, EL_REC_BOOT, where);
     b.gen = (int64_t)get_be(&r, 8);
     b.len = (size_t)get_be(&r, 2);
     if (!r.bad && b.gen < 1)
@@ -486,7 +559,7 @@ ecclResult_t el_rec_decode_revoke(const void *v, size_t len, const char *where,
 {
     struct rbuf r;
     struct el_revoke_rec rv = {0};
-    begin(&r, v, len, EL_REC_REVOKE);
+    begin(&r, v, len, EL_REC_REVOKE, where);
     rv.gen = (int64_t)get_be(&r, 8);
     get_id(&r, rv.by, false);
     get_id(&r, rv.failed, true);
@@ -615,7 +688,7 @@ ecclResult_t el_rec_decode_gen_idx(const void *v, size_t len, const char *where,
                                    struct el_rdzv_gen **out, int **idx_out)
 {
     struct rbuf r;
-    begin(&r, v, len, EL_REC_GEN);
+    begin(&r, v, len, EL_REC_GEN, where);
     int64_t gen = (int64_t)get_be(&r, 8);
     int64_t step = (int64_t)get_be(&r, 8);
     int64_t as_of = (int64_t)get_be(&r, 8);

@@ -69,13 +69,15 @@ void el_textf(char *dst, size_t size, const char *fmt, ...) __attribute__((forma
 
 /* ---- records ---- */
 
-#define EL_REC_MAGIC   0x4552445AU /* "ERDZ" */
-#define EL_REC_VERSION 1
-#define EL_REC_GEN     'G'
-#define EL_REC_MEMBER  'M'
-#define EL_REC_INTENT  'I'
-#define EL_REC_BOOT    'B'
-#define EL_REC_REVOKE  'R'
+#define EL_REC_MAGIC      0x4552445AU /* "ERDZ" */
+#define EL_REC_VERSION    1
+#define EL_REC_FLAG_AUTH  0x100 /* header flag: an authentication trailer follows (el_rec_seal) */
+#define EL_REC_AUTH_BYTES 48    /* the trailer: 16-byte random nonce, HMAC-SHA256 */
+#define EL_REC_GEN        'G'
+#define EL_REC_MEMBER     'M'
+#define EL_REC_INTENT     'I'
+#define EL_REC_BOOT       'B'
+#define EL_REC_REVOKE     'R'
 /* Small records (all but the generation record) fit in this many bytes. */
 #define EL_REC_SMALL_MAX 768
 
@@ -113,6 +115,13 @@ size_t el_rec_encode_boot(const struct el_boot_rec *b, unsigned char *buf);
 size_t el_rec_encode_revoke(const struct el_revoke_rec *rv, unsigned char *buf);
 /* The generation record (gen, step, mode, members); *out is a new buffer (eccl_free). */
 ecclResult_t el_rec_encode_gen(const struct el_rdzv_gen *g, unsigned char **out, size_t *len_out);
+
+/* With a job secret: flags the record as authenticated and appends the trailer (nonce, MAC over
+ * key and record); buf has cap bytes. A no-op without a secret. */
+ecclResult_t el_rec_seal(unsigned char *buf, size_t *len_io, size_t cap, const char *key);
+/* Whether a record's authentication is as this process expects (a MAC that verifies with the
+ * job secret; none without a secret). False after a WARN that names the key: ignore the record. */
+bool el_rec_authentic(const void *v, size_t len, const char *key);
 
 /* Decoders check everything (magic, version, kind, lengths, ranges, names, the checksum, that the
  * bytes are consumed exactly) and fail with ecclRemoteError and a WARN that names `where` (the key)
@@ -219,6 +228,7 @@ struct el_rdzv {
     bool monitor;                  /* the watch covers "<job>/s/" (else "<job>/s/g") */
     struct store_watch *old_watch; /* replaced by the monitor, destroyed at the next call */
     bool left;
+    bool came_late;          /* a generation formed without this member: its state is stale */
     int64_t reg_gen;         /* registered for this generation by el_rdzv_join (0: none) */
     struct el_lead reg_lead; /* the proposer lock of reg_gen as the join saw it */
     struct el_rdzv *reg_next, *reg_prev; /* the registry of live handles (rdzv.c), under its lock */

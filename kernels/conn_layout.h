@@ -14,4 +14,8 @@
 #define ECCL_CONN_OFF_SIZES      144 /* uint32_t[ECCL_CONN_MAX_SLOTS]: bytes of each slot's step */
 #define ECCL_CONN_DATA_OFF       256 /* the first slot */
 
+/* Set in a step's size word when the sender wrote the step into the connector's device-memory
+ * slots (GPU to GPU) rather than into the slots after the control block. */
+#define ECCL_CONN_SIZE_DEVDATA 0x80000000u
+
 #endif

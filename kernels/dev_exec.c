@@ -17,6 +17,7 @@
 #include "common/time.h"
 #include "kernels/conn.h"
 #include "kernels/dev_exec.h"
+#include "kernels/dev_mem.h"
 #include "kernels/dev_work.h"
 
 int kern_dev_kernel_of(const struct eccl_work *w)
@@ -105,7 +106,8 @@ struct dev_reg {
     const void *host;
     void *dev;
     size_t bytes;
-    bool owned; /* we registered it (else it was registered already) */
+    bool owned;               /* we registered it (else it was registered already) */
+    struct kern_dev_mem *mem; /* the connector's slots in device memory (NULL: none); owned */
 };
 
 struct dev_slot {
@@ -205,6 +207,12 @@ static void describe(const struct kern_dev *d, const struct kern_dev_status *st,
                  "rank %d sent a step of %u bytes where %u were expected: the ranks called "
                  "different operations or counts",
                  st->peer, st->got, st->expect);
+        break;
+    case KERN_DEV_NO_DEVDATA:
+        snprintf(buf, len,
+                 "rank %d wrote a step into device memory that this rank has not mapped (its "
+                 "connector setup differs from this rank's)",
+                 st->peer);
         break;
     case KERN_DEV_P2P_SELF:
         snprintf(buf, len,
@@ -310,20 +318,31 @@ fail:
     return res;
 }
 
-/* The device address of connector `c`, registering its memory on first use. */
-static ecclResult_t reg_conn(struct kern_dev *d, const struct eccl_conn_ctrl *c, uint64_t *dev)
+static void reg_out(const struct dev_reg *r, uint64_t *dev, uint64_t *data)
+{
+    *dev = (uint64_t)(uintptr_t)r->dev;
+    if (data)
+        *data = r->mem ? (uint64_t)(uintptr_t)kern_dev_mem_ptr(r->mem) : 0;
+}
+
+/* The device address of connector `c` (and of its device slots, when it has some and `data` is
+ * not NULL), registering its memory on first use. */
+static ecclResult_t reg_conn(struct kern_dev *d, const struct eccl_conn_ctrl *c, uint64_t *dev,
+                             uint64_t *data)
 {
     *dev = 0;
+    if (data)
+        *data = 0;
     if (!c)
         return ecclSuccess;
     if (d->last_reg < d->nregs && d->regs[d->last_reg].host == c) {
-        *dev = (uint64_t)(uintptr_t)d->regs[d->last_reg].dev;
+        reg_out(&d->regs[d->last_reg], dev, data);
         return ecclSuccess;
     }
     for (int i = 0; i < d->nregs; i++) {
         if (d->regs[i].host == c) {
             d->last_reg = i;
-            *dev = (uint64_t)(uintptr_t)d->regs[i].dev;
+            reg_out(&d->regs[i], dev, data);
             return ecclSuccess;
         }
     }
@@ -361,9 +380,32 @@ static ecclResult_t reg_conn(struct kern_dev *d, const struct eccl_conn_ctrl *c,
             cudaHostUnregister((void *)c);
         return cuda_fail("cudaHostGetDevicePointer of a connector", e);
     }
+    r->mem = NULL;
     d->last_reg = d->nregs++;
-    *dev = (uint64_t)(uintptr_t)r->dev;
+    reg_out(r, dev, data);
     return ecclSuccess;
+}
+
+ecclResult_t kern_dev_conn_attach(struct kern_dev *d, const struct eccl_conn_ctrl *c,
+                                  struct kern_dev_mem *mem)
+{
+    uint64_t dev;
+    ecclResult_t res = reg_conn(d, c, &dev, NULL);
+    if (res != ecclSuccess)
+        goto err_free;
+    struct dev_reg *r = &d->regs[d->last_reg];
+    size_t need = (size_t)c->nslots * c->slot_bytes;
+    if (r->mem || kern_dev_mem_size(mem) < need) {
+        WARN("GPU executor: device slots of %zu bytes for a connector of %zu bytes%s",
+             kern_dev_mem_size(mem), need, r->mem ? " that has some already" : "");
+        res = ecclInternalError;
+        goto err_free;
+    }
+    r->mem = mem;
+    return ecclSuccess;
+err_free:
+    kern_dev_mem_free(mem);
+    return res;
 }
 
 /* Until the kernel that last used block `s` has finished. Gives up (ecclRemoteError, with a WARN)
@@ -526,13 +568,19 @@ static size_t fill_chan(struct kern_dev *d, struct kern_chan *kc, struct kern_de
     dc->nwork = nw;
     if (nw == 0)
         return sizeof(uint64_t); /* nothing to run: the block exits at once */
-    ECCL_TRY_GOTO(reg_conn(d, kc->ring_recv, &dc->ring_recv), *res, fail);
-    ECCL_TRY_GOTO(reg_conn(d, kc->ring_send, &dc->ring_send), *res, fail);
-    ECCL_TRY_GOTO(reg_conn(d, kc->tree_up_send, &dc->tree_up_send), *res, fail);
-    ECCL_TRY_GOTO(reg_conn(d, kc->tree_down_recv, &dc->tree_down_recv), *res, fail);
+    ECCL_TRY_GOTO(reg_conn(d, kc->ring_recv, &dc->ring_recv, &dc->ring_recv_data), *res, fail);
+    ECCL_TRY_GOTO(reg_conn(d, kc->ring_send, &dc->ring_send, &dc->ring_send_data), *res, fail);
+    ECCL_TRY_GOTO(reg_conn(d, kc->tree_up_send, &dc->tree_up_send, &dc->tree_up_send_data), *res,
+                  fail);
+    ECCL_TRY_GOTO(reg_conn(d, kc->tree_down_recv, &dc->tree_down_recv, &dc->tree_down_recv_data),
+                  *res, fail);
     for (int i = 0; i < 2; i++) {
-        ECCL_TRY_GOTO(reg_conn(d, kc->tree_up_recv[i], &dc->tree_up_recv[i]), *res, fail);
-        ECCL_TRY_GOTO(reg_conn(d, kc->tree_down_send[i], &dc->tree_down_send[i]), *res, fail);
+        ECCL_TRY_GOTO(
+            reg_conn(d, kc->tree_up_recv[i], &dc->tree_up_recv[i], &dc->tree_up_recv_data[i]), *res,
+            fail);
+        ECCL_TRY_GOTO(
+            reg_conn(d, kc->tree_down_send[i], &dc->tree_down_send[i], &dc->tree_down_send_data[i]),
+            *res, fail);
     }
     /* Ring order. */
     int32_t *ring = (int32_t *)at;
@@ -546,7 +594,8 @@ static size_t fill_chan(struct kern_dev *d, struct kern_chan *kc, struct kern_de
         p2p |= is_p2p(&w[i]);
     if (p2p) {
         uint64_t *ps = (uint64_t *)(at + used), *pr = ps + kc->nranks;
-        memset(ps, 0, 2 * (size_t)kc->nranks * sizeof(uint64_t));
+        uint64_t *psd = pr + kc->nranks, *prd = psd + kc->nranks;
+        memset(ps, 0, 4 * (size_t)kc->nranks * sizeof(uint64_t));
         for (int i = 0; i < nw; i++) {
             if (!is_p2p(&w[i]) || w[i].root == kc->rank)
                 continue;
@@ -557,15 +606,20 @@ static size_t fill_chan(struct kern_dev *d, struct kern_chan *kc, struct kern_de
                 return 0;
             }
             if (w[i].func == ECCL_FUNC_SEND)
-                ECCL_TRY_GOTO(reg_conn(d, kc->p2p_send ? kc->p2p_send[peer] : NULL, &ps[peer]),
-                              *res, fail);
+                ECCL_TRY_GOTO(
+                    reg_conn(d, kc->p2p_send ? kc->p2p_send[peer] : NULL, &ps[peer], &psd[peer]),
+                    *res, fail);
             else
-                ECCL_TRY_GOTO(reg_conn(d, kc->p2p_recv ? kc->p2p_recv[peer] : NULL, &pr[peer]),
-                              *res, fail);
+                ECCL_TRY_GOTO(
+                    reg_conn(d, kc->p2p_recv ? kc->p2p_recv[peer] : NULL, &pr[peer], &prd[peer]),
+                    *res, fail);
         }
+        size_t table = (size_t)kc->nranks * sizeof(uint64_t);
         dc->p2p_send = at_dev + used;
-        dc->p2p_recv = at_dev + used + (size_t)kc->nranks * sizeof(uint64_t);
-        used += 2 * (size_t)kc->nranks * sizeof(uint64_t);
+        dc->p2p_recv = at_dev + used + table;
+        dc->p2p_send_data = at_dev + used + 2 * table;
+        dc->p2p_recv_data = at_dev + used + 3 * table;
+        used += 4 * table;
     }
     memcpy(at + used, w, (size_t)nw * sizeof(*w));
     dc->works = at_dev + used;
@@ -591,6 +645,10 @@ ecclResult_t kern_dev_plan_on_host(struct eccl_work *const *works, const int *nw
                                    bool *host)
 {
     int seen_host = 0, seen_dev = 0;
+    /* The works of one operation share its buffers (every channel has a share of them): ask
+     * CUDA once per buffer, not once per work. */
+    uint64_t known[8];
+    int known_host[8], nknown = 0;
     for (int c = 0; c < nchannels; c++) {
         for (int i = 0; i < nwork[c]; i++) {
             const struct eccl_work *w = &works[c][i];
@@ -598,7 +656,17 @@ ecclResult_t kern_dev_plan_on_host(struct eccl_work *const *works, const int *nw
             for (int k = 0; k < 2; k++) {
                 if (!bufs[k])
                     continue;
-                if (buffer_on_host(bufs[k]))
+                int on_host = -1;
+                for (int j = 0; j < nknown && on_host < 0; j++)
+                    if (known[j] == bufs[k])
+                        on_host = known_host[j];
+                if (on_host < 0) {
+                    on_host = buffer_on_host(bufs[k]);
+                    known[nknown % 8] = bufs[k];
+                    known_host[nknown % 8] = on_host;
+                    nknown = nknown < 8 ? nknown + 1 : 8;
+                }
+                if (on_host)
                     seen_host++;
                 else
                     seen_dev++;
@@ -641,7 +709,7 @@ static ecclResult_t launch_seg(struct kern_dev *d, struct kern_chan *const *chan
                  np, c, KERN_DEV_THREADS);
             return ecclInvalidUsage;
         }
-        need += 16 + (size_t)chans[c]->nranks * (sizeof(int32_t) + 2 * sizeof(uint64_t)) +
+        need += 16 + (size_t)chans[c]->nranks * (sizeof(int32_t) + 4 * sizeof(uint64_t)) +
                 (size_t)cnt[c] * sizeof(struct eccl_work);
     }
     need += (size_t)nch * 16;
@@ -766,9 +834,11 @@ void kern_dev_destroy(struct kern_dev *d)
     cudaGetDevice(&prev);
     cudaSetDevice(d->cuda_dev);
     if (idle) {
-        for (int i = 0; i < d->nregs; i++)
+        for (int i = 0; i < d->nregs; i++) {
             if (d->regs[i].owned)
                 cudaHostUnregister((void *)d->regs[i].host);
+            kern_dev_mem_free(d->regs[i].mem);
+        }
         for (int i = 0; i < KERN_DEV_SLOTS; i++) {
             if (d->slots[i].mem)
                 cudaFreeHost(d->slots[i].mem);
@@ -824,6 +894,14 @@ ecclResult_t kern_dev_drain(struct kern_dev *d, int64_t timeout_ms)
 void kern_dev_destroy(struct kern_dev *d)
 {
     (void)d;
+}
+
+ecclResult_t kern_dev_conn_attach(struct kern_dev *d, const struct eccl_conn_ctrl *c,
+                                  struct kern_dev_mem *mem)
+{
+    (void)d, (void)c;
+    kern_dev_mem_free(mem);
+    return ecclInvalidUsage;
 }
 
 #endif

@@ -63,6 +63,15 @@ ecclResult_t kern_dev_launch(struct kern_dev *d, struct kern_chan *const *chans,
 ecclResult_t kern_dev_plan_on_host(struct eccl_work *const *works, const int *nwork, int nchannels,
                                    bool *host);
 
+struct kern_dev_mem;
+
+/* Connector `c` has its slots also in device memory `mem` (kernels/dev_mem.h: the receiver's
+ * allocation, or the sender's mapping of it): kernels of this executor write (send side) or
+ * read (receive side, for steps flagged ECCL_CONN_SIZE_DEVDATA) the slots there. The executor
+ * takes `mem` in every case and frees it at destroy. */
+ecclResult_t kern_dev_conn_attach(struct kern_dev *d, const struct eccl_conn_ctrl *c,
+                                  struct kern_dev_mem *mem);
+
 /* The first failure a kernel reported (ecclSuccess: none). */
 ecclResult_t kern_dev_status(struct kern_dev *d);
 

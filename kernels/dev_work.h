@@ -4,7 +4,10 @@
  *
  * A launch's arguments point at a block of mapped host memory holding, per channel, a
  * kern_dev_chan, then the ring order, the point-to-point connector tables and the channel's work
- * descriptors. Connector addresses are device addresses of registered host memory.
+ * descriptors. Connector addresses are device addresses of registered host memory; a connector
+ * between two GPU ranks may also have its slots in device memory (the `*_data` address: the
+ * receiver's allocation, mapped by the sender), used for the steps whose size word carries
+ * ECCL_CONN_SIZE_DEVDATA.
  */
 #ifndef ECCL_KERNELS_DEV_WORK_H
 #define ECCL_KERNELS_DEV_WORK_H
@@ -16,12 +19,13 @@
 /* Why a kernel stopped early (kern_dev_status.code). */
 enum kern_dev_code {
     KERN_DEV_OK = 0,
-    KERN_DEV_ABORTED = 1,  /* the communicator's abort flag */
-    KERN_DEV_CLOSED = 2,   /* the peer closed the connector */
-    KERN_DEV_TIMEOUT = 3,  /* no progress from the peer for the timeout */
-    KERN_DEV_MISMATCH = 4, /* a step's size differs from what this rank expects */
-    KERN_DEV_BAD_WORK = 5, /* a work descriptor this kernel cannot run */
-    KERN_DEV_P2P_SELF = 6, /* sends and receives to self do not pair up */
+    KERN_DEV_ABORTED = 1,    /* the communicator's abort flag */
+    KERN_DEV_CLOSED = 2,     /* the peer closed the connector */
+    KERN_DEV_TIMEOUT = 3,    /* no progress from the peer for the timeout */
+    KERN_DEV_MISMATCH = 4,   /* a step's size differs from what this rank expects */
+    KERN_DEV_BAD_WORK = 5,   /* a work descriptor this kernel cannot run */
+    KERN_DEV_P2P_SELF = 6,   /* sends and receives to self do not pair up */
+    KERN_DEV_NO_DEVDATA = 7, /* a step in device slots this side has no mapping of */
 };
 
 /* Written by the kernels (the first failing block wins), read by the watcher thread. */
@@ -49,9 +53,18 @@ struct kern_dev_chan {
     uint64_t tree_up_send;
     uint64_t tree_down_recv;
     uint64_t tree_down_send[2];
+    /* Device addresses of the same connectors' slots in device memory (0: host slots only). */
+    uint64_t ring_recv_data;
+    uint64_t ring_send_data;
+    uint64_t tree_up_recv_data[2];
+    uint64_t tree_up_send_data;
+    uint64_t tree_down_recv_data;
+    uint64_t tree_down_send_data[2];
     uint64_t ring;     /* int32_t[nranks] */
     uint64_t p2p_send; /* uint64_t[nranks]: connector per peer, 0 where none */
     uint64_t p2p_recv;
+    uint64_t p2p_send_data; /* uint64_t[nranks]: their device slots, 0 where none */
+    uint64_t p2p_recv_data;
     uint64_t works; /* struct eccl_work[nwork], the ones of this launch */
 };
 

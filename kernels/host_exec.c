@@ -4,8 +4,9 @@
  * The algorithms are NCCL's: a ring AllReduce is a ReduceScatter followed by an AllGather over
  * the ring, pipelined chunk by chunk through the connector slots; Broadcast and Reduce are chains
  * along the ring from (to) the root; the tree AllReduce reduces up a binary tree and broadcasts
- * down. Every rank computes the same chunk sizes, and the receiver checks the size of each step
- * it receives, so mismatched calls between ranks give an error instead of corrupt data.
+ * down. With two ranks, a ring AllReduce piece that fits one slot is an exchange instead (one hop,
+ * not two). Every rank computes the same chunk sizes, and the receiver checks the size of each
+ * step it receives, so mismatched calls between ranks give an error instead of corrupt data.
  *
  * The pre-operation of PREMULSUM is applied where a rank's own data enters the reduction; the
  * post-operation of SUMPOSTDIV where a chunk's reduction completes.
@@ -20,10 +21,21 @@
 #include "common/log.h"
 #include "common/sync.h"
 #include "common/time.h"
+#include "kernels/host_cma.h"
 #include "kernels/reduce.h"
 
 #define YIELDS_BEFORE_SLEEP 16
 #define SLEEP_SLICE_NS      (5 * ECCL_NS_PER_MS)
+/* A wait yields the CPU for at least this long before it sleeps on the futex: a rank that
+ * sleeps makes its peer's next step wait for its wake-up (a futex wake and a scheduling delay),
+ * while yielding keeps a rank whose peer answers within a millisecond ready to go on, and still
+ * gives the core to whoever needs it. */
+#define YIELD_NS (1 * ECCL_NS_PER_MS)
+/* Spinning stops after this long even when ECCL_SPIN polls are not done: 2000 polls take 70 to
+ * 110 us on an EPYC (a pause is 33 to 57 ns), and when the peer waited for runs on the same core
+ * (other work took the other one) every step paid that whole spin: 51 us per 2-rank call instead
+ * of 0.4 us. A yield costs a fraction of a microsecond when nothing else wants the core. */
+#define SPIN_MAX_NS 4000
 
 static inline void cpu_relax(void)
 {
@@ -62,23 +74,47 @@ static ecclResult_t closed_error(struct kern_ctx *ctx, int peer)
     return ecclRemoteError;
 }
 
+/* Whether a wait in its `round`-th round after spinning should yield again rather than sleep;
+ * *since is when it began yielding (0: not yet). */
+static bool keep_yielding(int round, uint64_t *since)
+{
+    if (round < YIELDS_BEFORE_SLEEP)
+        return true;
+    uint64_t now = eccl_now_ns();
+    if (*since == 0)
+        *since = now;
+    return now - *since < YIELD_NS;
+}
+
+/* Whether a spin that began at *t0 (0: not read yet) should stop: checked every 32 polls. */
+static inline bool spin_done(uint32_t i, uint64_t *t0)
+{
+    if ((i & 31) != 31)
+        return false;
+    uint64_t now = eccl_now_ns();
+    if (*t0 == 0)
+        *t0 = now;
+    return now - *t0 > SPIN_MAX_NS;
+}
+
 /* Waits until `word` differs from `value` (data) or until tail - head < nslots (space). */
 static ecclResult_t wait_data(struct eccl_conn_ctrl *c, uint32_t head, struct kern_ctx *ctx,
                               int peer)
 {
-    for (uint32_t i = 0; i < ctx->spin; i++) {
+    uint64_t t0 = 0;
+    for (uint32_t i = 0; i < ctx->spin && !spin_done(i, &t0); i++) {
         if (atomic_load_explicit(&c->tail, memory_order_acquire) != head)
             return ecclSuccess;
         cpu_relax();
     }
-    uint64_t start = 0;
+    uint64_t start = 0, since = 0;
     for (int round = 0;; round++) {
         if (atomic_load_explicit(&c->tail, memory_order_acquire) != head)
             return ecclSuccess;
         if (atomic_load_explicit(&c->closed, memory_order_acquire))
             return closed_error(ctx, peer);
         ECCL_TRY(wait_check(ctx, &start, peer, "data"));
-        if (round < YIELDS_BEFORE_SLEEP) {
+        if (keep_yielding(round, &since)) {
             sched_yield();
             continue;
         }
@@ -89,16 +125,18 @@ static ecclResult_t wait_data(struct eccl_conn_ctrl *c, uint32_t head, struct ke
     }
 }
 
-static ecclResult_t wait_space(struct eccl_conn_ctrl *c, uint32_t tail, struct kern_ctx *ctx,
-                               int peer)
+/* Waits until fewer than `nslots` posted steps are unconsumed (space for one more step), or,
+ * with nslots 1, until every posted step is consumed (drained). */
+static ecclResult_t wait_head(struct eccl_conn_ctrl *c, uint32_t tail, uint32_t nslots,
+                              struct kern_ctx *ctx, int peer)
 {
-    uint32_t nslots = c->nslots;
-    for (uint32_t i = 0; i < ctx->spin; i++) {
+    uint64_t t0 = 0;
+    for (uint32_t i = 0; i < ctx->spin && !spin_done(i, &t0); i++) {
         if (tail - atomic_load_explicit(&c->head, memory_order_acquire) < nslots)
             return ecclSuccess;
         cpu_relax();
     }
-    uint64_t start = 0;
+    uint64_t start = 0, since = 0;
     for (int round = 0;; round++) {
         uint32_t head = atomic_load_explicit(&c->head, memory_order_acquire);
         if (tail - head < nslots)
@@ -106,7 +144,7 @@ static ecclResult_t wait_space(struct eccl_conn_ctrl *c, uint32_t tail, struct k
         if (atomic_load_explicit(&c->closed, memory_order_acquire))
             return closed_error(ctx, peer);
         ECCL_TRY(wait_check(ctx, &start, peer, "buffer space"));
-        if (round < YIELDS_BEFORE_SLEEP) {
+        if (keep_yielding(round, &since)) {
             sched_yield();
             continue;
         }
@@ -115,6 +153,12 @@ static ecclResult_t wait_space(struct eccl_conn_ctrl *c, uint32_t tail, struct k
             eccl_futex_wait(&c->head, head, SLEEP_SLICE_NS, true);
         atomic_fetch_sub_explicit(&c->head_waiters, 1, memory_order_relaxed);
     }
+}
+
+static ecclResult_t wait_space(struct eccl_conn_ctrl *c, uint32_t tail, struct kern_ctx *ctx,
+                               int peer)
+{
+    return wait_head(c, tail, c->nslots, ctx, peer);
 }
 
 void kern_conn_close(struct eccl_conn_ctrl *c)
@@ -173,6 +217,13 @@ static ecclResult_t recv_begin(struct peer_recv r, struct kern_ctx *ctx, size_t 
     uint32_t head = atomic_load_explicit(&r.c->head, memory_order_relaxed);
     ECCL_TRY(wait_data(r.c, head, ctx, r.peer));
     uint32_t got = atomic_load_explicit(&r.c->sizes[head % r.c->nslots], memory_order_relaxed);
+    if (got & ECCL_CONN_SIZE_DEVDATA) {
+        WARN("rank %d's GPU kernel sent a step into device memory while this rank runs the "
+             "operation on host buffers: use device buffers on every rank or on none",
+             r.peer);
+        ctx->failed_peer = r.peer;
+        return ecclInvalidUsage;
+    }
     if (got != expect) {
         WARN("rank %d sent a step of %u bytes where %zu were expected: the ranks called "
              "different operations or counts",
@@ -314,6 +365,31 @@ static void single_rank(const struct eccl_work *w, const struct eccl_redop *op, 
     }
 }
 
+/* Two ranks, a piece that fits one slot: each sends its whole (pre-applied) input and reduces
+ * what it receives, one hop instead of the ring's two. Both ranks compute combine(A, B) with A
+ * the contribution of ring position 0, so they get the same bits for every type and op. */
+#define EXCHANGE_MAX_BYTES (32 * 1024)
+
+static ecclResult_t exchange_allreduce(struct ring_op *r, const char *in, char *out, size_t cnt)
+{
+    size_t bytes = cnt * r->ts;
+    char *mine;
+    const char *theirs;
+    ECCL_TRY(send_begin(r->io.to, r->io.ctx, &mine));
+    eccl_reduce_pre(mine, in, cnt, &r->op);
+    send_commit(r->io.to, bytes);
+    ECCL_TRY(recv_begin(r->io.from, r->io.ctx, bytes, &theirs));
+    /* `mine` stays valid: the peer consumes it without writing, and this rank posts nothing
+     * more before it is done with it. */
+    if (r->ch->ring_index == 0)
+        eccl_reduce_combine(out, mine, theirs, cnt, &r->op);
+    else
+        eccl_reduce_combine(out, theirs, mine, cnt, &r->op);
+    eccl_reduce_post(out, out, cnt, &r->op);
+    recv_commit(r->io.from);
+    return ecclSuccess;
+}
+
 static ecclResult_t ring_allreduce(struct ring_op *r)
 {
     const struct eccl_work *w = r->w;
@@ -325,6 +401,8 @@ static ecclResult_t ring_allreduce(struct ring_op *r)
         single_rank(w, &r->op, in, out, cnt, 1);
         return ecclSuccess;
     }
+    if (n == 2 && cnt <= r->chunk && cnt * ts <= EXCHANGE_MAX_BYTES)
+        return exchange_allreduce(r, in, out, cnt);
     size_t loop_elems = (size_t)n * r->chunk;
     for (size_t loop = 0; loop < cnt; loop += loop_elems) {
         size_t rem = cnt - loop;
@@ -382,6 +460,111 @@ static ecclResult_t ring_reducescatter(struct ring_op *r)
     return ecclSuccess;
 }
 
+/* --- single-copy Broadcast and AllGather -------------------------------------------------
+ *
+ * The same chains as the ring's, but a step carries a descriptor of the sender's buffer
+ * (host_cma.h) and the receiver reads the bytes straight into its own buffer: one copy a hop
+ * instead of two, and no slot traffic through the caches. The receiver consumes a step only
+ * once it has read the bytes, so a sender waits for its connector to drain before it returns
+ * (its buffer may be reused at once). Used when every connector of the channel is in shared
+ * memory (no proxy), for pieces of at least ECCL_HOST_SINGLE_COPY_BYTES. */
+
+static bool cma_use(const struct ring_op *r)
+{
+    size_t min = kern_cma_min_bytes();
+    return min && r->ch->bell == NULL && r->ch->nranks > 1 && r->w->chan_count * r->ts >= min &&
+           r->chunk * r->ts >= sizeof(struct kern_cma_desc);
+}
+
+/* Elements a single-copy step moves: at most KERN_CMA_CHUNK_BYTES, and small enough that an
+ * operation takes more steps than two connectors hold, so that (as on the ring) a rank cannot
+ * finish while a rank two hops downstream has stopped: a Broadcast root sees the failure.
+ * Computed from the operation alone, so every rank gets the same. */
+static size_t cma_step(size_t cnt, size_t ts)
+{
+    size_t step = ECCL_MIN(KERN_CMA_CHUNK_BYTES / ts, cnt / (2 * ECCL_CONN_MAX_SLOTS + 2));
+    return ECCL_MAX((size_t)1, step);
+}
+
+static ecclResult_t cma_post(const struct step_io *io, const void *addr, size_t len)
+{
+    char *slot;
+    ECCL_TRY(send_begin(io->to, io->ctx, &slot));
+    struct kern_cma_desc d;
+    kern_cma_describe(&d, addr, len);
+    memcpy(slot, &d, sizeof(d));
+    send_commit(io->to, sizeof(d));
+    return ecclSuccess;
+}
+
+static ecclResult_t cma_take(const struct step_io *io, void *dst, size_t len)
+{
+    const char *slot;
+    ECCL_TRY(recv_begin(io->from, io->ctx, sizeof(struct kern_cma_desc), &slot));
+    ecclResult_t res =
+        kern_cma_read((const struct kern_cma_desc *)(const void *)slot, dst, len, io->from.peer);
+    if (res != ecclSuccess) {
+        io->ctx->failed_peer = io->from.peer;
+        return res;
+    }
+    recv_commit(io->from);
+    return ecclSuccess;
+}
+
+static ecclResult_t cma_drain(const struct step_io *io)
+{
+    uint32_t tail = atomic_load_explicit(&io->to.c->tail, memory_order_relaxed);
+    return wait_head(io->to.c, tail, 1, io->ctx, io->to.peer);
+}
+
+static ecclResult_t cma_broadcast(struct ring_op *r, int pos)
+{
+    const struct eccl_work *w = r->w;
+    int n = r->ch->nranks;
+    size_t ts = r->ts, cnt = w->chan_count;
+    const char *in = buf_at(w->sendbuff, w->chan_offset * ts);
+    char *out = buf_at(w->recvbuff, w->chan_offset * ts);
+    size_t step = cma_step(cnt, ts);
+    for (size_t loop = 0; loop < cnt; loop += step) {
+        size_t ne = ECCL_MIN(step, cnt - loop), off = loop * ts, bytes = ne * ts;
+        if (pos == 0) {
+            ECCL_TRY(cma_post(&r->io, in + off, bytes));
+            if (out && out != in)
+                memcpy(out + off, in + off, bytes);
+            continue;
+        }
+        ECCL_TRY(cma_take(&r->io, out + off, bytes));
+        if (pos < n - 1)
+            ECCL_TRY(cma_post(&r->io, out + off, bytes));
+    }
+    return pos < n - 1 ? cma_drain(&r->io) : ecclSuccess;
+}
+
+static ecclResult_t cma_allgather(struct ring_op *r)
+{
+    const struct eccl_work *w = r->w;
+    int n = r->ch->nranks, idx = r->ch->ring_index;
+    size_t ts = r->ts, cnt = w->chan_count, block = w->count * ts;
+    const char *in = buf_at(w->sendbuff, w->chan_offset * ts);
+    char *out = buf_at(w->recvbuff, w->chan_offset * ts);
+    const int *ring = r->ch->ring;
+    size_t step = cma_step(cnt, ts);
+    for (size_t loop = 0; loop < cnt; loop += step) {
+        size_t ne = ECCL_MIN(step, cnt - loop), off = loop * ts, bytes = ne * ts;
+        char *mine = out + (size_t)ring[idx] * block + off;
+        ECCL_TRY(cma_post(&r->io, in + off, bytes));
+        if (mine != in + off)
+            memcpy(mine, in + off, bytes);
+        for (int j = 1; j < n; j++) {
+            char *dst = out + (size_t)ring[(idx + n - j) % n] * block + off;
+            ECCL_TRY(cma_take(&r->io, dst, bytes));
+            if (j < n - 1)
+                ECCL_TRY(cma_post(&r->io, dst, bytes));
+        }
+    }
+    return cma_drain(&r->io);
+}
+
 static ecclResult_t ring_allgather(struct ring_op *r)
 {
     const struct eccl_work *w = r->w;
@@ -394,6 +577,8 @@ static ecclResult_t ring_allgather(struct ring_op *r)
         single_rank(w, &r->op, in, out + (size_t)ring[0] * block, cnt, 0);
         return ecclSuccess;
     }
+    if (cma_use(r))
+        return cma_allgather(r);
     for (size_t loop = 0; loop < cnt; loop += r->chunk) {
         size_t ne = ECCL_MIN(r->chunk, cnt - loop);
         size_t off = loop * ts;
@@ -446,6 +631,11 @@ static ecclResult_t ring_chain(struct ring_op *r, int start_after_root, enum ste
 
 static ecclResult_t ring_broadcast(struct ring_op *r)
 {
+    if (cma_use(r)) {
+        int n = r->ch->nranks;
+        int pos = (r->ch->ring_index - ring_index_of(r->ch, r->w->root) + n) % n;
+        return cma_broadcast(r, pos);
+    }
     return ring_chain(r, 0, STEP_COPY_SEND, STEP_RECV_COPY_SEND, STEP_RECV, 0);
 }
 
@@ -639,6 +829,13 @@ static ecclResult_t p2p_run(struct kern_chan *ch, const struct eccl_work *works,
                     size_t bytes = ECCL_MIN((size_t)c->slot_bytes, st[i].total - st[i].done);
                     uint32_t got =
                         atomic_load_explicit(&c->sizes[head % c->nslots], memory_order_relaxed);
+                    if (got & ECCL_CONN_SIZE_DEVDATA) {
+                        WARN("rank %d's GPU kernel sent into device memory while this rank "
+                             "receives into a host buffer: use device buffers on both sides",
+                             peer);
+                        ctx->failed_peer = peer;
+                        return ecclInvalidUsage;
+                    }
                     if (got != bytes) {
                         WARN("rank %d sent %u bytes in a step where %zu were expected: send and "
                              "receive counts differ",

@@ -34,6 +34,7 @@
 #include <unistd.h>
 
 #include "common/alloc.h"
+#include "common/auth.h"
 #include "common/check.h"
 #include "common/log.h"
 #include "common/param.h"
@@ -121,6 +122,7 @@ struct ib_comm {
     uint64_t peer_closed_ns;
     int peer_closed_err;
     struct proxy_ib_reqs reqs;
+    struct eccl_auth_hs hs; /* job secret: ST_AUTH on the side channel */
 };
 
 struct ib_listen {
@@ -145,6 +147,7 @@ enum stage {
     ST_RECV_META,  /* both: read the peer's metadata */
     ST_RECV_READY, /* accept: read the sender's ready message */
     ST_DONE,
+    ST_AUTH, /* both, with a job secret: the handshake of common/auth.h on the side channel */
 };
 
 static struct {
@@ -813,6 +816,7 @@ static ecclResult_t check_setup_deadline(const struct ib_comm *c, const char *wh
         [ST_RECV_META] = "for the peer's connection metadata",
         [ST_RECV_READY] = "for the sender's ready message",
         [ST_DONE] = "",
+        [ST_AUTH] = "for the authentication handshake",
     };
     if (c->stage != ST_DONE && eccl_deadline_passed(c->setup_deadline_ns)) {
         WARN("NET/IB : %s timed out after ECCL_IB_CONNECT_TIMEOUT_MS=%ld ms waiting %s", what,
@@ -822,10 +826,53 @@ static ecclResult_t check_setup_deadline(const struct ib_comm *c, const char *wh
     return ecclSuccess;
 }
 
+/* The side channel's handshake (job secret); `next` is the stage after it. Off: next at once. */
+static ecclResult_t auth_progress(struct ib_comm *c, int next)
+{
+    if (c->stage != ST_AUTH)
+        return ecclSuccess;
+    ecclResult_t r = eccl_auth_hs_step(&c->hs, c->fd);
+    if (r == ecclSuccess)
+        c->stage = next;
+    return r == ecclInProgress ? ecclSuccess : r;
+}
+
+/* Moves a connection whose TCP side channel is up to its handshake, when a secret is set. */
+static ecclResult_t auth_start(struct ib_comm *c, bool server, int next)
+{
+    if (!eccl_auth_enabled()) {
+        c->stage = next;
+        return ecclSuccess;
+    }
+    char peer[80];
+    if (server) {
+        union eccl_sockaddr a;
+        socklen_t alen = sizeof(a);
+        memset(&a, 0, sizeof(a));
+        if (getpeername(c->fd, &a.sa, &alen) == 0 && eccl_sockaddr_valid(&a))
+            eccl_sockaddr_str(&a, peer, sizeof(peer));
+        else
+            snprintf(peer, sizeof(peer), "(unknown peer)");
+    } else {
+        eccl_sockaddr_str(&c->peer_addr, peer, sizeof(peer));
+    }
+    ECCL_TRY(eccl_auth_hs_init(&c->hs, ECCL_AUTH_NET, server, peer));
+    c->stage = ST_AUTH;
+    return ecclSuccess;
+}
+
 static ecclResult_t connect_progress(struct ib_comm *c)
 {
-    if (c->stage == ST_TCP_START || c->stage == ST_TCP_WAIT)
+    if (c->stage == ST_TCP_START || c->stage == ST_TCP_WAIT) {
         ECCL_TRY(tcp_connect_progress(c));
+        if (c->stage == ST_SETUP)
+            ECCL_TRY(auth_start(c, false, ST_SETUP));
+    }
+    if (c->stage == ST_AUTH) {
+        ECCL_TRY(auth_progress(c, ST_SETUP));
+        if (c->stage == ST_AUTH)
+            return check_setup_deadline(c, "connect");
+    }
     if (c->stage == ST_SETUP) {
         c->nqps = (uint32_t)eccl_param_ib_qps_per_connection();
         ECCL_TRY(comm_setup_verbs(c));
@@ -930,6 +977,11 @@ out_unlock:
 
 static ecclResult_t accept_progress(struct ib_listen *l, struct ib_comm *c)
 {
+    if (c->stage == ST_AUTH) {
+        ECCL_TRY(auth_progress(c, ST_RECV_META));
+        if (c->stage == ST_AUTH)
+            return check_setup_deadline(c, "accept");
+    }
     if (c->stage == ST_RECV_META) {
         struct proxy_ib_meta remote;
         bool complete = false;
@@ -982,14 +1034,21 @@ static ecclResult_t ib_accept(void *listen_comm, void **recv_comm)
         }
         c->fd = fd;
         c->nonce = l->nonce;
-        c->stage = ST_RECV_META;
         l->pending = c;
+        res = auth_start(c, true, ST_RECV_META);
+        if (res != ecclSuccess) {
+            comm_destroy(l->pending);
+            l->pending = NULL;
+            return res;
+        }
     }
+    bool authing = l->pending->stage == ST_AUTH;
     ecclResult_t res = accept_progress(l, l->pending);
     if (res != ecclSuccess) {
         comm_destroy(l->pending);
         l->pending = NULL;
-        return res;
+        /* A peer without the job secret (refused and logged) does not fail the listener. */
+        return authing && res == ecclRemoteError ? ecclSuccess : res;
     }
     if (l->pending->stage == ST_DONE) {
         *recv_comm = l->pending;

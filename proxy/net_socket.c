@@ -20,6 +20,7 @@
  * sequence numbers); a peer that lies or goes away gives ecclRemoteError with the cause.
  */
 #include "proxy/net.h"
+#include "proxy/net_socket.h"
 
 #include <endian.h>
 #include <errno.h>
@@ -39,6 +40,7 @@
 #include <unistd.h>
 
 #include "common/alloc.h"
+#include "common/auth.h"
 #include "common/check.h"
 #include "common/fault.h"
 #include "common/log.h"
@@ -151,6 +153,35 @@ static void hello_decode(const unsigned char *p, struct wire_hello *h)
     h->index = get16(p + 24);
     h->flags = get16(p + 26);
     h->reserved = get32(p + 28);
+}
+
+/* A message header on the control socket. */
+struct wire_msg {
+    uint32_t proto;
+    uint32_t seq;
+    uint64_t size;
+    int tag;
+    uint32_t reserved;
+};
+
+static void msg_encode(unsigned char *p, uint32_t seq, uint64_t size, int tag)
+{
+    put32(p, WIRE_MSG_PROTO);
+    put32(p + 4, seq);
+    put64(p + 8, size);
+    put32(p + 16, (uint32_t)tag);
+    put32(p + 20, 0);
+}
+
+/* Decodes a header; false when it is not message `want_seq` (pure: fuzzed). */
+static bool msg_decode(const unsigned char *p, uint32_t want_seq, struct wire_msg *m)
+{
+    m->proto = get32(p);
+    m->seq = get32(p + 4);
+    m->size = get64(p + 8);
+    m->tag = (int)get32(p + 16);
+    m->reserved = get32(p + 20);
+    return m->proto == WIRE_MSG_PROTO && m->seq == want_seq && m->reserved == 0;
 }
 
 static uint64_t random_u64(void)
@@ -540,13 +571,13 @@ static ecclResult_t comm_create_take(bool is_send, int nsocks, int *fds, const c
     if (!c->inline_progress) {
         for (int i = 0; i < c->nworkers; i++) {
             struct sock_worker *w = &c->workers[i];
-            w->efd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+            w->efd = ECCL_FAULT_SYS("sys_eventfd", EMFILE, eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC));
             if (w->efd < 0) {
                 WARN("NET/Socket : eventfd failed: %s", strerror(errno));
                 res = ecclSystemError;
                 goto err_destroy;
             }
-            int rc = pthread_create(&w->thread, NULL, worker_main, w);
+            int rc = ECCL_FAULT_THREAD(pthread_create(&w->thread, NULL, worker_main, w));
             if (rc != 0) {
                 WARN("NET/Socket : cannot start a helper thread: %s", strerror(rc));
                 res = ecclSystemError;
@@ -668,6 +699,8 @@ static ecclResult_t sock_get_properties(int dev, struct eccl_net_props *props)
 
 struct sock_pending {
     int fd;
+    bool authing; /* job secret: the handshake (hs) comes before the hello */
+    struct eccl_auth_hs hs;
     size_t got;
     unsigned char buf[WIRE_HELLO_BYTES];
     uint64_t deadline;
@@ -785,36 +818,47 @@ static void partial_drop(struct sock_listen *l, int i)
     l->partial[i] = l->partial[--l->npartial];
 }
 
-/* Checks a complete hello and files its socket under its connection. Returns false (after a
- * WARN) when the socket is refused; the caller then closes it. */
-static bool hello_accept(struct sock_listen *l, struct sock_pending *pd)
+/* Decodes and checks a hello for the listener of `magic` (pure: fuzzed); false after a WARN. */
+static bool hello_check(const unsigned char *buf, uint64_t magic, const char *peer,
+                        struct wire_hello *out)
 {
     struct wire_hello h;
-    hello_decode(pd->buf, &h);
+    hello_decode(buf, &h);
     if (h.proto != WIRE_HELLO_PROTO) {
         WARN("NET/Socket : refused connection from %s: wrong magic 0x%08x (not an eccl socket "
              "connection)",
-             pd->peer, h.proto);
+             peer, h.proto);
         return false;
     }
     if (h.version != WIRE_VERSION) {
-        WARN("NET/Socket : refused connection from %s: protocol version %u, expected %u", pd->peer,
+        WARN("NET/Socket : refused connection from %s: protocol version %u, expected %u", peer,
              h.version, WIRE_VERSION);
         return false;
     }
-    if (h.magic != l->magic) {
+    if (h.magic != magic) {
         WARN("NET/Socket : refused connection from %s: wrong magic 0x%016llx (a handle of "
              "another listener)",
-             pd->peer, (unsigned long long)h.magic);
+             peer, (unsigned long long)h.magic);
         return false;
     }
     if (h.nsocks < 1 || h.nsocks > SOCK_MAX_SOCKS || h.index > h.nsocks || h.flags != 0 ||
         h.reserved != 0) {
         WARN("NET/Socket : refused connection from %s: bad header (socket %u of %u, flags 0x%x, "
              "reserved 0x%x)",
-             pd->peer, h.index, h.nsocks, h.flags, h.reserved);
+             peer, h.index, h.nsocks, h.flags, h.reserved);
         return false;
     }
+    *out = h;
+    return true;
+}
+
+/* Checks a complete hello and files its socket under its connection. Returns false (after a
+ * WARN) when the socket is refused; the caller then closes it. */
+static bool hello_accept(struct sock_listen *l, struct sock_pending *pd)
+{
+    struct wire_hello h;
+    if (!hello_check(pd->buf, l->magic, pd->peer, &h))
+        return false;
     struct sock_partial *p = NULL;
     for (int i = 0; i < l->npartial; i++)
         if (l->partial[i].conn_id == h.conn_id)
@@ -853,6 +897,22 @@ static void pending_progress(struct sock_listen *l, uint64_t now)
 {
     for (int i = l->npending - 1; i >= 0; i--) {
         struct sock_pending *pd = &l->pending[i];
+        if (pd->authing) {
+            ecclResult_t r = eccl_auth_hs_step(&pd->hs, pd->fd);
+            if (r == ecclInProgress && now >= pd->deadline) {
+                WARN("auth: refused a net-transport connection from %s: timed out waiting for "
+                     "the handshake",
+                     pd->peer);
+                r = ecclRemoteError;
+            }
+            if (r != ecclSuccess && r != ecclInProgress) { /* refused and logged */
+                pending_drop(l, i);
+                continue;
+            }
+            pd->authing = r == ecclInProgress;
+            if (pd->authing)
+                continue;
+        }
         ssize_t n;
         do {
             n = recv(pd->fd, pd->buf + pd->got, WIRE_HELLO_BYTES - pd->got, MSG_DONTWAIT);
@@ -899,7 +959,8 @@ static ecclResult_t sock_accept(void *listen_comm, void **recv_comm)
         union eccl_sockaddr from;
         socklen_t len = sizeof(from);
         memset(&from, 0, sizeof(from));
-        int fd = accept4(l->fd, &from.sa, &len, SOCK_CLOEXEC | SOCK_NONBLOCK);
+        int fd = ECCL_FAULT_SYS("sys_accept", EMFILE,
+                                accept4(l->fd, &from.sa, &len, SOCK_CLOEXEC | SOCK_NONBLOCK));
         if (fd < 0) {
             if (errno == EINTR || errno == ECONNABORTED)
                 continue;
@@ -924,6 +985,14 @@ static ecclResult_t sock_accept(void *listen_comm, void **recv_comm)
         pd->fd = fd;
         pd->deadline = now + timeout_ns;
         snprintf(pd->peer, sizeof(pd->peer), "%s", peer);
+        if (eccl_auth_enabled()) {
+            pd->authing = true;
+            ecclResult_t r = eccl_auth_hs_init(&pd->hs, ECCL_AUTH_NET, true, peer);
+            if (r != ecclSuccess) {
+                pending_drop(l, l->npending - 1);
+                return r;
+            }
+        }
     }
     pending_progress(l, now);
     for (int i = l->npartial - 1; i >= 0; i--) {
@@ -969,7 +1038,7 @@ static ecclResult_t sock_close_listen(void *listen_comm)
 
 /* ---- connect ---- */
 
-enum conn_state { CONN_IDLE, CONN_CONNECTING, CONN_HELLO, CONN_DONE };
+enum conn_state { CONN_IDLE, CONN_CONNECTING, CONN_AUTH, CONN_HELLO, CONN_DONE };
 
 struct sock_connecting {
     struct sock_connecting *next; /* g_connects, protected by g_lock */
@@ -986,6 +1055,7 @@ struct sock_connecting {
     size_t sent[SOCK_MAX_SOCKS + 1];
     uint64_t retry_at[SOCK_MAX_SOCKS + 1];
     uint32_t backoff_ms[SOCK_MAX_SOCKS + 1];
+    struct eccl_auth_hs hs[SOCK_MAX_SOCKS + 1]; /* job secret: CONN_AUTH */
 };
 
 static void connecting_free(struct sock_connecting *k)
@@ -1009,7 +1079,9 @@ static ecclResult_t connecting_step(struct sock_connecting *k, int i, uint64_t n
     case CONN_IDLE: {
         if (now < k->retry_at[i])
             return ecclSuccess;
-        int fd = socket(k->h.addr.sa.sa_family, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+        int fd = ECCL_FAULT_SYS(
+            "sys_socket", EMFILE,
+            socket(k->h.addr.sa.sa_family, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0));
         if (fd < 0) {
             WARN("NET/Socket : socket failed: %s", strerror(errno));
             return ecclSystemError;
@@ -1017,8 +1089,11 @@ static ecclResult_t connecting_step(struct sock_connecting *k, int i, uint64_t n
         int one = 1;
         setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
         k->fds[i] = fd;
-        if (connect(fd, &k->h.addr.sa, eccl_sockaddr_len(&k->h.addr)) == 0) {
-            k->state[i] = CONN_HELLO;
+        if (ECCL_FAULT_SYS("sys_connect", EACCES,
+                           connect(fd, &k->h.addr.sa, eccl_sockaddr_len(&k->h.addr))) == 0) {
+            k->state[i] = CONN_AUTH;
+            if (eccl_auth_enabled())
+                ECCL_TRY(eccl_auth_hs_init(&k->hs[i], ECCL_AUTH_NET, false, k->peer));
             return connecting_step(k, i, now);
         }
         if (errno == EINPROGRESS) {
@@ -1037,10 +1112,25 @@ static ecclResult_t connecting_step(struct sock_connecting *k, int i, uint64_t n
         if (rc < 0 || getsockopt(k->fds[i], SOL_SOCKET, SO_ERROR, &e, &len) != 0)
             e = errno;
         if (e == 0) {
-            k->state[i] = CONN_HELLO;
+            k->state[i] = CONN_AUTH;
+            if (eccl_auth_enabled())
+                ECCL_TRY(eccl_auth_hs_init(&k->hs[i], ECCL_AUTH_NET, false, k->peer));
             return connecting_step(k, i, now);
         }
         break;
+    }
+    case CONN_AUTH: {
+        if (!eccl_auth_enabled()) {
+            k->state[i] = CONN_HELLO;
+            return connecting_step(k, i, now);
+        }
+        ecclResult_t r = eccl_auth_hs_step(&k->hs[i], k->fds[i]);
+        if (r == ecclInProgress)
+            return ecclSuccess;
+        if (r != ecclSuccess)
+            return r; /* logged by the handshake: a peer without our secret is not retried */
+        k->state[i] = CONN_HELLO;
+        return connecting_step(k, i, now);
     }
     case CONN_HELLO: {
         struct wire_hello h = {.proto = WIRE_HELLO_PROTO,
@@ -1285,17 +1375,17 @@ static ecclResult_t ctrl_recv_progress(struct sock_comm *c)
                           "control socket: %s", strerror(errno));
             return comm_error(c);
         }
-        uint32_t proto = get32(c->in_hdr), seq = get32(c->in_hdr + 4);
-        uint64_t size = get64(c->in_hdr + 8);
-        int tag = (int)get32(c->in_hdr + 16);
-        uint32_t reserved = get32(c->in_hdr + 20);
-        if (proto != WIRE_MSG_PROTO || seq != c->msgs_in || reserved != 0) {
+        struct wire_msg mh;
+        if (!msg_decode(c->in_hdr, c->msgs_in, &mh)) {
             comm_fail(c, ecclRemoteError,
                       "bad message header (magic 0x%08x, sequence %u where %u was expected, "
                       "reserved 0x%x)",
-                      proto, seq, c->msgs_in, reserved);
+                      mh.proto, mh.seq, c->msgs_in, mh.reserved);
             return comm_error(c);
         }
+        uint32_t seq = mh.seq;
+        uint64_t size = mh.size;
+        int tag = mh.tag;
         struct sock_req *match = NULL;
         for (uint32_t n = c->released; n != c->posted && !match; n++) {
             struct sock_req *r = &c->reqs[n % ECCL_NET_MAX_REQUESTS];
@@ -1339,11 +1429,7 @@ static ecclResult_t sock_isend(void *send_comm, void *data, size_t size, int tag
     r->size = size;
     r->tag = tag;
     r->msg_seq = c->posted;
-    put32(r->hdr, WIRE_MSG_PROTO);
-    put32(r->hdr + 4, r->msg_seq);
-    put64(r->hdr + 8, size);
-    put32(r->hdr + 16, (uint32_t)tag);
-    put32(r->hdr + 20, 0);
+    msg_encode(r->hdr, r->msg_seq, size, tag);
     req_enqueue(c, r);
     c->posted++;
     ECCL_TRY(ctrl_send_progress(c));
@@ -1490,3 +1576,58 @@ const struct eccl_net_ops eccl_net_socket = {
     .close_listen = sock_close_listen,
     .fini = sock_fini,
 };
+
+/* ---- the wire format without I/O, for tests and fuzzing (net_socket.h) ---- */
+
+_Static_assert(PROXY_SOCK_HELLO_BYTES == WIRE_HELLO_BYTES && PROXY_SOCK_MSG_BYTES == WIRE_MSG_BYTES,
+               "net_socket.h's sizes");
+
+void proxy_sock_handle_encode(uint64_t magic, const union eccl_sockaddr *addr, void *p)
+{
+    struct sock_handle h = {.magic = magic, .addr = *addr};
+    handle_encode(&h, p);
+}
+
+ecclResult_t proxy_sock_handle_decode(const void *p, uint64_t *magic, union eccl_sockaddr *addr)
+{
+    struct sock_handle h;
+    ECCL_TRY(handle_decode(p, &h));
+    *magic = h.magic;
+    *addr = h.addr;
+    return ecclSuccess;
+}
+
+void proxy_sock_hello_encode(uint64_t magic, const struct proxy_sock_hello *h, void *p)
+{
+    struct wire_hello w = {.proto = WIRE_HELLO_PROTO,
+                           .version = WIRE_VERSION,
+                           .nsocks = h->nsocks,
+                           .magic = magic,
+                           .conn_id = h->conn_id,
+                           .index = h->index};
+    hello_encode(&w, p);
+}
+
+ecclResult_t proxy_sock_hello_decode(const void *p, uint64_t magic, struct proxy_sock_hello *out)
+{
+    struct wire_hello w;
+    if (!hello_check(p, magic, "(test)", &w))
+        return ecclRemoteError;
+    *out = (struct proxy_sock_hello){.nsocks = w.nsocks, .index = w.index, .conn_id = w.conn_id};
+    return ecclSuccess;
+}
+
+void proxy_sock_msg_encode(uint32_t seq, uint64_t size, int tag, void *p)
+{
+    msg_encode(p, seq, size, tag);
+}
+
+ecclResult_t proxy_sock_msg_decode(const void *p, uint32_t seq, uint64_t *size, int *tag)
+{
+    struct wire_msg m;
+    if (!msg_decode(p, seq, &m))
+        return ecclRemoteError;
+    *size = m.size;
+    *tag = m.tag;
+    return ecclSuccess;
+}

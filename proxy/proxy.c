@@ -29,6 +29,7 @@
 #include <unistd.h>
 
 #include "common/alloc.h"
+#include "common/auth.h"
 #include "common/check.h"
 #include "common/fault.h"
 #include "common/hash.h"
@@ -77,6 +78,44 @@ struct proxy_uds_msg {
     int32_t result; /* PROXY_UDS_FD: ecclResult_t; the descriptor rides along on success */
     int32_t pad;
 };
+_Static_assert(sizeof(struct proxy_uds_msg) == PROXY_UDS_REC_BYTES, "proxy.h's datagram size");
+
+/* Whether a datagram of len bytes is a `type` message of this communicator from a rank in
+ * [0, nranks) (pure: tests/fuzz/fuzz_proxy_msgs.c). */
+static bool uds_msg_ok(const struct proxy_uds_msg *m, size_t len, uint64_t comm_magic, int32_t type,
+                       int nranks)
+{
+    return len == sizeof(*m) && m->magic == PROXY_UDS_MAGIC && m->comm_magic == comm_magic &&
+           m->type == type && m->from >= 0 && m->from < nranks;
+}
+
+ecclResult_t proxy_uds_rec_decode(const void *buf, size_t len, uint64_t comm_magic, bool reply,
+                                  int nranks, struct proxy_uds_rec *out)
+{
+    struct proxy_uds_msg m;
+    if (len != sizeof(m))
+        return ecclRemoteError;
+    memcpy(&m, buf, sizeof(m));
+    if (!uds_msg_ok(&m, len, comm_magic, reply ? PROXY_UDS_FD : PROXY_UDS_GETFD, nranks))
+        return ecclRemoteError;
+    *out = (struct proxy_uds_rec){
+        .op_id = m.op_id, .handle = m.handle, .from = m.from, .result = m.result};
+    return ecclSuccess;
+}
+
+size_t proxy_uds_rec_encode(const struct proxy_uds_rec *r, uint64_t comm_magic, bool reply,
+                            void *buf)
+{
+    struct proxy_uds_msg m = {.magic = PROXY_UDS_MAGIC,
+                              .comm_magic = comm_magic,
+                              .op_id = r->op_id,
+                              .handle = r->handle,
+                              .type = reply ? PROXY_UDS_FD : PROXY_UDS_GETFD,
+                              .from = r->from,
+                              .result = r->result};
+    memcpy(buf, &m, sizeof(m));
+    return sizeof(m);
+}
 
 struct proxy_op {
     struct proxy_op *next;
@@ -87,7 +126,8 @@ struct proxy_op {
     size_t resp_size;
     union {
         struct proxy_init_req init;
-        struct proxy_connect_req connect;
+        struct proxy_setup_req setup;
+        struct proxy_connect_req connect; /* its fd aliases setup.dev_fd */
         char bytes[256];
     } req;
     union {
@@ -115,6 +155,10 @@ struct proxy_conn {
     /* shm receive: the segment, until the peer fetched it */
     int memfd;
     uint64_t handle;
+    /* shm receive: the slots' device memory (a descriptor from Setup), until the peer fetched
+     * it; its handle is `handle` with the low bit clear */
+    int devfd;
+    uint64_t dev_handle;
     /* net */
     void *listen_comm;
     void *net_comm;
@@ -178,7 +222,7 @@ static ecclResult_t conn_alloc_shm(struct proxy_conn *c)
         WARN("memfd_create failed (fault injection)");
         return ecclSystemError;
     }
-    int fd = memfd_create("eccl-conn", MFD_CLOEXEC);
+    int fd = ECCL_FAULT_SYS("sys_memfd", EMFILE, memfd_create("eccl-conn", MFD_CLOEXEC));
     if (fd < 0) {
         WARN("memfd_create failed: %s", strerror(errno));
         return ecclSystemError;
@@ -188,7 +232,8 @@ static ecclResult_t conn_alloc_shm(struct proxy_conn *c)
         res = ecclSystemError;
         goto err_close_fd;
     }
-    void *p = mmap(NULL, c->size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+    void *p =
+        ECCL_FAULT_MMAP("sys_mmap", mmap(NULL, c->size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0));
     if (p == MAP_FAILED) {
         WARN("mmap of a %zu-byte shared segment failed: %s", c->size, strerror(errno));
         res = ecclSystemError;
@@ -207,7 +252,8 @@ err_close_fd:
 static ecclResult_t conn_alloc_local(struct proxy_conn *c)
 {
     c->size = eccl_conn_bytes(c->nslots, c->slot_bytes);
-    void *p = mmap(NULL, c->size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    void *p = ECCL_FAULT_MMAP("sys_mmap", mmap(NULL, c->size, PROT_READ | PROT_WRITE,
+                                               MAP_PRIVATE | MAP_ANONYMOUS, -1, 0));
     if (p == MAP_FAILED) {
         WARN("mmap of a %zu-byte connector failed: %s", c->size, strerror(errno));
         return ecclSystemError;
@@ -234,7 +280,8 @@ static ecclResult_t conn_import_shm(struct proxy_conn *c, int fd, uint64_t size)
         res = ecclRemoteError;
         goto out;
     }
-    void *p = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+    void *p =
+        ECCL_FAULT_MMAP("sys_mmap", mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0));
     if (p == MAP_FAILED) {
         WARN("mmap of rank %d's %llu-byte connector failed: %s", c->peer, (unsigned long long)size,
              strerror(errno));
@@ -272,6 +319,8 @@ static void conn_free(struct proxy_state *px, struct proxy_conn *c)
         munmap(c->base, c->size);
     if (c->memfd >= 0)
         close(c->memfd);
+    if (c->devfd >= 0)
+        close(c->devfd);
     eccl_free(c);
 }
 
@@ -313,6 +362,7 @@ static ecclResult_t op_init(struct proxy_state *px, struct proxy_op *op)
     c->nslots = r->nslots;
     c->slot_bytes = r->slot_bytes;
     c->memfd = -1;
+    c->devfd = -1;
     px->conns[px->nconns++] = c;
     op->resp.init.conn = c->id;
     INFO(ECCL_LOG_PROXY, "New proxy %s connection %d from local rank %d, transport %d",
@@ -365,11 +415,25 @@ static ecclResult_t op_setup(struct proxy_state *px, struct proxy_op *op)
     if (c->transport == PROXY_TRANSPORT_SHM) {
         if (c->send)
             return ecclSuccess; /* the memory is the receiver's */
+        if (op->req_size != 0 && op->req_size != sizeof(struct proxy_setup_req)) {
+            WARN("proxy: bad Setup request for connection %d", c->id);
+            return ecclInternalError;
+        }
+        if (c->base) {
+            WARN("proxy: second Setup of connection %d", c->id);
+            return ecclInternalError;
+        }
         ECCL_TRY(conn_alloc_shm(c));
         c->handle = ((uint64_t)(uint32_t)c->id << 32) | (uint32_t)(eccl_random64() | 1);
         r->ctrl = c->ctrl;
         r->handle = c->handle;
         r->size = c->size;
+        if (op->req_size && op->req.setup.dev_fd >= 0) {
+            c->devfd = op->req.setup.dev_fd;
+            op->req.setup.dev_fd = -1;
+            c->dev_handle = c->handle & ~(uint64_t)1;
+            r->dev_handle = c->dev_handle;
+        }
         return ecclSuccess;
     }
     if (!px->net) {
@@ -483,12 +547,19 @@ ecclResult_t proxy_op_post(struct proxy_state *px, enum proxy_op_type type, int 
                            const void *req, size_t req_size, size_t resp_size, uint64_t *op_id)
 {
     struct proxy_op *op = eccl_calloc(1, sizeof(*op), "proxy-op");
-    if (!op)
-        return ecclSystemError;
-    if (req_size > sizeof(op->req) || resp_size > sizeof(op->resp)) {
+    if (!op || req_size > sizeof(op->req) || resp_size > sizeof(op->resp)) {
+        bool too_large = op != NULL;
+        if (too_large)
+            WARN("proxy: %s request or response too large", op_name(type));
         eccl_free(op);
-        WARN("proxy: %s request or response too large", op_name(type));
-        return ecclInternalError;
+        /* The proxy takes a Connect's or Setup's descriptor even when the op fails: here too.
+         * (Both requests open with the int32 fd.) */
+        int32_t fd = -1;
+        if ((type == PROXY_OP_CONNECT || type == PROXY_OP_SETUP) && req && req_size >= sizeof(fd))
+            memcpy(&fd, req, sizeof(fd));
+        if (fd >= 0)
+            close(fd);
+        return too_large ? ecclInternalError : ecclSystemError;
     }
     op->type = type;
     op->conn = conn;
@@ -544,7 +615,7 @@ ecclResult_t proxy_op_poll(struct proxy_state *px, uint64_t op_id, void *resp, s
             memcpy(resp, op->resp.bytes, resp_size);
         }
     }
-    if (op->req.connect.fd >= 0 && op->type == PROXY_OP_CONNECT)
+    if (op->req.connect.fd >= 0 && (op->type == PROXY_OP_CONNECT || op->type == PROXY_OP_SETUP))
         close(op->req.connect.fd); /* not taken: the op failed before using it */
     eccl_free(op);
     return res;
@@ -580,14 +651,49 @@ ecclResult_t proxy_op_call(struct proxy_state *px, enum proxy_op_type type, int 
 
 /* ---- descriptors over the UDS socket --------------------------------------------------- */
 
+/* With a job secret a datagram is the record followed by HMAC(uds-service key, record): a
+ * process without the secret can neither ask for a segment nor answer for a proxy. */
+#define UDS_DGRAM_MAX (sizeof(struct proxy_uds_msg) + ECCL_AUTH_MAC_BYTES)
+
+static ecclResult_t uds_seal(const struct proxy_uds_msg *m, unsigned char *out, size_t *len_out)
+{
+    memcpy(out, m, sizeof(*m));
+    size_t len = sizeof(*m);
+    if (eccl_auth_enabled()) {
+        ECCL_TRY(eccl_auth_mac(ECCL_AUTH_UDS, m, sizeof(*m), NULL, 0, out + sizeof(*m)));
+        len += ECCL_AUTH_MAC_BYTES;
+    }
+    *len_out = len;
+    return ecclSuccess;
+}
+
+/* NULL when the datagram's MAC is what this process expects (none without a secret), and then
+ * *len is the record's; else what is wrong. */
+static const char *uds_unseal(const unsigned char *buf, size_t *len)
+{
+    if (!eccl_auth_enabled())
+        return NULL;
+    if (*len != UDS_DGRAM_MAX)
+        return "no MAC (sent by a process without the job secret)";
+    unsigned char mac[ECCL_AUTH_MAC_BYTES];
+    if (eccl_auth_mac(ECCL_AUTH_UDS, buf, sizeof(struct proxy_uds_msg), NULL, 0, mac) !=
+        ecclSuccess)
+        return "cannot compute the MAC";
+    if (!eccl_auth_mac_equal(mac, buf + sizeof(struct proxy_uds_msg)))
+        return "wrong MAC (another job secret)";
+    *len = sizeof(struct proxy_uds_msg);
+    return NULL;
+}
+
 static int uds_serve(struct proxy_state *px)
 {
     int work = 0;
     for (int i = 0; i < 16; i++) {
         struct proxy_uds_msg m;
-        size_t len = sizeof(m);
+        unsigned char dg[UDS_DGRAM_MAX];
+        size_t len = sizeof(dg);
         int fd = -1;
-        ecclResult_t r = eccl_uds_recv(px->uds_fd, &m, &len, &fd, 0, NULL);
+        ecclResult_t r = eccl_uds_recv(px->uds_fd, dg, &len, &fd, 0, NULL);
         if (r == ecclInProgress)
             break;
         eccl_log_clear_last_error();
@@ -596,8 +702,14 @@ static int uds_serve(struct proxy_state *px)
         work++;
         if (fd >= 0)
             close(fd); /* requests carry no descriptor */
-        if (len != sizeof(m) || m.magic != PROXY_UDS_MAGIC || m.comm_magic != px->comm_magic ||
-            m.type != PROXY_UDS_GETFD || m.from < 0 || m.from >= px->nranks) {
+        const char *bad = uds_unseal(dg, &len);
+        if (bad) {
+            WARN("auth: proxy UDS @%s: refused a descriptor request: %s", px->uds_name, bad);
+            continue;
+        }
+        memset(&m, 0, sizeof(m));
+        memcpy(&m, dg, ECCL_MIN(len, sizeof(m)));
+        if (!uds_msg_ok(&m, len, px->comm_magic, PROXY_UDS_GETFD, px->nranks)) {
             WARN("proxy UDS @%s: dropped a malformed request (%zu bytes)", px->uds_name, len);
             continue;
         }
@@ -610,19 +722,24 @@ static int uds_serve(struct proxy_state *px)
         reply.from = px->rank;
         reply.result = ecclSuccess;
         int give = -1;
-        if (!c || c->transport != PROXY_TRANSPORT_SHM || c->send || c->handle != m.handle ||
-            c->peer != m.from || c->memfd < 0) {
+        bool dev = c && c->dev_handle && c->dev_handle == m.handle;
+        if (!c || c->transport != PROXY_TRANSPORT_SHM || c->send ||
+            (c->handle != m.handle && !dev) || c->peer != m.from ||
+            (dev ? c->devfd : c->memfd) < 0) {
             WARN("proxy UDS: rank %d asked for segment 0x%llx, which is not one of its "
                  "connections",
                  m.from, (unsigned long long)m.handle);
             reply.result = ecclInvalidUsage;
         } else {
-            give = c->memfd;
+            give = dev ? c->devfd : c->memfd;
         }
         char name[96];
         snprintf(name, sizeof(name), "eccl-%016llx-%d", (unsigned long long)px->comm_magic, m.from);
-        r = eccl_uds_send(px->uds_fd, name, &reply, sizeof(reply), give, eccl_deadline_ms(100),
-                          px->abort);
+        unsigned char out[UDS_DGRAM_MAX];
+        size_t olen = 0;
+        r = uds_seal(&reply, out, &olen);
+        if (r == ecclSuccess)
+            r = eccl_uds_send(px->uds_fd, name, out, olen, give, eccl_deadline_ms(100), px->abort);
         if (r != ecclSuccess) {
             WARN("proxy UDS: could not answer rank %d's request for segment 0x%llx", m.from,
                  (unsigned long long)m.handle);
@@ -632,8 +749,11 @@ static int uds_serve(struct proxy_state *px)
              (unsigned long long)m.handle, m.from, (unsigned long long)m.op_id);
         if (give >= 0) {
             /* Served once: the segment lives on in both mappings. */
-            close(c->memfd);
-            c->memfd = -1;
+            close(give);
+            if (dev)
+                c->devfd = -1;
+            else
+                c->memfd = -1;
         }
     }
     return work;
@@ -653,19 +773,32 @@ ecclResult_t proxy_client_get_fd(int sock, uint64_t comm_magic, int rank, int pe
     snprintf(name, sizeof(name), "eccl-%016llx-%d-proxy", (unsigned long long)comm_magic, peer);
     INFO(ECCL_LOG_PROXY, "ProxyCall UDS rank %d tpRank %d reqSize %zu opId 0x%llx", rank, peer,
          sizeof(m), (unsigned long long)m.op_id);
-    ECCL_TRY(eccl_uds_send(sock, name, &m, sizeof(m), -1, deadline_ns, abort));
+    unsigned char out[UDS_DGRAM_MAX];
+    size_t olen = 0;
+    ECCL_TRY(uds_seal(&m, out, &olen));
+    ECCL_TRY(eccl_uds_send(sock, name, out, olen, -1, deadline_ns, abort));
     for (;;) {
         struct proxy_uds_msg r;
-        size_t len = sizeof(r);
+        unsigned char dg[UDS_DGRAM_MAX];
+        size_t len = sizeof(dg);
         int fd = -1;
-        ecclResult_t res = eccl_uds_recv(sock, &r, &len, &fd, deadline_ns, abort);
+        ecclResult_t res = eccl_uds_recv(sock, dg, &len, &fd, deadline_ns, abort);
         if (res == ecclInternalError) {
             WARN("rank %d's proxy did not answer a descriptor request", peer);
             return ecclRemoteError;
         }
         ECCL_TRY(res);
-        if (len != sizeof(r) || r.magic != PROXY_UDS_MAGIC || r.comm_magic != comm_magic ||
-            r.type != PROXY_UDS_FD || r.from != peer || r.op_id != m.op_id || r.handle != handle) {
+        const char *bad = uds_unseal(dg, &len);
+        if (bad) {
+            WARN("auth: dropped a datagram while waiting for rank %d's descriptor: %s", peer, bad);
+            if (fd >= 0)
+                close(fd);
+            continue;
+        }
+        memset(&r, 0, sizeof(r));
+        memcpy(&r, dg, ECCL_MIN(len, sizeof(r)));
+        if (!uds_msg_ok(&r, len, comm_magic, PROXY_UDS_FD, INT32_MAX) || r.from != peer ||
+            r.op_id != m.op_id || r.handle != handle) {
             WARN("dropped an unexpected datagram while waiting for rank %d's descriptor", peer);
             if (fd >= 0)
                 close(fd);
@@ -951,7 +1084,7 @@ ecclResult_t proxy_create(struct proxy_state **out, const struct proxy_params *p
     snprintf(px->uds_name, sizeof(px->uds_name), "eccl-%016llx-%d-proxy",
              (unsigned long long)px->comm_magic, px->rank);
     ECCL_TRY_GOTO(eccl_uds_open(px->uds_name, &px->uds_fd), res, err_free);
-    int rc = pthread_create(&px->thread, NULL, proxy_main, px);
+    int rc = ECCL_FAULT_THREAD(pthread_create(&px->thread, NULL, proxy_main, px));
     if (rc != 0) {
         WARN("proxy: pthread_create failed: %s", strerror(rc));
         res = ecclSystemError;
@@ -981,7 +1114,7 @@ void proxy_destroy(struct proxy_state *px)
     while (px->ops) {
         struct proxy_op *op = px->ops;
         px->ops = op->next;
-        if (op->type == PROXY_OP_CONNECT && op->req.connect.fd >= 0)
+        if ((op->type == PROXY_OP_CONNECT || op->type == PROXY_OP_SETUP) && op->req.connect.fd >= 0)
             close(op->req.connect.fd);
         eccl_free(op);
     }

@@ -56,10 +56,20 @@ struct proxy_init_resp {
     int32_t conn;
 };
 
+/* Setup of a shm receive connection may hand the proxy a second descriptor, which it serves to
+ * the peer like the segment: the connector's slots in device memory (a cuMem allocation exported
+ * as a file descriptor). The proxy takes the descriptor, also when the operation fails. The
+ * layout begins like proxy_connect_req's (the descriptor first). */
+struct proxy_setup_req {
+    int32_t dev_fd;
+    int32_t pad;
+};
+
 struct proxy_setup_resp {
     struct eccl_conn_ctrl *ctrl; /* the local end (NULL for a shm send connection) */
     uint64_t handle;             /* shm receive: what the peer asks our UDS socket for */
     uint64_t size;               /* shm receive: segment bytes */
+    uint64_t dev_handle;         /* shm receive with dev_fd: what the peer asks for it */
     uint8_t net_handle[ECCL_NET_HANDLE_BYTES]; /* net receive: the listener, for the peer */
 };
 
@@ -108,6 +118,21 @@ ecclResult_t proxy_op_call(struct proxy_state *px, enum proxy_op_type type, int 
  * (the reply comes there). *fd_out gets the descriptor. */
 ecclResult_t proxy_client_get_fd(int sock, uint64_t comm_magic, int rank, int peer, uint64_t handle,
                                  int *fd_out, uint64_t deadline_ns, const _Atomic uint32_t *abort);
+
+/* A datagram of the descriptor service (a request, or a reply: `reply`), decoded without I/O for
+ * tests and fuzzing (tests/fuzz/fuzz_proxy_msgs.c) with the checks the proxy and the client run
+ * on it; ecclRemoteError when they would drop it. Datagrams are PROXY_UDS_REC_BYTES long. */
+#define PROXY_UDS_REC_BYTES 48
+struct proxy_uds_rec {
+    uint64_t op_id;
+    uint64_t handle;
+    int32_t from;
+    int32_t result;
+};
+ecclResult_t proxy_uds_rec_decode(const void *buf, size_t len, uint64_t comm_magic, bool reply,
+                                  int nranks, struct proxy_uds_rec *out);
+size_t proxy_uds_rec_encode(const struct proxy_uds_rec *r, uint64_t comm_magic, bool reply,
+                            void *buf /* PROXY_UDS_REC_BYTES */);
 
 /* "Socket" or "IB" once SharedInit completed, else "none" (for logs). */
 const char *proxy_net_name(struct proxy_state *px);

@@ -25,6 +25,7 @@
 #include <unistd.h>
 
 #include "common/alloc.h"
+#include "common/auth.h"
 #include "common/check.h"
 #include "common/fault.h"
 #include "common/log.h"
@@ -55,7 +56,7 @@ struct svc_msg {
     int32_t failed; /* REVOKE: the failed rank, -1 unknown */
     char text[104];
 };
-_Static_assert(sizeof(struct svc_msg) == 128, "service messages are 128 bytes");
+_Static_assert(sizeof(struct svc_msg) == PROXY_SERVICE_REC_BYTES, "service messages are 128 bytes");
 
 struct svc_peer {
     int fd;
@@ -117,6 +118,40 @@ static void msg_init(const struct proxy_service *svc, struct svc_msg *m, int typ
     m->failed = -1;
 }
 
+/* Whether a record read from a peer is one of this communicator's (pure: fuzzed). */
+static bool msg_ok(const struct svc_msg *m, uint64_t comm_magic)
+{
+    return m->magic == SVC_MAGIC && m->version == SVC_VERSION && m->comm_magic == comm_magic;
+}
+
+ecclResult_t proxy_service_rec_decode(const void *buf, size_t len, uint64_t comm_magic,
+                                      struct proxy_service_rec *out)
+{
+    struct svc_msg m;
+    if (len != sizeof(m))
+        return ecclRemoteError;
+    memcpy(&m, buf, sizeof(m));
+    if (!msg_ok(&m, comm_magic) || m.type < SVC_HELLO || m.type > SVC_REVOKE)
+        return ecclRemoteError;
+    m.text[sizeof(m.text) - 1] = '\0';
+    out->type = m.type;
+    out->from = m.from;
+    out->failed = m.failed;
+    snprintf(out->text, sizeof(out->text), "%s", m.text);
+    return ecclSuccess;
+}
+
+size_t proxy_service_rec_encode(const struct proxy_service_rec *r, uint64_t comm_magic, void *buf)
+{
+    struct svc_msg m;
+    struct proxy_service svc = {.comm_magic = comm_magic, .rank = r->from};
+    msg_init(&svc, &m, r->type);
+    m.failed = r->failed;
+    snprintf(m.text, sizeof(m.text), "%s", r->text);
+    memcpy(buf, &m, sizeof(m));
+    return sizeof(m);
+}
+
 /* Best effort, never blocking: failures are detected on the receiving side (EOF, missing
  * heartbeats), so a peer that is gone or not reading is not an error here. A record is 128
  * bytes and goes into the socket buffer whole unless the peer stopped reading long ago. */
@@ -157,7 +192,8 @@ ecclResult_t proxy_service_create(struct proxy_service **out, uint64_t comm_magi
     for (int i = 0; i < nranks; i++)
         svc->peers[i].fd = -1;
     svc_name(comm_magic, rank, svc->name, sizeof(svc->name));
-    svc->listen_fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+    svc->listen_fd = ECCL_FAULT_SYS("sys_socket", EMFILE,
+                                    socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0));
     if (svc->listen_fd < 0) {
         WARN("UDS service: socket failed: %s", strerror(errno));
         res = ecclSystemError;
@@ -171,7 +207,7 @@ ecclResult_t proxy_service_create(struct proxy_service **out, uint64_t comm_magi
         res = ecclSystemError;
         goto err_free;
     }
-    svc->stop_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+    svc->stop_fd = ECCL_FAULT_SYS("sys_eventfd", EMFILE, eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
     if (svc->stop_fd < 0) {
         WARN("UDS service: eventfd failed: %s", strerror(errno));
         res = ecclSystemError;
@@ -192,21 +228,30 @@ static ecclResult_t connect_peer(struct proxy_service *svc, int peer, uint64_t d
     struct sockaddr_un sun;
     socklen_t len = svc_addr(name, &sun);
     for (;;) {
-        int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+        int fd =
+            ECCL_FAULT_SYS("sys_socket", EMFILE, socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
         if (fd < 0) {
             WARN("UDS service: socket failed: %s", strerror(errno));
             return ecclSystemError;
         }
-        if (connect(fd, (struct sockaddr *)&sun, len) == 0) {
+        if (ECCL_FAULT_SYS("sys_connect", EACCES, connect(fd, (struct sockaddr *)&sun, len)) == 0) {
             int fl = fcntl(fd, F_GETFL);
             if (fl == -1 || fcntl(fd, F_SETFL, fl | O_NONBLOCK) == -1) {
                 WARN("UDS service: fcntl failed: %s", strerror(errno));
                 close(fd);
                 return ecclSystemError;
             }
+            char who[112];
+            snprintf(who, sizeof(who), "@%s", name);
+            /* Job secret: the handshake first (the listener may be anyone's abstract socket). */
+            ecclResult_t r = eccl_auth_handshake(fd, ECCL_AUTH_UDS, false, who, deadline, abort);
+            if (r != ecclSuccess) {
+                close(fd);
+                return r;
+            }
             struct svc_msg m;
             msg_init(svc, &m, SVC_HELLO);
-            ecclResult_t r = eccl_socket_send_all(fd, &m, sizeof(m), deadline, abort);
+            r = eccl_socket_send_all(fd, &m, sizeof(m), deadline, abort);
             if (r != ecclSuccess) {
                 close(fd);
                 return r;
@@ -284,8 +329,7 @@ static void handle_peer(struct proxy_service *svc, int peer, short revents)
                    (revents & (POLLERR | POLLHUP)) ? " (hang-up)" : "");
             return;
         }
-        if (m.magic != SVC_MAGIC || m.version != SVC_VERSION || m.comm_magic != svc->comm_magic ||
-            m.from != peer) {
+        if (!msg_ok(&m, svc->comm_magic) || m.from != peer) {
             report(svc, peer, "rank %d sent a malformed service record (magic 0x%x, from %d)", peer,
                    m.magic, m.from);
             return;
@@ -467,10 +511,21 @@ ecclResult_t proxy_service_connect(struct proxy_service *svc, const bool *local,
     while (expect > 0) {
         int fd = -1;
         ECCL_TRY(eccl_socket_accept(svc->listen_fd, &fd, deadline_ns, abort));
+        char who[112];
+        snprintf(who, sizeof(who), "a client of @%s", svc->name);
+        /* A local rank answers at once: a silent client does not hold up the others. */
+        uint64_t hs_deadline = eccl_deadline_ms(5000);
+        if (hs_deadline > deadline_ns)
+            hs_deadline = deadline_ns;
+        if (eccl_auth_handshake(fd, ECCL_AUTH_UDS, true, who, hs_deadline, abort) != ecclSuccess) {
+            close(fd); /* logged by the handshake; keep accepting */
+            if (abort && atomic_load(abort))
+                return ecclRemoteError;
+            continue;
+        }
         struct svc_msg m;
         ecclResult_t r = eccl_socket_recv_all(fd, &m, sizeof(m), deadline_ns, abort);
-        if (r != ecclSuccess || m.magic != SVC_MAGIC || m.version != SVC_VERSION ||
-            m.comm_magic != svc->comm_magic || m.type != SVC_HELLO || m.from < 0 ||
+        if (r != ecclSuccess || !msg_ok(&m, svc->comm_magic) || m.type != SVC_HELLO || m.from < 0 ||
             m.from >= svc->rank || !local[m.from] || svc->peers[m.from].fd >= 0) {
             WARN("UDS service @%s: refused a connection with a bad hello", svc->name);
             close(fd);
@@ -485,7 +540,7 @@ ecclResult_t proxy_service_connect(struct proxy_service *svc, const bool *local,
     for (int i = 0; i < svc->nranks; i++)
         svc->peers[i].last_heard_ns = now;
     svc->proxy_last_change_ns = now;
-    int rc = pthread_create(&svc->thread, NULL, svc_main, svc);
+    int rc = ECCL_FAULT_THREAD(pthread_create(&svc->thread, NULL, svc_main, svc));
     if (rc != 0) {
         WARN("UDS service: pthread_create failed: %s", strerror(rc));
         return ecclSystemError;

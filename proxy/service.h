@@ -14,6 +14,7 @@
 
 #include <stdatomic.h>
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 
 #include "eccl.h"
@@ -46,5 +47,20 @@ void proxy_service_revoke(struct proxy_service *svc, int peer, const char *why);
 /* Stops the thread and closes everything; `clean`: say BYE first. Safe on a service that was
  * only created, and on NULL. */
 void proxy_service_destroy(struct proxy_service *svc, bool clean);
+
+/* A service record as a peer sends it (128 bytes): decoded without I/O for tests and fuzzing
+ * (tests/fuzz/fuzz_proxy_msgs.c) with the checks the service thread runs; ecclRemoteError when
+ * the service would refuse it. */
+#define PROXY_SERVICE_REC_BYTES 128
+struct proxy_service_rec {
+    int type; /* 1 hello, 2 ping, 3 bye, 4 revoke */
+    int from;
+    int failed;
+    char text[104];
+};
+ecclResult_t proxy_service_rec_decode(const void *buf, size_t len, uint64_t comm_magic,
+                                      struct proxy_service_rec *out);
+size_t proxy_service_rec_encode(const struct proxy_service_rec *r, uint64_t comm_magic,
+                                void *buf /* PROXY_SERVICE_REC_BYTES */);
 
 #endif

@@ -4,8 +4,13 @@
 set -euo pipefail
 
 pkgs=(build-essential pkg-config libcmocka-dev libcurl4-openssl-dev libjansson-dev
-      libibverbs-dev etcd-server etcd-client openssl iproute2 procps clang-format
-      clang libclang-rt-14-dev curl python3)
+      libibverbs-dev libssl-dev etcd-server etcd-client openssl iproute2 procps clang-format
+      clang libclang-rt-14-dev curl python3 gnuplot-nox)
+# tests/deploy/test_manifests.sh: YAML parsing and lint, and node/npm for its schema validator
+# (installed from npm by the test itself; kubectl with kustomize v4+ comes with the machine image,
+# Debian 12's kubernetes-client is too old).
+pkgs+=(python3-yaml yamllint)
+command -v npm >/dev/null || pkgs+=(nodejs npm)
 
 missing=()
 for p in "${pkgs[@]}"; do

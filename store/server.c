@@ -23,6 +23,7 @@
 
 #include "common/alloc.h"
 #include "common/check.h"
+#include "common/fault.h"
 #include "common/hash.h"
 #include "common/log.h"
 #include "common/param.h"
@@ -1108,7 +1109,7 @@ static void *accept_main(void *arg)
         c->fd = fd;
         snprintf(c->peer, sizeof(c->peer), "%s", name);
         atomic_init(&c->done, false);
-        int err = pthread_create(&c->thread, NULL, conn_main, c);
+        int err = ECCL_FAULT_THREAD(pthread_create(&c->thread, NULL, conn_main, c));
         if (err) {
             WARN("store server: cannot start a connection thread: %s", strerror(err));
             eccl_socket_close(&fd);
@@ -1167,13 +1168,13 @@ ecclResult_t store_server_start(const char *listen, struct store_server **out, i
     srv->hist_cap = (size_t)hist;
     ECCL_CALLOC_GOTO(srv->hist, srv->hist_cap, "store_srv_hist", res, err_free_srv);
     ECCL_TRY_GOTO(eccl_socket_listen(&addr, &srv->listen_fd), res, err_free_srv);
-    int err = pthread_create(&srv->reaper_thread, NULL, reaper_main, srv);
+    int err = ECCL_FAULT_THREAD(pthread_create(&srv->reaper_thread, NULL, reaper_main, srv));
     if (err) {
         WARN("store server: cannot start the reaper thread: %s", strerror(err));
         res = ecclSystemError;
         goto err_close_listen;
     }
-    err = pthread_create(&srv->accept_thread, NULL, accept_main, srv);
+    err = ECCL_FAULT_THREAD(pthread_create(&srv->accept_thread, NULL, accept_main, srv));
     if (err) {
         WARN("store server: cannot start the accept thread: %s", strerror(err));
         res = ecclSystemError;

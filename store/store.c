@@ -798,7 +798,7 @@ ecclResult_t store_lease_keep(struct store *s, int64_t id, int64_t ttl_s, store_
         s->kept_cap = ncap;
     }
     if (!s->ka_started) {
-        int err = pthread_create(&s->ka_thread, NULL, keepalive_main, s);
+        int err = ECCL_FAULT_THREAD(pthread_create(&s->ka_thread, NULL, keepalive_main, s));
         if (err) {
             WARN("store: cannot start the keepalive thread: %s", strerror(err));
             res = ecclSystemError;
@@ -1459,7 +1459,7 @@ static ecclResult_t watch_thread_start(struct store_watch *w, uint64_t deadline_
 {
     struct store *s = w->s;
     ecclResult_t res = ecclSuccess;
-    int err = pthread_create(&w->thread, NULL, watch_main, w);
+    int err = ECCL_FAULT_THREAD(pthread_create(&w->thread, NULL, watch_main, w));
     if (err) {
         WARN("store: cannot start a watch thread: %s", strerror(err));
         return ecclSystemError;

@@ -5,7 +5,10 @@
 # goes to build/tests/logs/.
 #   tests/run.sh [pattern]    only binaries whose path contains pattern
 #   TEST_TIMEOUT=seconds      per binary (default 300)
+#   tests/run.sh --torture [pattern]   fault sweeps of tests/torture.sh (a FAULT=1 build)
 set -u
+# --torture [pattern]: the allocation and system-call torture of tests/torture.sh instead.
+[ "${1:-}" = --torture ] && shift && exec "$(dirname "$0")/torture.sh" "$@"
 build=${ECCL_BUILD:-build}
 pattern=${1:-}
 timeout_s=${TEST_TIMEOUT:-300}

@@ -9,7 +9,8 @@
  * collective, data type and reduction (PreMulSum included), sizes 0, 1, odd and large, in place
  * and out of place, captured into CUDA graphs and replayed, with 1, 2 and 4 ranks (ECCL_TEST_GPU_RANKS="1 2 4 8" to change).
  * ECCL_TEST_GPU_BIG=1 adds a 64 MiB + 4 B AllReduce; ECCL_TEST_GPU_QUICK=1 keeps three types and
- * the small sizes (for compute-sanitizer).
+ * the small sizes (for compute-sanitizer); ECCL_TEST_GPU_NCHANNELS sets both communicators'
+ * channels (default 16, the CUDA default).
  *
  * Exits 77 (skip) where no CUDA device is present. CUDA is never touched in the parent process
  * (a forked child could not use it then): a first child counts the devices.
@@ -350,8 +351,13 @@ static int rank_main(int rank, int nranks, const ecclUniqueId *id, void *arg)
         printf("rank %d: cudaSetDevice(0) failed\n", rank);
         return 1;
     }
+    /* Both communicators get the same channels (the chunking, hence the order of a float sum,
+     * depends on them): the CUDA default, unless ECCL_TEST_GPU_NCHANNELS says otherwise. */
+    const char *nch_env = getenv("ECCL_TEST_GPU_NCHANNELS");
+    int nch = nch_env ? atoi(nch_env) : 16;
     ecclConfig_t cfg = ECCL_CONFIG_INITIALIZER;
     cfg.deviceKind = ECCL_DEVICE_CUDA;
+    cfg.nChannels = nch;
     ecclComm_t dcomm = NULL, hcomm = NULL;
     if (ecclCommInitRankConfig(&dcomm, nranks, *id, rank, &cfg) != ecclSuccess) {
         printf("rank %d: CUDA communicator: %s\n", rank, ecclGetLastError(NULL));
@@ -368,6 +374,7 @@ static int rank_main(int rank, int nranks, const ecclUniqueId *id, void *arg)
         return 1;
     ecclConfig_t hcfg = ECCL_CONFIG_INITIALIZER;
     hcfg.deviceKind = ECCL_DEVICE_HOST;
+    hcfg.nChannels = nch;
     if (ecclCommInitRankConfig(&hcomm, nranks, sh->host_id, rank, &hcfg) != ecclSuccess) {
         printf("rank %d: host communicator: %s\n", rank, ecclGetLastError(NULL));
         return 1;

@@ -456,6 +456,13 @@ static ecclResult_t time_test(struct perf_rank *rk, struct bench *b)
                 r[in_place].skipped = 1;
                 if (rk->rank == 0)
                     print_half(o, &r[in_place]);
+                if (rk->rank == 0 && o->csv_file) {
+                    struct perf_csv_half h[2] = {
+                        {r[0].skipped, r[0].time_us, r[0].algbw, r[0].busbw, r[0].wrong},
+                        {1, 0, 0, 0, -1}};
+                    perf_csv_row(o, shown, b->counts.param_count, b->type->name,
+                                 perf_op_name(b->op), b->root, h);
+                }
                 continue;
             }
             if ((res = bench_time(rk, b, in_place, &r[in_place])) != ecclSuccess) {
@@ -465,6 +472,14 @@ static ecclResult_t time_test(struct perf_rank *rk, struct bench *b)
             }
             if (rk->rank == 0) {
                 print_half(o, &r[in_place]);
+                if (o->csv_file && in_place == 1) {
+                    struct perf_csv_half h[2];
+                    for (int k = 0; k < 2; k++)
+                        h[k] = (struct perf_csv_half){r[k].skipped, r[k].time_us, r[k].algbw,
+                                                      r[k].busbw, r[k].wrong};
+                    perf_csv_row(o, shown, b->counts.param_count, b->type->name,
+                                 perf_op_name(b->op), b->root, h);
+                }
                 rk->bw_sum += r[in_place].busbw;
                 rk->bw_count++;
                 if (r[in_place].wrong > 0)

@@ -47,6 +47,8 @@ enum {
     OPT_ID_FILE = 256,
     OPT_PROC,
     OPT_HOST_TIME,
+    OPT_CSV,
+    OPT_PLOT,
 };
 
 static void usage(FILE *f, const char *prog)
@@ -86,6 +88,8 @@ static void usage(FILE *f, const char *prog)
         "                             instead of one stream per rank (ignored without -G 1)\n"
         "  --host-time <0/1>          add a column per half: the host clock's time per call of\n"
         "                             the same loop, to the end of the stream (cross-check)\n"
+        "  --csv <file>               also write the results as CSV (one row per size)\n"
+        "  --plot <file.png>          draw busbw against size (gnuplot, log2 x axis)\n"
         "  --corrupt <rank>           testing aid: that rank inverts the first element it\n"
         "                             receives before checking it (must then fail)\n"
         "  --id-file <path> --proc <p>\n"
@@ -181,6 +185,8 @@ static int parse_opts(int argc, char **argv, struct perf_opts *o)
         {"id-file", required_argument, 0, OPT_ID_FILE},
         {"proc", required_argument, 0, OPT_PROC},
         {"host-time", required_argument, 0, OPT_HOST_TIME},
+        {"csv", required_argument, 0, OPT_CSV},
+        {"plot", required_argument, 0, OPT_PLOT},
         {"help", no_argument, 0, 'h'},
         {0, 0, 0, 0},
     };
@@ -283,6 +289,14 @@ static int parse_opts(int argc, char **argv, struct perf_opts *o)
             break;
         case OPT_HOST_TIME:
             bad = parse_int(optarg, 0, 1, &o->host_time);
+            break;
+        case OPT_CSV:
+            o->csv_file = optarg;
+            bad = optarg[0] == '\0';
+            break;
+        case OPT_PLOT:
+            o->plot_file = optarg;
+            bad = optarg[0] == '\0' || strchr(optarg, '\'') || strchr(optarg, '\n');
             break;
         case OPT_PROC:
             bad = parse_int(optarg, 0, PERF_MAX_RANKS - 1, &o->proc);
@@ -856,9 +870,31 @@ int main(int argc, char **argv)
     if (getenv("ECCL_SOCKET_IFNAME") == NULL && getenv("NCCL_SOCKET_IFNAME") == NULL)
         setenv("ECCL_SOCKET_IFNAME", "lo", 1);
 
+    /* --csv and --plot: the header before any rank runs (process 0 of --id-file only); --plot
+     * alone goes through a temporary CSV file. */
+    char tmp_csv[] = "/tmp/eccl-perf-XXXXXX";
+    bool writes_csv = o.id_file == NULL || o.proc == 0;
+    if (o.plot_file && !o.csv_file && writes_csv) {
+        int fd = mkstemp(tmp_csv);
+        if (fd < 0) {
+            fprintf(stderr, "%s: --plot: mkstemp: %s\n", o.prog, strerror(errno));
+            return PERF_EXIT_FAILED;
+        }
+        close(fd);
+        o.csv_file = tmp_csv;
+    }
+    if (o.csv_file && writes_csv && perf_csv_start(o.csv_file) != 0)
+        return PERF_EXIT_USAGE;
+    if (!writes_csv)
+        o.csv_file = NULL;
+
     int status = o.id_file != NULL ? run_external(&o)
                  : o.nprocs > 1    ? run_forked(&o)
                                    : run_proc(&o, 0, NULL);
     fflush(stdout);
+    if (o.plot_file && writes_csv && perf_plot(&o) != 0 && status == PERF_EXIT_OK)
+        status = PERF_EXIT_FAILED;
+    if (o.csv_file == tmp_csv)
+        unlink(tmp_csv);
     return status;
 }

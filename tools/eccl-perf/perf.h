@@ -220,8 +220,24 @@ struct perf_opts {
     const char *id_file;
     int proc;
     const char *prog;
-    size_t alloc_bytes; /* each of the send and receive buffers */
+    size_t alloc_bytes;    /* each of the send and receive buffers */
+    const char *csv_file;  /* --csv (or a temporary file for --plot alone): rank 0 appends rows */
+    const char *plot_file; /* --plot: busbw against size, drawn by gnuplot after the run */
 };
+
+/* report.c: --csv and --plot. */
+struct perf_csv_half {
+    int skipped; /* not run: empty fields */
+    double time_us, algbw, busbw;
+    int64_t wrong; /* -1: not checked (empty) */
+};
+/* Truncates the file and writes the header line; -1 with a message when it cannot. */
+int perf_csv_start(const char *path);
+/* Appends one row (out-of-place, then in-place); rank 0 only. */
+void perf_csv_row(const struct perf_opts *o, size_t size, size_t count, const char *type,
+                  const char *op, int root, const struct perf_csv_half h[2]);
+/* Draws o->plot_file from o->csv_file with gnuplot; 0 on success. */
+int perf_plot(const struct perf_opts *o);
 
 /* One rank: a thread with its communicator and buffers. */
 struct perf_proc;

@@ -14,6 +14,7 @@
 #include <string.h>
 #include <strings.h>
 #include <unistd.h>
+#include <arpa/inet.h>
 
 #include "elastic/rdzv.h"
 #include "tools/ecclrun/ecclrun.h"
@@ -32,6 +33,8 @@ enum opt_id {
     OPT_NODE_RANK,
     OPT_GRACE,
     OPT_NO_PYTHON,
+    OPT_METRICS_PORT,
+    OPT_METRICS_ADDR,
     OPT_HELP,
     OPT_COUNT,
 };
@@ -56,6 +59,8 @@ static const struct opt_def opt_defs[OPT_COUNT] = {
     [OPT_NODE_RANK] = {"node-rank", "PET_NODE_RANK", true},
     [OPT_GRACE] = {"grace-period", "PET_GRACE_PERIOD", true},
     [OPT_NO_PYTHON] = {"no-python", "PET_NO_PYTHON", false},
+    [OPT_METRICS_PORT] = {"metrics-port", "PET_METRICS_PORT", true},
+    [OPT_METRICS_ADDR] = {"metrics-addr", "PET_METRICS_ADDR", true},
     [OPT_HELP] = {"help", NULL, false},
 };
 
@@ -93,6 +98,9 @@ void ecclrun_usage(FILE *f)
         "  --node-rank N               this node's rank, 0 <= N < max nodes (default 0)\n"
         "  --grace-period SECONDS      SIGTERM to SIGKILL delay on shutdown (default 5)\n"
         "  --no-python                 run a .py PROGRAM directly (default: python3 -u PROGRAM)\n"
+        "  --metrics-port PORT         serve /metrics, /healthz, /readyz over HTTP on PORT\n"
+        "                              (default 0: off)\n"
+        "  --metrics-addr IP           address the metrics server listens on (default 0.0.0.0)\n"
         "  -h, --help                  this text\n"
         "exit status: 0 when every worker's last incarnation exited 0, else the first failed "
         "one's\n"
@@ -475,6 +483,19 @@ enum ecclrun_parse_result ecclrun_args_parse(int argc, char **argv, struct ecclr
         fprintf(stderr, "ecclrun: node rank %d is not below the %d nodes of --nnodes\n",
                 o->node_rank, o->nnodes_max);
         return ECCLRUN_PARSE_BAD;
+    }
+    snprintf(o->metrics_addr, sizeof(o->metrics_addr), "0.0.0.0");
+    if (raw[OPT_METRICS_PORT] && !parse_int(raw[OPT_METRICS_PORT], 0, 65535, &o->metrics_port))
+        return bad(src[OPT_METRICS_PORT], "'%s' is not a port (0..65535, 0: off)",
+                   raw[OPT_METRICS_PORT]);
+    if (raw[OPT_METRICS_ADDR]) {
+        unsigned char ab[16];
+        if (strlen(raw[OPT_METRICS_ADDR]) >= sizeof(o->metrics_addr) ||
+            (inet_pton(AF_INET, raw[OPT_METRICS_ADDR], ab) != 1 &&
+             inet_pton(AF_INET6, raw[OPT_METRICS_ADDR], ab) != 1))
+            return bad(src[OPT_METRICS_ADDR], "'%s' is not an IPv4 or IPv6 address",
+                       raw[OPT_METRICS_ADDR]);
+        snprintf(o->metrics_addr, sizeof(o->metrics_addr), "%s", raw[OPT_METRICS_ADDR]);
     }
     const char *backend = raw[OPT_BACKEND] ? raw[OPT_BACKEND] : "c10d";
     if (strcmp(backend, "c10d") && strcmp(backend, "etcd") && strcmp(backend, "etcd-v2"))

@@ -7,7 +7,8 @@
  * from the store at once (el_rdzv_evict: faster than its lease's TTL) and starts a replacement
  * that asks for the dead worker's rank. args.c reads the command line and the PET_* variables,
  * worker.c builds a worker's environment and starts it, main.c hosts or opens the store and runs
- * the monitor loop. docs/ecclrun.md is the user's manual.
+ * the monitor loop, metrics.c serves --metrics-port (docs/observability.md). docs/ecclrun.md is the
+ * user's manual.
  */
 #ifndef ECCL_TOOLS_ECCLRUN_H
 #define ECCL_TOOLS_ECCLRUN_H
@@ -27,7 +28,8 @@
 #define ECCLRUN_EXIT_USAGE    2   /* bad command line or PET_* value */
 #define ECCLRUN_EXIT_NOTFOUND 127 /* the program was not found or could not be executed */
 
-#define ECCLRUN_MAX_URL 1024
+#define ECCLRUN_MAX_URL  1024
+#define ECCLRUN_MAX_PATH 512
 
 /* How the store is reached. */
 enum ecclrun_store_kind {
@@ -55,8 +57,10 @@ struct ecclrun_opts {
     int node_rank;
     uint64_t grace_ns;
     bool no_python;
-    int argc;    /* the program and its arguments (borrowed from main's argv) */
-    char **argv; /* argv[argc] is NULL */
+    int metrics_port;      /* --metrics-port: 0 off */
+    char metrics_addr[64]; /* --metrics-addr: an IP address (default 0.0.0.0) */
+    int argc;              /* the program and its arguments (borrowed from main's argv) */
+    char **argv;           /* argv[argc] is NULL */
 };
 
 enum ecclrun_parse_result {
@@ -83,6 +87,7 @@ struct ecclrun_slot {
     int final_code;   /* its exit code (128 + signal for a signal death) when done */
     uint64_t started_ns;
     char member[EL_RDZV_MAX_ID + 1];
+    char metrics_file[ECCLRUN_MAX_PATH]; /* ECCL_METRICS_FILE of the incarnation ("": unset) */
 };
 
 /* worker.c */
@@ -104,5 +109,28 @@ void ecclrun_member_id(const struct ecclrun_launch *l, int local_rank, int incar
 ecclResult_t ecclrun_worker_start(const struct ecclrun_launch *l, const struct ecclrun_opts *o,
                                   struct ecclrun_slot *slot, int replace_rank,
                                   const sigset_t *child_mask, int *exec_errno_out);
+
+/* metrics.c: the --metrics-port HTTP server (/metrics, /healthz, /readyz) and the workers'
+ * counter pages (common/stats.h). Every call but start takes NULL (metrics off) and is a no-op
+ * then; they are called from the monitor loop's thread. */
+struct ecclrun_metrics;
+
+/* Listens on --metrics-addr:--metrics-port and starts the server thread; a message on stderr
+ * and an error when the port cannot be bound. */
+ecclResult_t ecclrun_metrics_start(const struct ecclrun_opts *o, struct ecclrun_metrics **out);
+void ecclrun_metrics_stop(struct ecclrun_metrics *m);
+/* Creates the counter page of a slot's incarnation (its header written, the rest zero) and
+ * copies its path into `path` (for the worker's ECCL_METRICS_FILE). */
+ecclResult_t ecclrun_metrics_page(struct ecclrun_metrics *m, int local_rank, int incarnation,
+                                  char *path, size_t size);
+void ecclrun_metrics_worker_started(struct ecclrun_metrics *m, int local_rank, pid_t pid,
+                                    bool restart);
+/* The worker of the slot ended: its counters are folded into the slot's totals and its page
+ * removed; a failure (`failed`: non-zero exit or a signal) sets the last failure cause. Returns
+ * the generation the worker was last seen in (0: unknown). */
+int64_t ecclrun_metrics_worker_exited(struct ecclrun_metrics *m, int local_rank, bool failed,
+                                      bool by_signal);
+/* Whether the monitor loop runs (/healthz). */
+void ecclrun_metrics_set_running(struct ecclrun_metrics *m, bool running);
 
 #endif

@@ -14,6 +14,7 @@
 #include <poll.h>
 #include <pthread.h>
 #include <signal.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -24,6 +25,7 @@
 
 #include "common/alloc.h"
 #include "common/check.h"
+#include "common/evlog.h"
 #include "common/log.h"
 #include "common/time.h"
 #include "elastic/rdzv.h"
@@ -53,9 +55,10 @@ struct agent {
     struct ecclrun_opts o;
     struct ecclrun_launch *launch;
     struct ecclrun_slot *slots;
-    struct store_server *srv; /* the embedded store, when this ecclrun hosts it */
-    struct store *store;      /* client for evictions (opened at start or on first need) */
-    sigset_t child_mask;      /* the signal mask ecclrun started with */
+    struct store_server *srv;        /* the embedded store, when this ecclrun hosts it */
+    struct store *store;             /* client for evictions (opened at start or on first need) */
+    struct ecclrun_metrics *metrics; /* --metrics-port (NULL: off) */
+    sigset_t child_mask;             /* the signal mask ecclrun started with */
     int sfd;
     int running;
     int restarts_used;
@@ -70,6 +73,26 @@ static const char *last_error(void)
 {
     const char *e = eccl_log_last_error();
     return e[0] ? e : "unknown error (ECCL_DEBUG=WARN shows more)";
+}
+
+/* An event of the agent in ECCL_EVENT_LOG (docs/observability.md): the common fields, then
+ * `fmt`'s (each starting with a comma). */
+static void agent_event(const struct agent *a, const char *event, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+static void agent_event(const struct agent *a, const char *event, const char *fmt, ...)
+{
+    if (!eccl_evlog_enabled())
+        return;
+    char extra[1024] = "", job[2 * EL_RDZV_MAX_JOB + 8];
+    if (fmt) {
+        va_list ap;
+        va_start(ap, fmt);
+        vsnprintf(extra, sizeof(extra), fmt, ap);
+        va_end(ap);
+    }
+    eccl_evlog_emit(event, ",\"role\":\"agent\",\"node\":%d,\"job\":\"%s\"%s", a->o.node_rank,
+                    eccl_evlog_str(job, sizeof(job), a->o.job), extra);
 }
 
 /* ---- the store ---- */
@@ -178,6 +201,12 @@ static int evict(struct agent *a, const struct ecclrun_slot *s)
         gen = cur_gen;
     }
     ecclResult_t res = el_rdzv_evict(st, a->o.job, s->member, dl);
+    char esc[2 * EL_RDZV_MAX_ID + 8];
+    eccl_evlog_str(esc, sizeof(esc), s->member);
+    if (res == ecclSuccess)
+        agent_event(a, "evict",
+                    ",\"member\":\"%s\",\"launch_rank\":%d,\"generation\":%" PRId64 ",\"rank\":%d",
+                    esc, s->rank, gen, gen > 0 ? rank : -1);
     if (res == ecclSuccess && gen > 0)
         fprintf(stderr,
                 "ecclrun: evicted member %s (rank %d of generation %" PRId64 ") at +%.3f s\n",
@@ -207,12 +236,23 @@ static void signal_worker(pid_t pid, int sig)
 static int start_slot(struct agent *a, struct ecclrun_slot *s, int replace_rank)
 {
     ecclrun_member_id(a->launch, s->local_rank, s->incarnation, s->member, sizeof(s->member));
+    s->metrics_file[0] = 0;
+    if (a->metrics && ecclrun_metrics_page(a->metrics, s->local_rank, s->incarnation,
+                                           s->metrics_file, sizeof(s->metrics_file)) != ecclSuccess)
+        s->metrics_file[0] = 0; /* this worker's numbers are missing; the job goes on */
     int exec_errno = 0;
     if (ecclrun_worker_start(a->launch, &a->o, s, replace_rank, &a->child_mask, &exec_errno) !=
         ecclSuccess)
         return -1;
     s->exec_failed = exec_errno != 0;
     a->running++;
+    ecclrun_metrics_worker_started(a->metrics, s->local_rank, s->pid, s->incarnation > 0);
+    char esc[2 * EL_RDZV_MAX_ID + 8];
+    eccl_evlog_str(esc, sizeof(esc), s->member);
+    agent_event(a, "worker_start",
+                ",\"launch_rank\":%d,\"local_rank\":%d,\"worker_pid\":%d,\"member\":\"%s\","
+                "\"restart\":%d,\"replace_rank\":%d",
+                s->rank, s->local_rank, (int)s->pid, esc, s->incarnation, replace_rank);
     if (s->incarnation > 0)
         fprintf(stderr,
                 "ecclrun: worker %d restarted (replacement %d of %d): pid %d, rank %d, member %s, "
@@ -259,6 +299,22 @@ static void on_worker_exit(struct agent *a, struct ecclrun_slot *s, int st)
     }
     char what[96];
     int code = status_code(st, what, sizeof(what));
+    int64_t last_gen =
+        ecclrun_metrics_worker_exited(a->metrics, s->local_rank, code != 0, WIFSIGNALED(st));
+    char gen_field[48] = ""; /* known with --metrics-port: from the worker's counter page */
+    if (last_gen > 0)
+        snprintf(gen_field, sizeof(gen_field), ",\"generation\":%" PRId64, last_gen);
+    char esc[2 * EL_RDZV_MAX_ID + 8];
+    eccl_evlog_str(esc, sizeof(esc), s->member);
+    if (code != 0)
+        agent_event(a, "failure_seen",
+                    ",\"cause\":\"%s\",\"launch_rank\":%d,\"local_rank\":%d,"
+                    "\"worker_pid\":%d,\"member\":\"%s\",\"status\":%d%s",
+                    WIFSIGNALED(st) ? "rank_signal" : "rank_exit", s->rank, s->local_rank, (int)pid,
+                    esc, code, gen_field);
+    else
+        agent_event(a, "worker_exit", ",\"launch_rank\":%d,\"local_rank\":%d,\"worker_pid\":%d",
+                    s->rank, s->local_rank, (int)pid);
     if (code == 0) {
         fprintf(stderr, "ecclrun: worker %d (pid %d, member %s) finished at +%.3f s\n",
                 s->local_rank, (int)pid, s->member, ecclrun_elapsed_s());
@@ -423,6 +479,11 @@ static int run(struct agent *a)
             "ecclrun: job %s, node %d of %d:%d, %d worker%s, store %s, mode %s, max restarts %d\n",
             o->job, o->node_rank, o->nnodes_min, o->nnodes_max, o->nproc, o->nproc == 1 ? "" : "s",
             o->store_url, ecclrun_mode_name(o->mode), o->max_restarts);
+    if (o->metrics_port > 0 && ecclrun_metrics_start(o, &a->metrics) != ecclSuccess)
+        return ECCLRUN_EXIT_FAILED;
+    ecclrun_metrics_set_running(a->metrics, true);
+    agent_event(a, "join", ",\"nproc\":%d,\"min_nodes\":%d,\"max_nodes\":%d", o->nproc,
+                o->nnodes_min, o->nnodes_max);
     for (int i = 0; i < o->nproc; i++) {
         struct ecclrun_slot *s = &a->slots[i];
         s->local_rank = i;
@@ -436,10 +497,12 @@ static int run(struct agent *a)
     }
     monitor(a);
     linger(a);
+    ecclrun_metrics_set_running(a->metrics, false);
     if (a->shutdown_sig)
         rc = 128 + a->shutdown_sig;
     else
         rc = a->first_fail;
+    agent_event(a, "exit", ",\"status\":%d", rc);
     fprintf(stderr, "ecclrun: done at +%.3f s, exit status %d\n", ecclrun_elapsed_s(), rc);
     return rc;
 }
@@ -482,6 +545,7 @@ int main(int argc, char **argv)
         goto out_destroy_launch;
     }
     rc = run(&a);
+    ecclrun_metrics_stop(a.metrics);
     store_close(a.store);
     store_server_stop(a.srv);
     eccl_free(a.slots);

@@ -216,7 +216,7 @@ ecclResult_t ecclrun_worker_start(const struct ecclrun_launch *l, const struct e
     char **envp = NULL;
     int pfd[2] = {-1, -1};
     ECCL_CALLOC_GOTO(vals, ENV_COUNT, "ecclrun_env", res, out);
-    ECCL_CALLOC_GOTO(envp, l->base_n + ENV_COUNT + 1, "ecclrun_env", res, out);
+    ECCL_CALLOC_GOTO(envp, l->base_n + ENV_COUNT + 2, "ecclrun_env", res, out);
 
     int world = o->nnodes_max * o->nproc;
 #define SETV(id, ...) snprintf(vals[id], ENV_VALUE_MAX, __VA_ARGS__)
@@ -242,10 +242,18 @@ ecclResult_t ecclrun_worker_start(const struct ecclrun_launch *l, const struct e
     SETV(ENV_RESTART_COUNT, "ECCL_ELASTIC_RESTART_COUNT=%d", slot->incarnation);
 #undef SETV
     size_t n = 0;
+    /* With --metrics-port, the worker's counter page (an inherited value is replaced). */
+    char metrics_var[ECCLRUN_MAX_PATH + 32];
+    bool metrics = slot->metrics_file[0] != 0;
     for (size_t i = 0; i < l->base_n; i++)
-        envp[n++] = l->base_env[i];
+        if (!metrics || strncmp(l->base_env[i], "ECCL_METRICS_FILE=", 18))
+            envp[n++] = l->base_env[i];
     for (int i = 0; i < ENV_COUNT; i++)
         envp[n++] = vals[i];
+    if (metrics) {
+        snprintf(metrics_var, sizeof(metrics_var), "ECCL_METRICS_FILE=%s", slot->metrics_file);
+        envp[n++] = metrics_var;
+    }
     envp[n] = NULL;
 
     ECCL_SYS_GOTO(pipe2(pfd, O_CLOEXEC), res, out);

@@ -35,6 +35,7 @@
 #include "common/time.h"
 #include "elastic/rdzv.h"
 #include "store/store.h"
+#include "tests/support/etcd.h"
 #include "tests/support/store_fixture.h"
 
 extern char **environ;
@@ -646,6 +647,34 @@ static void env_pet(void **state)
     remove_dir();
 }
 
+/* Kubeflow's elasticPolicy with rdzvBackend etcd-v2 or etcd: the operator's bare host:port
+ * PET_RDZV_ENDPOINT means etcd's client port, and the workers reach that etcd
+ * (deploy/kubeflow/pytorchjob.yaml relies on it). */
+static void env_pet_etcd(void **state)
+{
+    (void)state;
+    if (!etcd_available())
+        skip();
+    struct etcd_proc etcd = {0};
+    assert_int_equal(etcd_start(&etcd), 0);
+    const char *backends[] = {"etcd-v2", "etcd"};
+    for (size_t b = 0; b < sizeof(backends) / sizeof(backends[0]); b++) {
+        make_dir();
+        char ep[100], be[64], want[100];
+        snprintf(ep, sizeof(ep), "PET_RDZV_ENDPOINT=127.0.0.1:%d", etcd.client_port);
+        snprintf(be, sizeof(be), "PET_RDZV_BACKEND=%s", backends[b]);
+        const char *envs[] = {"PET_NNODES=1:2", ep, be, "PET_RDZV_ID=petetcd", NULL};
+        const char *args[] = {NULL};
+        EXPECT_RC(run_ecclrun(args, envs, 20000), 0);
+        snprintf(want, sizeof(want), "etcd://127.0.0.1:%d/eccl", etcd.client_port);
+        want_value("env.0.0", "ECCL_ELASTIC_STORE", want);
+        want_value("env.0.0", "STORE_OK", "1");
+        expect_no_orphans();
+        remove_dir();
+    }
+    etcd_destroy(&etcd);
+}
+
 /* --rdzv-host on port 0: ecclrun hosts the store on a free port and gives its workers the real
  * URL. With more nodes possible, it keeps the store up after its own workers are done while a
  * member of another node is registered, and stops once that member left. */
@@ -1002,6 +1031,7 @@ int main(int argc, char **argv)
         cmocka_unit_test_teardown(env_embedded, teardown),
         cmocka_unit_test_teardown(env_flags_endpoint, teardown),
         cmocka_unit_test_teardown(env_pet, teardown),
+        cmocka_unit_test_teardown(env_pet_etcd, teardown),
         cmocka_unit_test_teardown(hosted_store_lingers, teardown),
         cmocka_unit_test_teardown(exit_status, teardown),
         cmocka_unit_test_teardown(restarts_exhausted, teardown),

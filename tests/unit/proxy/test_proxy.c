@@ -119,6 +119,67 @@ static void test_shm_segment_passing(void **s)
     proxy_destroy(px);
 }
 
+/* A receive connection's Setup may hand the proxy a second descriptor (a GPU connector's device
+ * memory): the proxy serves it under its own handle, once, to the same peer only, beside the
+ * segment; descriptors handed to a failing Setup and never fetched are closed. */
+static void test_shm_device_descriptor(void **s)
+{
+    (void)s;
+    int fds_before = mp_count_fds();
+    struct proxy_state *px = make_proxy(MAGIC, 1, 3, &no_abort);
+    int c0 = client_open(MAGIC, 0);
+    int c2 = client_open(MAGIC, 2);
+    int conn = conn_init(px, PROXY_TRANSPORT_SHM, false, 0, 4, 4096);
+    int dev = memfd_create("fake-device-memory", MFD_CLOEXEC);
+    assert_true(dev >= 0);
+    assert_int_equal(ftruncate(dev, 8192), 0);
+    struct proxy_setup_req req = {.dev_fd = dev};
+    struct proxy_setup_resp setup;
+    assert_int_equal(call(px, PROXY_OP_SETUP, conn, &req, sizeof(req), &setup, sizeof(setup)),
+                     ecclSuccess);
+    assert_true(setup.dev_handle != 0);
+    assert_true(setup.dev_handle != setup.handle);
+
+    /* Another rank may not have it. */
+    int fd = -1;
+    assert_int_equal(
+        proxy_client_get_fd(c2, MAGIC, 2, 1, setup.dev_handle, &fd, eccl_deadline_ms(2000), NULL),
+        ecclRemoteError);
+    /* The peer gets the very file the Setup handed over, and the segment separately. */
+    assert_int_equal(
+        proxy_client_get_fd(c0, MAGIC, 0, 1, setup.dev_handle, &fd, eccl_deadline_ms(2000), NULL),
+        ecclSuccess);
+    assert_true(fd >= 0);
+    assert_int_equal(lseek(fd, 0, SEEK_END), 8192);
+    close(fd);
+    assert_int_equal(
+        proxy_client_get_fd(c0, MAGIC, 0, 1, setup.dev_handle, &fd, eccl_deadline_ms(2000), NULL),
+        ecclRemoteError);
+    assert_int_equal(
+        proxy_client_get_fd(c0, MAGIC, 0, 1, setup.handle, &fd, eccl_deadline_ms(2000), NULL),
+        ecclSuccess);
+    assert_int_equal(lseek(fd, 0, SEEK_END), (off_t)setup.size);
+    close(fd);
+
+    /* A second Setup of the same connection fails; the proxy still closes its descriptor. */
+    int dev2 = memfd_create("fake-device-memory-2", MFD_CLOEXEC);
+    assert_true(dev2 >= 0);
+    req.dev_fd = dev2;
+    assert_int_equal(call(px, PROXY_OP_SETUP, conn, &req, sizeof(req), &setup, sizeof(setup)),
+                     ecclInternalError);
+    /* A descriptor the peer never fetches is closed with the proxy. */
+    int conn2 = conn_init(px, PROXY_TRANSPORT_SHM, false, 0, 2, 4096);
+    int dev3 = memfd_create("fake-device-memory-3", MFD_CLOEXEC);
+    assert_true(dev3 >= 0);
+    req.dev_fd = dev3;
+    assert_int_equal(call(px, PROXY_OP_SETUP, conn2, &req, sizeof(req), &setup, sizeof(setup)),
+                     ecclSuccess);
+    close(c0);
+    close(c2);
+    proxy_destroy(px);
+    assert_int_equal(mp_count_fds(), fds_before);
+}
+
 /* Datagrams that lie: wrong size, magic, communicator, type, sender, with descriptors attached.
  * The proxy drops them (closing the descriptors) and still serves an honest request. */
 static void test_uds_garbage(void **s)
@@ -368,11 +429,9 @@ int main(void)
     setenv("ECCL_SOCKET_IFNAME", "lo", 0);
     setenv("ECCL_NET", "socket", 0);
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_shm_segment_passing),
-        cmocka_unit_test(test_uds_garbage),
-        cmocka_unit_test(test_bad_ops),
-        cmocka_unit_test(test_net_steps),
-        cmocka_unit_test(test_net_abort_propagates),
+        cmocka_unit_test(test_shm_segment_passing), cmocka_unit_test(test_shm_device_descriptor),
+        cmocka_unit_test(test_uds_garbage),         cmocka_unit_test(test_bad_ops),
+        cmocka_unit_test(test_net_steps),           cmocka_unit_test(test_net_abort_propagates),
         cmocka_unit_test(test_net_peer_vanishes),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
