@@ -98,6 +98,15 @@ static ecclResult_t rt_fail(const char *what, cudaError_t e)
     return ecclUnhandledCudaError;
 }
 
+/* Makes `cuda_dev` current, keeping the caller's device in *prev for cudaSetDevice after. */
+static ecclResult_t device_enter(int cuda_dev, int *prev)
+{
+    cudaError_t e = cudaGetDevice(prev);
+    if (e == cudaSuccess)
+        e = cudaSetDevice(cuda_dev);
+    return e == cudaSuccess ? ecclSuccess : rt_fail("cudaSetDevice", e);
+}
+
 enum kern_dev_mem_mode kern_dev_mem_pick(int cuda_dev, bool cumem)
 {
     if (!cumem || !driver())
@@ -160,13 +169,10 @@ ecclResult_t kern_dev_mem_create(int cuda_dev, enum kern_dev_mem_mode mode, size
     m->mode = mode;
     m->cuda_dev = cuda_dev;
     int prev = -1;
-    cudaError_t e = cudaGetDevice(&prev);
-    if (e == cudaSuccess)
-        e = cudaSetDevice(cuda_dev);
-    if (e != cudaSuccess) {
-        res = rt_fail("cudaSetDevice", e);
+    res = device_enter(cuda_dev, &prev);
+    if (res != ecclSuccess)
         goto err_free;
-    }
+    cudaError_t e = cudaSuccess;
     if (mode == KERN_DEV_MEM_CUMEM) {
         if (!driver()) {
             WARN("cuMem allocation requested, but the CUDA driver lacks the cuMem entry points");
@@ -271,13 +277,10 @@ ecclResult_t kern_dev_mem_import(int cuda_dev, enum kern_dev_mem_mode mode, int 
     m->cuda_dev = cuda_dev;
     m->size = bytes;
     int prev = -1;
-    cudaError_t e = cudaGetDevice(&prev);
-    if (e == cudaSuccess)
-        e = cudaSetDevice(cuda_dev);
-    if (e != cudaSuccess) {
-        res = rt_fail("cudaSetDevice", e);
+    res = device_enter(cuda_dev, &prev);
+    if (res != ecclSuccess)
         goto err_free;
-    }
+    cudaError_t e = cudaSuccess;
     if (mode == KERN_DEV_MEM_CUMEM) {
         CUdevice dev;
         CUresult r = CUDA_ERROR_NOT_SUPPORTED;
