@@ -10,7 +10,8 @@
  * and out of place, captured into CUDA graphs and replayed, with 1, 2 and 4 ranks (ECCL_TEST_GPU_RANKS="1 2 4 8" to change).
  * ECCL_TEST_GPU_BIG=1 adds a 64 MiB + 4 B AllReduce; ECCL_TEST_GPU_QUICK=1 keeps three types and
  * the small sizes (for compute-sanitizer); ECCL_TEST_GPU_NCHANNELS sets both communicators'
- * channels (default 16, the CUDA default).
+ * channels (default 16, the CUDA default); ECCL_TEST_GPU_SPREAD=1 puts rank r on GPU r % (GPUs
+ * present) instead of every rank on GPU 0.
  *
  * Exits 77 (skip) where no CUDA device is present. CUDA is never touched in the parent process
  * (a forked child could not use it then): a first child counts the devices.
@@ -347,8 +348,13 @@ static int host_buffers_case(int rank, int nranks, ecclComm_t dcomm, cudaStream_
 static int rank_main(int rank, int nranks, const ecclUniqueId *id, void *arg)
 {
     struct shared *sh = arg;
-    if (cudaSetDevice(0) != cudaSuccess) {
-        printf("rank %d: cudaSetDevice(0) failed\n", rank);
+    /* ECCL_TEST_GPU_SPREAD=1: rank r on GPU r % (the GPUs present), else every rank on GPU 0. */
+    int want = 0, ngpu = 0;
+    const char *spread = getenv("ECCL_TEST_GPU_SPREAD");
+    if (spread && strcmp(spread, "0") != 0 && cudaGetDeviceCount(&ngpu) == cudaSuccess && ngpu > 0)
+        want = rank % ngpu;
+    if (cudaSetDevice(want) != cudaSuccess) {
+        printf("rank %d: cudaSetDevice(%d) failed\n", rank, want);
         return 1;
     }
     /* Both communicators get the same channels (the chunking, hence the order of a float sum,
@@ -364,7 +370,7 @@ static int rank_main(int rank, int nranks, const ecclUniqueId *id, void *arg)
         return 1;
     }
     int dev = -1;
-    if (ecclCommCuDevice(dcomm, &dev) != ecclSuccess || dev != 0) {
+    if (ecclCommCuDevice(dcomm, &dev) != ecclSuccess || dev != want) {
         printf("rank %d: ecclCommCuDevice says %d\n", rank, dev);
         return 1;
     }
