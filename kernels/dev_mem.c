@@ -286,6 +286,9 @@ ecclResult_t kern_dev_mem_import(int cuda_dev, enum kern_dev_mem_mode mode, int 
         CUresult r = CUDA_ERROR_NOT_SUPPORTED;
         if (fd < 0 || bytes == 0 || !driver() ||
             (r = drv.device_get(&dev, cuda_dev)) != CUDA_SUCCESS) {
+            if (fd < 0 || bytes == 0)
+                WARN("device connector memory: import of %zu bytes without a descriptor (%d)",
+                     bytes, fd);
             res = fd < 0 || bytes == 0 ? ecclInternalError : cu_fail("cuDeviceGet", r);
             goto err_device;
         }
