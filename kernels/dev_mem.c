@@ -32,6 +32,7 @@ struct kern_dev_mem {
 static struct {
     pthread_once_t once;
     bool ok;
+    const char *missing; /* the entry point not found, when !ok */
     PFN_cuDeviceGet_v2000 device_get;
     PFN_cuDeviceGetAttribute_v2000 device_attr;
     PFN_cuGetErrorString_v6000 error_string;
@@ -54,6 +55,7 @@ static bool load_one(const char *name, void **fn)
     if (e != cudaSuccess || q != cudaDriverEntryPointSuccess || !*fn) {
         (void)cudaGetLastError();
         INFO(ECCL_LOG_INIT, "CUDA driver entry point %s not found: cuMem sharing is off", name);
+        drv.missing = name;
         return false;
     }
     return true;
@@ -80,6 +82,14 @@ static bool driver(void)
 {
     pthread_once(&drv.once, load_driver);
     return drv.ok;
+}
+
+/* The error of a cuMem `what` (allocation, import) on a driver without the entry points. */
+static ecclResult_t driver_missing(const char *what)
+{
+    WARN("cuMem %s requested, but the CUDA driver lacks the entry point %s", what,
+         drv.missing ? drv.missing : "(unknown)");
+    return ecclUnhandledCudaError;
 }
 
 static ecclResult_t cu_fail(const char *what, CUresult r)
@@ -175,8 +185,7 @@ ecclResult_t kern_dev_mem_create(int cuda_dev, enum kern_dev_mem_mode mode, size
     cudaError_t e = cudaSuccess;
     if (mode == KERN_DEV_MEM_CUMEM) {
         if (!driver()) {
-            WARN("cuMem allocation requested, but the CUDA driver lacks the cuMem entry points");
-            res = ecclUnhandledCudaError;
+            res = driver_missing("allocation");
             goto err_device;
         }
         CUdevice dev;
@@ -282,14 +291,20 @@ ecclResult_t kern_dev_mem_import(int cuda_dev, enum kern_dev_mem_mode mode, int 
         goto err_free;
     cudaError_t e = cudaSuccess;
     if (mode == KERN_DEV_MEM_CUMEM) {
+        if (fd < 0 || bytes == 0) {
+            WARN("device connector memory: import of %zu bytes without a descriptor (%d)", bytes,
+                 fd);
+            res = ecclInternalError;
+            goto err_device;
+        }
+        if (!driver()) {
+            res = driver_missing("import");
+            goto err_device;
+        }
         CUdevice dev;
-        CUresult r = CUDA_ERROR_NOT_SUPPORTED;
-        if (fd < 0 || bytes == 0 || !driver() ||
-            (r = drv.device_get(&dev, cuda_dev)) != CUDA_SUCCESS) {
-            if (fd < 0 || bytes == 0)
-                WARN("device connector memory: import of %zu bytes without a descriptor (%d)",
-                     bytes, fd);
-            res = fd < 0 || bytes == 0 ? ecclInternalError : cu_fail("cuDeviceGet", r);
+        CUresult r = drv.device_get(&dev, cuda_dev);
+        if (r != CUDA_SUCCESS) {
+            res = cu_fail("cuDeviceGet", r);
             goto err_device;
         }
         r = drv.import_handle(&m->handle, (void *)(uintptr_t)fd,

@@ -325,3 +325,57 @@ cl_show_logs() {
         tail -n 40 "$f"
     done
 }
+
+# ---- the job every test runs: pods a, b, c of 2 workers each ----
+
+# cl_job_begin STEPS: the common start: cl_preflight, the bridge, etcd, and the failure-free run
+# of STEPS steps of elastic_train (`--reference`), whose checksum goes to cl_ref_sum.
+cl_job_begin() {
+    local steps=$1 ref
+    cl_preflight
+    cl_net_up
+    cl_etcd_start
+    cl_say "etcd (pid $cl_etcd_pid) at $(cl_etcd_url)"
+    ref=$("$CL_BUILD/examples/elastic_train" --reference --steps "$steps") || cl_die "elastic_train --reference failed"
+    cl_ref_sum=${ref##* }
+    cl_say "failure-free run of $steps steps: checksum $cl_ref_sum"
+}
+
+# cl_job_start MODE STEPS STEP_MS: pods a, b, c (node ranks 0-2, hosts .10-.12), each an ecclrun
+# of 2 workers of elastic_train (STEPS steps of STEP_MS) in elastic mode MODE; their arguments
+# stay in cl_pod_args (for a replacement pod). Returns once the 6 ranks formed generation 1.
+cl_job_start() {
+    cl_pod_args=(--nnodes 2:3 --nproc-per-node 2 --max-restarts 0 --elastic-mode "$1" --
+        "$CL_BUILD/examples/elastic_train" --steps "$2" --step-ms "$3")
+    cl_pod_start a 0 10 "${cl_pod_args[@]}"
+    cl_pod_start b 1 11 "${cl_pod_args[@]}"
+    cl_pod_start c 2 12 "${cl_pod_args[@]}"
+    cl_wait_npids 6 15 'gen 1: joined: rank [0-9]+ of 6' "$CL_LOGS"/[abc].log ||
+        cl_die "the 6 ranks did not form the first generation within 15 s"
+    cl_say "first generation: 6 ranks"
+}
+
+# cl_job_wait POD...: waits for each pod's ecclrun to exit (45 s each), says how they exited,
+# and puts their logs together into cl_all ($CL_LOGS/all.log).
+cl_job_wait() {
+    local p summary=
+    for p in "$@"; do
+        cl_pod_wait "$p" 45 || cl_say "pod $p: ecclrun did not exit within 45 s"
+    done
+    for p in "$@"; do
+        summary+="${summary:+, }$p exit ${cl_pod_rc[$p]}"
+    done
+    cl_say "pods done: $summary"
+    cl_all="$CL_LOGS/all.log"
+    for p in "$@"; do
+        cat "$CL_LOGS/$p.log"
+    done >"$cl_all"
+}
+
+# cl_job_check_equal STEPS: no rank's parameters differ, and rank 0 found them EQUAL to the
+# failure-free run of cl_job_begin (in cl_all).
+cl_job_check_equal() {
+    cl_check "no rank's parameters differ" test "$(cl_count "$cl_all" DIFFERENT)" = 0
+    cl_check "rank 0 found the final parameters EQUAL to the failure-free run" \
+        grep -qE "done: $1 steps, checksum $cl_ref_sum, failure-free run $cl_ref_sum: EQUAL" "$cl_all"
+}

@@ -33,6 +33,7 @@
 #include "common/time.h"
 #include "eccl.h"
 #include "proxy/proxy.h"
+#include "tests/support/jobsecret.h"
 #include "tests/support/mp.h"
 
 #define NRANKS     3
@@ -47,30 +48,12 @@ struct case_arg {
     enum who odd; /* what the last rank holds */
 };
 
-static char *read_text(const char *path)
-{
-    static char buf[1 << 20];
-    FILE *f = fopen(path, "r");
-    if (!f)
-        return strcpy(buf, "");
-    size_t n = fread(buf, 1, sizeof(buf) - 1, f);
-    fclose(f);
-    buf[n] = 0;
-    return buf;
-}
-
 /* In a rank: its own log file and its secret, then the library reads its variables again. */
 static void rank_env(const char *name, int rank, enum who w, char *log, size_t loglen)
 {
     snprintf(log, loglen, "%s/%s.r%d.log", dir, name, rank);
     setenv("ECCL_DEBUG_FILE", log, 1);
-    if (w == SECRET_GOOD)
-        setenv("ECCL_JOB_SECRET_FILE", good_path, 1);
-    else if (w == SECRET_OTHER)
-        setenv("ECCL_JOB_SECRET_FILE", other_path, 1);
-    else
-        unsetenv("ECCL_JOB_SECRET_FILE");
-    eccl_param_reset();
+    jobsecret_use(w == SECRET_GOOD ? good_path : w == SECRET_OTHER ? other_path : NULL);
     eccl_log_reset();
 }
 
@@ -103,7 +86,7 @@ static int rank_good(int rank, int nranks, const ecclUniqueId *id, void *arg)
     }
     int ok = allreduce_ok(comm, nranks, rank) && allreduce_ok(comm, nranks, rank);
     ok &= ecclCommDestroy(comm) == ecclSuccess;
-    const char *text = read_text(log);
+    const char *text = jobsecret_log_text(log);
     if (!strstr(text, "authentication is on") || strstr(text, "auth: refused")) {
         printf("rank %d: log %s does not say authentication is on (or refused someone)\n", rank,
                log);
@@ -146,7 +129,7 @@ static int rank_odd(int rank, int nranks, const ecclUniqueId *id, void *arg)
         /* Refused at once, not at the deadline. */
         if (ms > TIMEOUT_MS * 0.8)
             return 1;
-        if (c->odd == SECRET_OTHER && !strstr(read_text(log), "failed authentication"))
+        if (c->odd == SECRET_OTHER && !strstr(jobsecret_log_text(log), "failed authentication"))
             return 1;
         return 0;
     }
@@ -162,7 +145,7 @@ static void run_odd(const char *name, enum who w, const char *root_says)
     assert_int_equal(mp_run(NRANKS, rank_odd, &c, 30000), 0);
     char path[160];
     snprintf(path, sizeof(path), "%s/parent.log", dir);
-    const char *text = read_text(path);
+    const char *text = jobsecret_log_text(path);
     const char *line = strstr(text, root_says);
     if (!line)
         printf("%s has no \"%s\":\n%s\n", path, root_says, text);
@@ -188,7 +171,7 @@ static void test_no_secret(void **state)
  * 127.0.0.1<port>"). */
 static int listen_addr(const char *log, struct sockaddr_in *out)
 {
-    const char *p = strstr(read_text(log), "connected, listening on ");
+    const char *p = strstr(jobsecret_log_text(log), "connected, listening on ");
     if (!p)
         return -1;
     p += strlen("connected, listening on ");
@@ -269,7 +252,7 @@ static int rank_inject(int rank, int nranks, const ecclUniqueId *id, void *arg)
     }
     ok &= allreduce_ok(comm, nranks, rank);
     ok &= ecclCommDestroy(comm) == ecclSuccess;
-    const char *text = read_text(log);
+    const char *text = jobsecret_log_text(log);
     const char *dg = strstr(text, "refused a descriptor request: no MAC");
     if (!dg) {
         printf("rank %d: the forged descriptor request was not refused (%s)\n", rank, log);
@@ -295,16 +278,6 @@ static void test_inject(void **state)
     assert_int_equal(mp_run(NRANKS, rank_inject, NULL, 50000), 0);
 }
 
-static void write_file(char *path, size_t len, const char *name, const char *content)
-{
-    snprintf(path, len, "%s/%s", dir, name);
-    FILE *f = fopen(path, "w");
-    if (!f || fputs(content, f) < 0 || fclose(f) != 0 || chmod(path, 0600) != 0) {
-        perror(path);
-        exit(1);
-    }
-}
-
 static void remove_dir(void)
 {
     char cmd[128];
@@ -320,8 +293,9 @@ int main(void)
         perror("mkdtemp");
         return 1;
     }
-    write_file(good_path, sizeof(good_path), "secret", "the-secret-of-this-job-0123456789");
-    write_file(other_path, sizeof(other_path), "other", "the-secret-of-another-job-012345");
+    if (jobsecret_make(good_path, sizeof(good_path), dir, "the-secret-of-this-job-0123456789") ||
+        jobsecret_make(other_path, sizeof(other_path), dir, "the-secret-of-another-job-012345"))
+        return 1;
     char plog[128];
     snprintf(plog, sizeof(plog), "%s/parent.log", dir);
     setenv("ECCL_JOB_SECRET_FILE", good_path, 1);

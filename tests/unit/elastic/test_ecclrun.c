@@ -36,6 +36,7 @@
 #include "elastic/rdzv.h"
 #include "store/store.h"
 #include "tests/support/etcd.h"
+#include "tests/support/proc.h"
 #include "tests/support/store_fixture.h"
 
 extern char **environ;
@@ -225,25 +226,7 @@ static pid_t live_agent; /* the ecclrun started and not yet reaped (teardown kil
 
 static void make_dir(void)
 {
-    snprintf(dir, sizeof(dir), "/tmp/ecclrun-test-XXXXXX");
-    assert_non_null(mkdtemp(dir));
-}
-
-static void remove_dir(void)
-{
-    DIR *d = dir[0] ? opendir(dir) : NULL;
-    if (!d)
-        return;
-    struct dirent *e;
-    char p[600];
-    while ((e = readdir(d)))
-        if (strcmp(e->d_name, ".") && strcmp(e->d_name, "..")) {
-            snprintf(p, sizeof(p), "%s/%s", dir, e->d_name);
-            unlink(p);
-        }
-    closedir(d);
-    rmdir(dir);
-    dir[0] = 0;
+    assert_int_equal(proc_dir_make(dir, sizeof(dir), "ecclrun-test"), 0);
 }
 
 /* Starts ecclrun with `args` (NULL-terminated; the worker command is appended when `worker`),
@@ -276,16 +259,8 @@ static pid_t start_ecclrun(const char *const *args, const char *const *envs, boo
     char out[300], err[300];
     snprintf(out, sizeof(out), "%s/out", dir);
     snprintf(err, sizeof(err), "%s/err", dir);
-    pid_t pid = fork();
+    pid_t pid = proc_spawn(argv, envp, NULL, out, err);
     assert_true(pid >= 0);
-    if (pid == 0) {
-        int fo = open(out, O_WRONLY | O_CREAT | O_TRUNC, 0600);
-        int fe = open(err, O_WRONLY | O_CREAT | O_TRUNC, 0600);
-        if (fo < 0 || fe < 0 || dup2(fo, 1) < 0 || dup2(fe, 2) < 0)
-            _exit(126);
-        execve(ecclrun_bin, (char **)argv, (char **)envp);
-        _exit(126);
-    }
     live_agent = pid;
     return pid;
 }
@@ -294,22 +269,9 @@ static pid_t start_ecclrun(const char *const *args, const char *const *envs, boo
  * SIGKILLed and reaped). */
 static int wait_ecclrun(pid_t pid, int timeout_ms)
 {
-    uint64_t dl = eccl_deadline_ms(timeout_ms);
-    int st;
-    for (;;) {
-        pid_t r = waitpid(pid, &st, WNOHANG);
-        if (r == pid)
-            break;
-        if (eccl_deadline_passed(dl)) {
-            kill(pid, SIGKILL);
-            waitpid(pid, &st, 0);
-            live_agent = 0;
-            return -1;
-        }
-        eccl_sleep_us(5000);
-    }
+    int rc = proc_wait(pid, timeout_ms);
     live_agent = 0;
-    return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
+    return rc;
 }
 
 static int run_ecclrun(const char *const *args, const char *const *envs, int timeout_ms)
@@ -481,7 +443,7 @@ static int teardown(void **state)
         live_agent = 0;
     }
     if (dir[0])
-        remove_dir();
+        proc_dir_remove(dir);
     return 0;
 }
 
@@ -538,7 +500,7 @@ static void env_embedded(void **state)
     assert_string_not_equal(members[1], members[2]);
     assert_true(err_has("ecclrun: embedded store at tcp://127.0.0.1:"));
     expect_no_orphans();
-    remove_dir();
+    proc_dir_remove(dir);
 }
 
 /* Flags with a store of the test's, node rank 1 of 2:4; the underscore spellings; a flag beats
@@ -601,7 +563,7 @@ static void env_flags_endpoint(void **state)
     }
     expect_no_orphans();
     store_fixture_stop(&fx);
-    remove_dir();
+    proc_dir_remove(dir);
 }
 
 /* Kubeflow's way: everything from PET_* (a bare host:port endpoint is a tcp:// store). */
@@ -644,7 +606,7 @@ static void env_pet(void **state)
     assert_false(file_exists("env.2.0"));
     expect_no_orphans();
     store_fixture_stop(&fx);
-    remove_dir();
+    proc_dir_remove(dir);
 }
 
 /* Kubeflow's elasticPolicy with rdzvBackend etcd-v2 or etcd: the operator's bare host:port
@@ -670,7 +632,7 @@ static void env_pet_etcd(void **state)
         want_value("env.0.0", "ECCL_ELASTIC_STORE", want);
         want_value("env.0.0", "STORE_OK", "1");
         expect_no_orphans();
-        remove_dir();
+        proc_dir_remove(dir);
     }
     etcd_destroy(&etcd);
 }
@@ -730,7 +692,7 @@ static void hosted_store_lingers(void **state)
     EXPECT_RC(wait_ecclrun(agent, 5000), 0);
     assert_true(err_has("no member left in job hj"));
     expect_no_orphans();
-    remove_dir();
+    proc_dir_remove(dir);
 }
 
 /* Exit statuses: a failure with no restarts left is ecclrun's status; the first failure wins; a
@@ -747,7 +709,7 @@ static void exit_status(void **state)
         assert_true(err_has("is not restarted: 0 of --max-restarts 0 used"));
         assert_false(file_exists("env.1.1"));
         expect_no_orphans();
-        remove_dir();
+        proc_dir_remove(dir);
     }
     {
         make_dir();
@@ -756,7 +718,7 @@ static void exit_status(void **state)
         EXPECT_RC(run_ecclrun(args, envs, 20000), 128 + SIGUSR1);
         assert_true(err_has("died: signal 10"));
         expect_no_orphans();
-        remove_dir();
+        proc_dir_remove(dir);
     }
     {
         make_dir();
@@ -765,7 +727,7 @@ static void exit_status(void **state)
         EXPECT_RC(run_ecclrun(args, envs, 20000), 0);
         want_value("env.1.1", "ECCL_ELASTIC_REPLACE_RANK", "1");
         expect_no_orphans();
-        remove_dir();
+        proc_dir_remove(dir);
     }
 }
 
@@ -794,7 +756,7 @@ static void restarts_exhausted(void **state)
     assert_true(err_has("died: signal 9 (Killed) at +"));
     assert_true(err_has("is not restarted: 2 of --max-restarts 2 used"));
     expect_no_orphans();
-    remove_dir();
+    proc_dir_remove(dir);
 }
 
 /* Workers that joined the job (lease 30 s); worker 1 is SIGKILLed: its member key goes within 3 s
@@ -897,7 +859,7 @@ static void kill_replace_evict(void **state)
     EXPECT_RC(wait_ecclrun(agent, 15000), 143);
     expect_no_orphans();
     store_fixture_stop(&fx);
-    remove_dir();
+    proc_dir_remove(dir);
 }
 
 /* SIGTERM reaches every worker; one that ignores it (and its child) is SIGKILLed after the grace
@@ -925,7 +887,7 @@ static void sigterm_forward(void **state)
     assert_true(err_has("got SIGTERM"));
     assert_true(err_has("grace period over: SIGKILL to 1 worker"));
     expect_no_orphans(); /* both workers and worker 1's child */
-    remove_dir();
+    proc_dir_remove(dir);
 }
 
 /* ecclrun SIGKILLed: PR_SET_PDEATHSIG takes its workers down. */
@@ -944,7 +906,7 @@ static void agent_killed(void **state)
     kill(agent, SIGKILL);
     EXPECT_RC(wait_ecclrun(agent, 5000), 128 + SIGKILL);
     expect_no_orphans();
-    remove_dir();
+    proc_dir_remove(dir);
 }
 
 /* Bad command lines: exit 2 and a line naming what is wrong; --help; a missing program. */
@@ -991,7 +953,7 @@ static void bad_usage(void **state)
                      cases[i].msg);
         }
         assert_true(err_has("ecclrun: "));
-        remove_dir();
+        proc_dir_remove(dir);
     }
     make_dir();
     const char *help[] = {"--help", NULL};
@@ -1004,12 +966,12 @@ static void bad_usage(void **state)
     assert_non_null(fgets(line, sizeof(line), f));
     fclose(f);
     assert_non_null(strstr(line, "usage: ecclrun"));
-    remove_dir();
+    proc_dir_remove(dir);
     make_dir();
     const char *missing[] = {"--", "no-such-program-ecclrun-test", NULL};
     assert_int_equal(wait_ecclrun(start_ecclrun(missing, NULL, false), 10000), 127);
     assert_true(err_has("cannot run 'no-such-program-ecclrun-test'"));
-    remove_dir();
+    proc_dir_remove(dir);
 }
 
 int main(int argc, char **argv)

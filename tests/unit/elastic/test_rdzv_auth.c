@@ -23,6 +23,7 @@
 #include "common/alloc.h"
 #include "common/auth.h"
 #include "common/param.h"
+#include "tests/support/jobsecret.h"
 #include "tests/support/mp.h"
 #include "tests/support/store_fixture.h"
 
@@ -38,22 +39,10 @@ static int64_t quick_next_ms = 250;
 static char secret_path[64];
 static char log_path[64];
 
-/* The log file's text (WARN lines of every thread go there). */
-static char *log_text(void)
-{
-    static char buf[1 << 20];
-    FILE *f = fopen(log_path, "r");
-    if (!f)
-        return strcpy(buf, "");
-    size_t n = fread(buf, 1, sizeof(buf) - 1, f);
-    fclose(f);
-    buf[n] = 0;
-    return buf;
-}
-
+/* Whether the log file (WARN lines of every thread go there) has `needle`. */
 static bool log_has(const char *needle)
 {
-    return strstr(log_text(), needle) != NULL;
+    return strstr(jobsecret_log_text(log_path), needle) != NULL;
 }
 
 /* ---- codec ---- */
@@ -97,13 +86,11 @@ static void auth_codec(void **state)
     assert_int_equal(alen, len);
     assert_memory_not_equal(again, buf, len);
     /* A process without the secret cannot read an authenticated record. */
-    unsetenv("ECCL_JOB_SECRET_FILE");
-    eccl_param_reset();
+    jobsecret_use(NULL);
     assert_false(eccl_auth_enabled());
     assert_int_equal(el_rec_decode_revoke(buf, len, "j/s/gr/3", &out), ecclRemoteError);
     assert_true(mp_text_has(eccl_log_last_error(), "no job secret"));
-    setenv("ECCL_JOB_SECRET_FILE", secret_path, 1);
-    eccl_param_reset();
+    jobsecret_use(secret_path);
     assert_true(eccl_auth_enabled());
 }
 
@@ -181,14 +168,8 @@ static void auth_forged_records(void **state)
 
 int main(void)
 {
-    snprintf(secret_path, sizeof(secret_path), "/tmp/eccl-rdzv-secret-XXXXXX");
-    int fd = mkstemp(secret_path);
-    if (fd < 0 || fchmod(fd, 0600) != 0 ||
-        write(fd, "rdzv-auth-test-secret-0123456789", 32) != 32) {
-        perror("secret file");
+    if (jobsecret_make(secret_path, sizeof(secret_path), NULL, "rdzv-auth-test-secret-0123456789"))
         return 1;
-    }
-    close(fd);
     snprintf(log_path, sizeof(log_path), "/tmp/eccl-rdzv-auth-%d.log", (int)getpid());
     setenv("ECCL_JOB_SECRET_FILE", secret_path, 1);
     setenv("ECCL_DEBUG", "WARN", 1);

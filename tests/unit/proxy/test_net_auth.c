@@ -30,7 +30,9 @@
 #include "common/socket.h"
 #include "common/time.h"
 #include "proxy/net.h"
+#include "tests/support/jobsecret.h"
 #include "tests/support/mp.h"
+#include "tests/support/netpair.h"
 
 #define DEADLINE_MS 10000
 #define HELLO_PROTO 0x45434e53u
@@ -69,65 +71,13 @@ static uint64_t get64(const unsigned char *p)
 
 static void write_secret(char *path, size_t len, const char *content)
 {
-    snprintf(path, len, "/tmp/eccl-auth-XXXXXX");
-    int fd = mkstemp(path);
-    assert_true(fd >= 0);
-    assert_int_equal(fchmod(fd, 0600), 0);
-    assert_int_equal(write(fd, content, strlen(content)), (ssize_t)strlen(content));
-    close(fd);
-}
-
-static void use_secret(const char *path)
-{
-    if (path)
-        setenv("ECCL_JOB_SECRET_FILE", path, 1);
-    else
-        unsetenv("ECCL_JOB_SECRET_FILE");
-    eccl_param_reset();
+    assert_int_equal(jobsecret_make(path, len, NULL, content), 0);
 }
 
 static void fill(unsigned char *buf, size_t n, unsigned seed)
 {
     for (size_t i = 0; i < n; i++)
         buf[i] = (unsigned char)(i * 131 + seed);
-}
-
-static ecclResult_t drive(void **reqs, size_t *sizes, int n)
-{
-    uint64_t deadline = eccl_deadline_ms(DEADLINE_MS);
-    for (;;) {
-        int left = 0;
-        for (int i = 0; i < n; i++) {
-            if (!reqs[i])
-                continue;
-            int done = 0;
-            ecclResult_t r = N->test(reqs[i], &done, &sizes[i]);
-            if (r != ecclSuccess)
-                return r;
-            if (done)
-                reqs[i] = NULL;
-            else
-                left++;
-        }
-        if (!left)
-            return ecclSuccess;
-        if (eccl_deadline_passed(deadline))
-            return ecclInternalError;
-    }
-}
-
-/* Connects and accepts one backend connection on listener lc (handle h). */
-static void good_pair(void *lc, const unsigned char *h, void **sc, void **rc)
-{
-    uint64_t deadline = eccl_deadline_ms(DEADLINE_MS);
-    *sc = *rc = NULL;
-    while (!*sc || !*rc) {
-        assert_false(eccl_deadline_passed(deadline));
-        if (!*sc)
-            assert_int_equal(N->connect(0, h, sc), ecclSuccess);
-        if (!*rc)
-            assert_int_equal(N->accept(lc, rc), ecclSuccess);
-    }
 }
 
 static void transfer(void *sc, void *rc, size_t size, unsigned seed)
@@ -140,7 +90,7 @@ static void transfer(void *sc, void *rc, size_t size, unsigned seed)
     size_t sizes[2] = {0, 0};
     assert_int_equal(N->irecv(rc, dst, size, 5, NULL, &reqs[1]), ecclSuccess);
     assert_int_equal(N->isend(sc, src, size, 5, NULL, &reqs[0]), ecclSuccess);
-    assert_int_equal(drive(reqs, sizes, 2), ecclSuccess);
+    assert_int_equal(netpair_drive(N, reqs, sizes, 2, DEADLINE_MS), ecclSuccess);
     assert_int_equal(sizes[1], size);
     assert_memory_equal(src, dst, size);
     free(src);
@@ -151,7 +101,7 @@ static void transfer(void *sc, void *rc, size_t size, unsigned seed)
 static void test_raw_client_refused(void **state)
 {
     (void)state;
-    use_secret(secret_path);
+    jobsecret_use(secret_path);
     unsigned char h[ECCL_NET_HANDLE_BYTES];
     void *lc = NULL, *sc = NULL, *rc = NULL;
     assert_int_equal(N->listen(0, h, &lc), ecclSuccess);
@@ -208,7 +158,7 @@ static void test_raw_client_refused(void **state)
         close(fds[i]);
     }
     /* The same listener still serves a good connection, and the data is the sender's. */
-    good_pair(lc, h, &sc, &rc);
+    netpair_connect(N, 0, lc, h, &sc, &rc, DEADLINE_MS);
     transfer(sc, rc, 64, 1);
     transfer(sc, rc, 100000, 2);
     assert_int_equal(N->close_send(sc), ecclSuccess);
@@ -270,7 +220,7 @@ static void test_handshake_pairs(void **state)
 {
     (void)state;
     pthread_mutex_lock(&env_lock);
-    use_secret(secret_path);
+    jobsecret_use(secret_path);
     assert_true(eccl_auth_enabled());
     struct side c = {.secret = secret_path}, s = {.secret = secret_path};
     eccl_log_clear_last_error();
@@ -302,7 +252,7 @@ static void test_handshake_pairs(void **state)
     struct pollfd p = {.fd = sv[0], .events = POLLIN};
     assert_int_equal(poll(&p, 1, 3000), 1);
     eccl_sleep_us(20000);
-    use_secret(other_path);
+    jobsecret_use(other_path);
     assert_true(eccl_auth_enabled());
     eccl_log_clear_last_error();
     assert_int_equal(eccl_auth_hs_step(&hc, sv[0]), ecclRemoteError);
@@ -314,7 +264,7 @@ static void test_handshake_pairs(void **state)
     close(sv[1]);
     assert_int_equal(s3.res, ecclRemoteError);
     assert_true(mp_text_has(s3.text, "closed the connection during the handshake"));
-    use_secret(secret_path);
+    jobsecret_use(secret_path);
     pthread_mutex_unlock(&env_lock);
 }
 
@@ -322,29 +272,29 @@ static void test_handshake_pairs(void **state)
 static void test_secret_file_errors(void **state)
 {
     (void)state;
-    use_secret(NULL);
+    jobsecret_use(NULL);
     bool on = true;
     assert_int_equal(eccl_auth_load(&on), ecclSuccess);
     assert_false(on);
-    use_secret("/nonexistent/eccl-secret");
+    jobsecret_use("/nonexistent/eccl-secret");
     assert_int_equal(eccl_auth_load(&on), ecclInvalidUsage);
     assert_true(mp_text_has(eccl_log_last_error(), "/nonexistent/eccl-secret: cannot open"));
     char empty[64];
     write_secret(empty, sizeof(empty), "");
-    use_secret(empty);
+    jobsecret_use(empty);
     assert_int_equal(eccl_auth_load(&on), ecclInvalidUsage);
     assert_true(mp_text_has(eccl_log_last_error(), "the file is empty"));
     unlink(empty);
     char loose[64];
     write_secret(loose, sizeof(loose), "0123456789abcdef0123456789abcdef");
     assert_int_equal(chmod(loose, 0644), 0);
-    use_secret(loose);
+    jobsecret_use(loose);
     eccl_log_clear_last_error();
     assert_int_equal(eccl_auth_load(&on), ecclSuccess);
     assert_true(on);
     assert_true(mp_text_has(eccl_log_last_error(), "readable by group or others"));
     unlink(loose);
-    use_secret(secret_path);
+    jobsecret_use(secret_path);
 }
 
 static int group_setup(void **state)
@@ -353,7 +303,7 @@ static int group_setup(void **state)
     setenv("ECCL_SOCKET_IFNAME", "lo", 1);
     write_secret(secret_path, sizeof(secret_path), "this-is-the-job-secret-0123456789");
     write_secret(other_path, sizeof(other_path), "another-jobs-secret-0123456789abc");
-    use_secret(secret_path);
+    jobsecret_use(secret_path);
     return N->init() == ecclSuccess ? 0 : -1;
 }
 

@@ -31,6 +31,7 @@
 #include "common/time.h"
 #include "proxy/net.h"
 #include "tests/support/mp.h"
+#include "tests/support/netpair.h"
 
 #define DEADLINE_MS 10000
 
@@ -162,15 +163,7 @@ struct pair {
 
 static void pair_connect(struct pair *p)
 {
-    uint64_t deadline = eccl_deadline_ms(DEADLINE_MS);
-    p->sc = p->rc = NULL;
-    while (!p->sc || !p->rc) {
-        assert_false(eccl_deadline_passed(deadline));
-        if (!p->sc)
-            assert_int_equal(N->connect(0, p->handle, &p->sc), ecclSuccess);
-        if (!p->rc)
-            assert_int_equal(N->accept(p->lc, &p->rc), ecclSuccess);
-    }
+    netpair_connect(N, 0, p->lc, p->handle, &p->sc, &p->rc, DEADLINE_MS);
 }
 
 static void pair_open(struct pair *p)
@@ -191,28 +184,7 @@ static void pair_close(struct pair *p)
 /* Tests every request in reqs (NULL entries are done) until all are done or one fails. */
 static ecclResult_t drive(void **reqs, size_t *sizes, int n)
 {
-    uint64_t deadline = eccl_deadline_ms(DEADLINE_MS);
-    for (;;) {
-        int left = 0;
-        for (int i = 0; i < n; i++) {
-            if (!reqs[i])
-                continue;
-            int done = 0;
-            ecclResult_t r = N->test(reqs[i], &done, &sizes[i]);
-            if (r != ecclSuccess)
-                return r;
-            if (done)
-                reqs[i] = NULL;
-            else
-                left++;
-        }
-        if (left == 0)
-            return ecclSuccess;
-        if (eccl_deadline_passed(deadline)) {
-            fail_msg("requests not done after %d ms", DEADLINE_MS);
-            return ecclInternalError;
-        }
-    }
+    return netpair_drive(N, reqs, sizes, n, DEADLINE_MS);
 }
 
 /* Waits until one request fails; returns its result (a request that completes is a failure). */

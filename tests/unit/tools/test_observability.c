@@ -10,9 +10,7 @@
  * recovery (--text) and draws a PNG (checked only where gnuplot is installed). Last, eccl-perf
  * --csv writes a CSV that parses.
  */
-#include <dirent.h>
 #include <errno.h>
-#include <fcntl.h>
 #include <setjmp.h>
 #include <signal.h>
 #include <stdarg.h>
@@ -31,8 +29,7 @@
 #include <jansson.h>
 
 #include "common/time.h"
-
-extern char **environ;
+#include "tests/support/proc.h"
 
 static char build[256];
 static char dir[256];
@@ -40,28 +37,8 @@ static pid_t live; /* a child not reaped yet (teardown kills it) */
 
 static void make_dir(void)
 {
-    snprintf(dir, sizeof(dir), "/tmp/eccl-obs-test-XXXXXX");
-    assert_non_null(mkdtemp(dir));
+    assert_int_equal(proc_dir_make(dir, sizeof(dir), "eccl-obs-test"), 0);
 }
-
-static void remove_dir(void)
-{
-    DIR *d = dir[0] ? opendir(dir) : NULL;
-    if (!d)
-        return;
-    struct dirent *e;
-    char p[600];
-    while ((e = readdir(d)))
-        if (strcmp(e->d_name, ".") && strcmp(e->d_name, "..")) {
-            snprintf(p, sizeof(p), "%s/%s", dir, e->d_name);
-            unlink(p);
-        }
-    closedir(d);
-    rmdir(dir);
-    dir[0] = 0;
-}
-
-static int wait_pid(pid_t pid, int timeout_ms);
 
 static int teardown(void **state)
 {
@@ -69,11 +46,11 @@ static int teardown(void **state)
     if (live > 0) {
         /* SIGTERM first: ecclrun then stops its workers and removes its counter pages. */
         kill(live, SIGTERM);
-        if (wait_pid(live, 8000) < 0)
+        if (proc_wait(live, 8000) < 0)
             fprintf(stderr, "ecclrun %d had to be SIGKILLed\n", (int)live);
         live = 0;
     }
-    remove_dir();
+    proc_dir_remove(dir);
     return 0;
 }
 
@@ -84,37 +61,9 @@ static pid_t spawn(const char *const *argv, const char *const *envs, const char 
     char po[600], pe[600];
     snprintf(po, sizeof(po), "%s/%s", dir, out);
     snprintf(pe, sizeof(pe), "%s/%s.err", dir, out);
-    pid_t pid = fork();
+    pid_t pid = proc_spawn(argv, NULL, envs, po, pe);
     assert_true(pid >= 0);
-    if (pid == 0) {
-        int fo = open(po, O_WRONLY | O_CREAT | O_TRUNC, 0600);
-        int fe = open(pe, O_WRONLY | O_CREAT | O_TRUNC, 0600);
-        if (fo < 0 || fe < 0 || dup2(fo, 1) < 0 || dup2(fe, 2) < 0)
-            _exit(126);
-        for (; envs && *envs; envs++)
-            putenv((char *)*envs);
-        execv(argv[0], (char **)argv);
-        _exit(126);
-    }
     return pid;
-}
-
-/* Waits for pid; its exit code, or -1 after timeout_ms (then it is killed). */
-static int wait_pid(pid_t pid, int timeout_ms)
-{
-    uint64_t dl = eccl_deadline_ms(timeout_ms);
-    int st;
-    for (;;) {
-        if (waitpid(pid, &st, WNOHANG) == pid)
-            break;
-        if (eccl_deadline_passed(dl)) {
-            kill(pid, SIGKILL);
-            waitpid(pid, &st, 0);
-            return -1;
-        }
-        eccl_sleep_us(10000);
-    }
-    return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
 }
 
 static char *read_file(const char *name, size_t *len_out)
@@ -311,7 +260,7 @@ static void metrics_events_timeline(void **state)
     assert_true(metric(m, "eccl_last_failure_info{cause=\"rank_signal\"}") == 1);
     assert_true(metric(m, "eccl_bytes_total{kind=\"allreduce\"}") >= b1);
 
-    int rc = wait_pid(live, 40000);
+    int rc = proc_wait(live, 40000);
     live = 0;
     if (rc != 0)
         fail_msg("ecclrun exited %d:\n%s", rc, read_file("ecclrun.err", NULL));
@@ -366,7 +315,7 @@ static void metrics_events_timeline(void **state)
     snprintf(tl, sizeof(tl), "%s/bin/eccl-timeline", build);
     snprintf(out_png, sizeof(out_png), "%s/timeline.png", dir);
     const char *targv[] = {tl, "--text", evlog, NULL};
-    assert_int_equal(wait_pid(spawn(targv, NULL, "tl.txt"), 20000), 0);
+    assert_int_equal(proc_wait(spawn(targv, NULL, "tl.txt"), 20000), 0);
     text = read_file("tl.txt", NULL);
     assert_non_null(strstr(text, "recoveries: 1\n"));
     assert_non_null(strstr(text, "recovery 1: failure seen at"));
@@ -376,7 +325,7 @@ static void metrics_events_timeline(void **state)
         printf("gnuplot not installed: the PNG check of eccl-timeline is skipped\n");
     } else {
         const char *pargv[] = {tl, "-o", out_png, "--title", "pod kill", evlog, NULL};
-        rc = wait_pid(spawn(pargv, NULL, "tl.png.txt"), 30000);
+        rc = proc_wait(spawn(pargv, NULL, "tl.png.txt"), 30000);
         if (rc != 0)
             fail_msg("eccl-timeline exited %d: %s", rc, read_file("tl.png.txt.err", NULL));
         size_t len = 0;
@@ -396,11 +345,11 @@ static void metrics_bad_args(void **state)
     char ecclrun[300];
     snprintf(ecclrun, sizeof(ecclrun), "%s/bin/ecclrun", build);
     const char *bad_port[] = {ecclrun, "--metrics-port", "70000", "/bin/true", NULL};
-    assert_int_equal(wait_pid(spawn(bad_port, NULL, "a"), 10000), 2);
+    assert_int_equal(proc_wait(spawn(bad_port, NULL, "a"), 10000), 2);
     assert_non_null(strstr(read_file("a.err", NULL), "--metrics-port: '70000' is not a port"));
     const char *bad_addr[] = {ecclrun,     "--metrics-port=1", "--metrics-addr",
                               "localhost", "/bin/true",        NULL};
-    assert_int_equal(wait_pid(spawn(bad_addr, NULL, "b"), 10000), 2);
+    assert_int_equal(proc_wait(spawn(bad_addr, NULL, "b"), 10000), 2);
     assert_non_null(strstr(read_file("b.err", NULL), "--metrics-addr: 'localhost' is not"));
 
     int fd = socket(AF_INET, SOCK_STREAM, 0);
@@ -414,7 +363,7 @@ static void metrics_bad_args(void **state)
     snprintf(pet, sizeof(pet), "PET_METRICS_PORT=%d", ntohs(a.sin_port));
     const char *busy[] = {ecclrun, "--metrics-addr", "127.0.0.1", "/bin/true", NULL};
     const char *envs[] = {pet, NULL};
-    int rc = wait_pid(spawn(busy, envs, "c"), 10000);
+    int rc = proc_wait(spawn(busy, envs, "c"), 10000);
     close(fd);
     assert_int_equal(rc, 1);
     const char *err = read_file("c.err", NULL);
@@ -495,7 +444,7 @@ static void metrics_untrusted_page(void **state)
     assert_true(metric(m, "eccl_local_workers") == 1);
     assert_int_equal(status_of(get(port, "/readyz")), 503);
     kill(live, SIGTERM);
-    assert_int_equal(wait_pid(live, 15000), 128 + SIGTERM);
+    assert_int_equal(proc_wait(live, 15000), 128 + SIGTERM);
     live = 0;
 }
 
@@ -516,12 +465,12 @@ static void timeline_bad_lines(void **state)
     char tl[300];
     snprintf(tl, sizeof(tl), "%s/bin/eccl-timeline", build);
     const char *targv[] = {tl, "--text", p, NULL};
-    assert_int_equal(wait_pid(spawn(targv, NULL, "tl.txt"), 20000), 0);
+    assert_int_equal(proc_wait(spawn(targv, NULL, "tl.txt"), 20000), 0);
     const char *text = read_file("tl.txt", NULL);
     assert_non_null(strstr(text, "events: 2 valid, 5 bad lines"));
     assert_non_null(strstr(text, "recoveries: 0"));
     const char *nargv[] = {tl, "--text", "/nonexistent/eccl-timeline.log", NULL};
-    assert_int_equal(wait_pid(spawn(nargv, NULL, "tl2.txt"), 20000), 1);
+    assert_int_equal(proc_wait(spawn(nargv, NULL, "tl2.txt"), 20000), 1);
 }
 
 /* eccl-perf --csv: a header and one parseable row per size. */
@@ -534,7 +483,7 @@ static void perf_csv(void **state)
     snprintf(csv, sizeof(csv), "%s/r.csv", dir);
     const char *argv[] = {perf, "-N", "2", "-b", "1K", "-e",    "16K", "-f",
                           "4",  "-n", "2", "-w", "1",  "--csv", csv,   NULL};
-    int rc = wait_pid(spawn(argv, NULL, "perf.txt"), 60000);
+    int rc = proc_wait(spawn(argv, NULL, "perf.txt"), 60000);
     if (rc != 0)
         fail_msg("eccl-perf exited %d: %s", rc, read_file("perf.txt.err", NULL));
     char *text = read_file("r.csv", NULL);
