@@ -25,6 +25,7 @@
 #include "common/param.h"
 #include "common/time.h"
 #include "core/core_int.h"
+#include "core/flat.h"
 
 #ifdef ECCL_HAVE_CUDA
 #include <cuda_runtime_api.h>
@@ -324,6 +325,7 @@ static void comm_free(struct ecclComm *comm)
     comm->svc = NULL;
     core_exec_stop(comm);
     core_transport_fini(comm, clean);
+    core_flat_fini(comm);
     core_bootstrap_fini(&comm->bs);
     for (int c = 0; c < CORE_MAX_CHANNELS; c++) {
         eccl_free(comm->channels[c].kc.p2p_send);
@@ -579,6 +581,7 @@ ecclResult_t core_comm_create_opts(struct ecclComm **out, int nranks, const eccl
     /* Channel threads for both kinds: a CUDA communicator runs plans on host buffers (the
      * elastic layer's own exchanges, for one) on the host executor. */
     ECCL_TRY_GOTO(core_exec_start(comm), res, err_free);
+    ECCL_TRY_GOTO(core_flat_init(comm), res, err_free);
     ECCL_TRY_GOTO(core_bootstrap_barrier(&comm->bs), res, err_free);
     INFO(ECCL_LOG_INIT,
          "ecclCommInitRank comm %p rank %d nranks %d cudaDev %d nchannels %d - "

@@ -20,6 +20,7 @@
 #include "eccl.h"
 #include "kernels/dev_exec.h"
 #include "kernels/host_exec.h"
+#include "kernels/host_flat.h"
 #include "kernels/reduce.h"
 #include "kernels/work.h"
 #include "proxy/proxy.h"
@@ -115,7 +116,25 @@ struct core_transport {
     /* CUDA communicators: how receive connectors between ranks of one host get device slots
      * (enum kern_dev_mem_mode; NONE: ECCL_P2P_DISABLE, or a host communicator). */
     int dev_mode;
+    /* Protocols, agreed by every rank at init (core_transport_init), so that every rank's planner
+     * picks the same one: LL needs every ring and tree connector of every rank in device memory
+     * with LL lines of ll_bytes; ll_threshold bounds the bytes of an operation that uses it
+     * unless Simple is excluded (ECCL_PROTO). */
+    uint32_t ll_bytes; /* LL lines per slot (ECCL_LL_SLOT_BYTES), 0: none */
+    bool ll_ok;
+    bool simple_ok;        /* false: ECCL_PROTO excluded Simple on every rank (LL for every size) */
+    uint64_t ll_threshold; /* UINT64_MAX: ECCL_LL_THRESHOLD unset, the planner's default */
+    int min_nchannels;     /* ECCL_MIN_NCHANNELS, the largest any rank asked for */
 };
+
+/* LL serves operations up to this many bytes (per rank's buffer) when ECCL_LL_THRESHOLD is
+ * unset: a ring step of LL then holds a whole Simple step (a channel's share divided by the
+ * ranks), so both protocols give the same bits, and on an H100 LL is the faster of the two up
+ * to about there (docs/bench-gpu.md). */
+static inline uint64_t core_ll_default_threshold(int nranks, uint32_t ll_bytes)
+{
+    return (uint64_t)nranks * (ll_bytes / 2);
+}
 
 /* --- tasks and plans (core/enqueue.c, core/planner.c) --- */
 
@@ -226,6 +245,9 @@ struct ecclComm {
     /* Registrations (host: bookkeeping only). */
     struct core_reg *regs;
     pthread_mutex_t reg_lock;
+
+    /* The flat path's segment (core/flat.c); base NULL on every rank when it is off. */
+    struct kern_flat flat;
 };
 
 /* comm.c */
@@ -239,12 +261,18 @@ ecclResult_t core_comm_create_opts(struct ecclComm **out, int nranks, const eccl
 
 /* transport.c */
 ecclResult_t core_transport_init(struct ecclComm *comm);
+/* ECCL_PROTO's value as a mask of 1 << enum eccl_proto: NULL or "" is every protocol; "a,b" the
+ * ones listed, "^a,b" all but those (names in any case). ecclInvalidArgument, with a WARN, for a
+ * name that is not a protocol. */
+ecclResult_t core_proto_parse(const char *s, uint32_t *mask);
 /* clean: a destroy, not an abort: first let posted network sends leave (bounded). */
 void core_transport_fini(struct ecclComm *comm, bool clean);
 /* Connects point-to-point connectors that `tasks` need and that are not there yet. */
 ecclResult_t core_transport_p2p_connect(struct ecclComm *comm, const struct eccl_queue *tasks);
 
 /* planner.c */
+/* ECCL_ALGO's value (NULL: unset), cached per thread like the planner's other parameters. */
+const char *core_plan_algo(void);
 ecclResult_t core_plan_build(struct ecclComm *comm, struct eccl_queue *coll, struct eccl_queue *p2p,
                              size_t budget, struct eccl_queue *plans);
 void core_plan_tree(int nranks, int pos, int *parent, int child[2]);

@@ -13,6 +13,7 @@
 #include "common/log.h"
 #include "common/stats.h"
 #include "core/core_int.h"
+#include "core/flat.h"
 
 static const char *func_name(int func)
 {
@@ -195,6 +196,22 @@ static ecclResult_t enqueue_coll(int func, const void *sendbuff, void *recvbuff,
     if (comm->nranks == 1 && sendbuff == recvbuff && rop.kind != ECCL_RED_PREMULSUM &&
         !eccl_redop_has_post(&rop))
         return ecclSuccess;
+    /* A small collective outside a group of a one-host communicator: the flat path, at once,
+     * without a task or a plan (core/flat.h). */
+    if (core_group_depth() == 0 && core_flat_fits(comm, func, count, dtype)) {
+        struct core_task t = {.func = (uint8_t)func,
+                              .dtype = (uint8_t)dtype,
+                              .op = rop,
+                              .root = root,
+                              .count = count,
+                              .sendbuff = sendbuff,
+                              .recvbuff = recvbuff};
+        ecclResult_t r = core_flat_call(comm, &t);
+        if (r == ecclSuccess)
+            eccl_stats_add_bytes(stats_kind(func), count * eccl_dtype_size(dtype) * mult);
+        if (r != ecclInProgress)
+            return r;
+    }
     bool implicit = core_group_depth() == 0;
     if (implicit)
         ecclGroupStart();

@@ -16,6 +16,7 @@
 #include "common/param.h"
 #include "common/time.h"
 #include "core/core_int.h"
+#include "core/flat.h"
 
 static void fill_ctx(const struct ecclComm *comm, struct kern_ctx *ctx)
 {
@@ -116,6 +117,7 @@ void core_exec_close_all(struct ecclComm *comm)
             kern_conn_close(kc->p2p_recv[r]);
         }
     }
+    core_flat_close(comm);
     pthread_mutex_unlock(&comm->error_lock);
 }
 

@@ -16,6 +16,7 @@
 #include "common/log.h"
 #include "common/param.h"
 #include "core/core_int.h"
+#include "core/flat.h"
 
 ECCL_PARAM_INT(work_fifo_bytes, "ECCL_WORK_FIFO_BYTES", 1 << 20)
 
@@ -107,10 +108,8 @@ static ecclResult_t comm_launch(struct ecclComm *comm)
     ECCL_TRY_GOTO(eccl_memstack_push(&comm->stack), res, out_drop);
     if (comm->p2p_tasks.len)
         ECCL_TRY_GOTO(core_transport_p2p_connect(comm, &comm->p2p_tasks), res, out_pop);
-    ECCL_TRY_GOTO(
-        core_plan_build(comm, &comm->coll_tasks, &comm->p2p_tasks, comm->work_budget, &plans), res,
-        out_pop);
-    res = core_exec_plans(comm, &plans);
+    /* Plans and runs them; collectives that take the flat path run in their place. */
+    res = core_flat_launch(comm, &plans);
 out_pop:
     /* Plans not run (a failure while building) go back to the pool. */
     while (!eccl_queue_empty(&plans))

@@ -91,6 +91,26 @@ int core_p2p_channel(const struct ecclComm *comm, int peer)
     return m % comm->nchannels;
 }
 
+/* LL (flag-in-data lines, no hand-over through host memory) for the latency-bound sizes of
+ * collectives whose ranks all agreed on it at init; Simple otherwise. */
+static int pick_proto(const struct ecclComm *comm, size_t bytes)
+{
+    const struct core_transport *tp = &comm->tp;
+    if (!tp->ll_ok)
+        return ECCL_PROTO_SIMPLE;
+    if (!tp->simple_ok)
+        return ECCL_PROTO_LL;
+    uint64_t limit = tp->ll_threshold;
+    if (limit == UINT64_MAX) /* ECCL_LL_THRESHOLD unset */
+        limit = core_ll_default_threshold(comm->nranks, tp->ll_bytes);
+    return bytes <= limit ? ECCL_PROTO_LL : ECCL_PROTO_SIMPLE;
+}
+
+const char *core_plan_algo(void)
+{
+    return plan_params_get()->algo;
+}
+
 static int pick_algo(const struct ecclComm *comm, const struct core_task *t, size_t bytes)
 {
     if (t->func != ECCL_FUNC_ALLREDUCE || comm->nranks <= 2)
@@ -168,8 +188,13 @@ static ecclResult_t plan_coll(struct plan_builder *b, const struct core_task *t)
     struct ecclComm *comm = b->comm;
     size_t ts = eccl_dtype_size(t->dtype);
     size_t bytes = t->count * ts;
+    int proto = pick_proto(comm, bytes);
+    /* The same split for both protocols: with LL lines holding at least half a Simple step of an
+     * operation up to the LL threshold, an element meets the same ranks in the same order. */
     size_t min_bytes = (size_t)ECCL_MAX(plan_params_get()->min_chan_bytes, 4096);
-    size_t nparts = ECCL_MIN((size_t)comm->nchannels, ECCL_MAX((size_t)1, bytes / min_bytes));
+    size_t nparts = ECCL_MAX((size_t)1, bytes / min_bytes);
+    nparts = ECCL_MAX(nparts, (size_t)comm->tp.min_nchannels);
+    nparts = ECCL_MIN((size_t)comm->nchannels, nparts);
     nparts = ECCL_MIN(nparts, b->budget);
     ECCL_TRY(plan_reserve(b, nparts));
     struct core_plan *p = b->cur;
@@ -177,7 +202,7 @@ static ecclResult_t plan_coll(struct plan_builder *b, const struct core_task *t)
     memset(&w, 0, sizeof(w));
     w.func = t->func;
     w.algo = (uint8_t)pick_algo(comm, t, bytes);
-    w.proto = ECCL_PROTO_SIMPLE;
+    w.proto = (uint8_t)proto;
     w.dtype = t->dtype;
     w.redop = t->op.kind;
     w.root = t->root;

@@ -7,7 +7,8 @@
  * The descriptor also names a token that only this process holds: the reader reads it in the
  * same system call and checks it, so a process id that means another process (PID namespaces)
  * gives an error, never foreign data taken for the peer's. ECCL_HOST_SINGLE_COPY_BYTES sets the
- * smallest channel piece moved this way (0: never); every rank must use the same value.
+ * smallest channel piece moved this way (0, the default: never); every rank must use the same
+ * value.
  */
 #ifndef ECCL_KERNELS_HOST_CMA_H
 #define ECCL_KERNELS_HOST_CMA_H
@@ -38,7 +39,12 @@ size_t kern_cma_min_bytes(void);
 void kern_cma_describe(struct kern_cma_desc *d, const void *addr, size_t len);
 /* Copies the bytes a peer's descriptor names into dst (`len` expected), after checking the
  * descriptor. ecclInvalidUsage for a descriptor that is not one or of another length,
- * ecclSystemError when the kernel refuses the read or the token is not the peer's. */
-ecclResult_t kern_cma_read(const struct kern_cma_desc *d, void *dst, size_t len, int peer);
+ * ecclSystemError when the kernel refuses the read or the token is not the peer's. With
+ * read_errno (may be NULL), a read that failed because the process is gone (ESRCH) or the range
+ * is no longer mapped in it (EFAULT: it freed its buffer, after aborting say) stores that errno
+ * there and logs nothing: the caller knows whether the peer ended the operation; any other
+ * outcome stores 0. */
+ecclResult_t kern_cma_read(const struct kern_cma_desc *d, void *dst, size_t len, int peer,
+                           int *read_errno);
 
 #endif

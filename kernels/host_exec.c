@@ -13,6 +13,7 @@
  */
 #include "kernels/host_exec.h"
 
+#include <errno.h>
 #include <sched.h>
 #include <string.h>
 
@@ -22,6 +23,7 @@
 #include "common/sync.h"
 #include "common/time.h"
 #include "kernels/host_cma.h"
+#include "kernels/host_copy.h"
 #include "kernels/reduce.h"
 
 #define YIELDS_BEFORE_SLEEP 16
@@ -97,32 +99,51 @@ static inline bool spin_done(uint32_t i, uint64_t *t0)
     return now - *t0 > SPIN_MAX_NS;
 }
 
-/* Waits until `word` differs from `value` (data) or until tail - head < nslots (space). */
-static ecclResult_t wait_data(struct eccl_conn_ctrl *c, uint32_t head, struct kern_ctx *ctx,
-                              int peer)
+/* Whether the watched word of a step wait, at value v, lets the waiter go on (wait_step). */
+static inline bool step_ready(bool data, uint32_t v, uint32_t mine, uint32_t nslots)
 {
+    return data ? v != mine : mine - v < nslots;
+}
+
+/* Waits for one step of connector c. With `data` (the receiver; mine: its head) until the
+ * sender's tail moves off `mine`: a step to receive. Else (the sender; mine: its tail) until
+ * fewer than `nslots` posted steps are unconsumed (space for one more step), or, with nslots 1,
+ * until every posted step is consumed (drained). Spins, then yields, then sleeps on the futex of
+ * the watched word (tail or head), checking closure, abort and the watchdog. */
+static ecclResult_t wait_step(struct eccl_conn_ctrl *c, bool data, uint32_t mine, uint32_t nslots,
+                              struct kern_ctx *ctx, int peer)
+{
+    _Atomic uint32_t *word = data ? &c->tail : &c->head;
+    _Atomic uint32_t *waiters = data ? &c->tail_waiters : &c->head_waiters;
     uint64_t t0 = 0;
     for (uint32_t i = 0; i < ctx->spin && !spin_done(i, &t0); i++) {
-        if (atomic_load_explicit(&c->tail, memory_order_acquire) != head)
+        if (step_ready(data, atomic_load_explicit(word, memory_order_acquire), mine, nslots))
             return ecclSuccess;
         cpu_relax();
     }
     uint64_t start = 0, since = 0;
     for (int round = 0;; round++) {
-        if (atomic_load_explicit(&c->tail, memory_order_acquire) != head)
+        uint32_t seen = atomic_load_explicit(word, memory_order_acquire);
+        if (step_ready(data, seen, mine, nslots))
             return ecclSuccess;
         if (atomic_load_explicit(&c->closed, memory_order_acquire))
             return closed_error(ctx, peer);
-        ECCL_TRY(wait_check(ctx, &start, peer, "data"));
+        ECCL_TRY(wait_check(ctx, &start, peer, data ? "data" : "buffer space"));
         if (keep_yielding(round, &since)) {
             sched_yield();
             continue;
         }
-        atomic_fetch_add_explicit(&c->tail_waiters, 1, memory_order_seq_cst);
-        if (atomic_load_explicit(&c->tail, memory_order_seq_cst) == head)
-            eccl_futex_wait(&c->tail, head, SLEEP_SLICE_NS, true);
-        atomic_fetch_sub_explicit(&c->tail_waiters, 1, memory_order_relaxed);
+        atomic_fetch_add_explicit(waiters, 1, memory_order_seq_cst);
+        if (atomic_load_explicit(word, memory_order_seq_cst) == seen)
+            eccl_futex_wait(word, seen, SLEEP_SLICE_NS, true);
+        atomic_fetch_sub_explicit(waiters, 1, memory_order_relaxed);
     }
+}
+
+static ecclResult_t wait_data(struct eccl_conn_ctrl *c, uint32_t head, struct kern_ctx *ctx,
+                              int peer)
+{
+    return wait_step(c, true, head, 0, ctx, peer);
 }
 
 /* Waits until fewer than `nslots` posted steps are unconsumed (space for one more step), or,
@@ -130,29 +151,7 @@ static ecclResult_t wait_data(struct eccl_conn_ctrl *c, uint32_t head, struct ke
 static ecclResult_t wait_head(struct eccl_conn_ctrl *c, uint32_t tail, uint32_t nslots,
                               struct kern_ctx *ctx, int peer)
 {
-    uint64_t t0 = 0;
-    for (uint32_t i = 0; i < ctx->spin && !spin_done(i, &t0); i++) {
-        if (tail - atomic_load_explicit(&c->head, memory_order_acquire) < nslots)
-            return ecclSuccess;
-        cpu_relax();
-    }
-    uint64_t start = 0, since = 0;
-    for (int round = 0;; round++) {
-        uint32_t head = atomic_load_explicit(&c->head, memory_order_acquire);
-        if (tail - head < nslots)
-            return ecclSuccess;
-        if (atomic_load_explicit(&c->closed, memory_order_acquire))
-            return closed_error(ctx, peer);
-        ECCL_TRY(wait_check(ctx, &start, peer, "buffer space"));
-        if (keep_yielding(round, &since)) {
-            sched_yield();
-            continue;
-        }
-        atomic_fetch_add_explicit(&c->head_waiters, 1, memory_order_seq_cst);
-        if (atomic_load_explicit(&c->head, memory_order_seq_cst) == head)
-            eccl_futex_wait(&c->head, head, SLEEP_SLICE_NS, true);
-        atomic_fetch_sub_explicit(&c->head_waiters, 1, memory_order_relaxed);
-    }
+    return wait_step(c, false, tail, nslots, ctx, peer);
 }
 
 static ecclResult_t wait_space(struct eccl_conn_ctrl *c, uint32_t tail, struct kern_ctx *ctx,
@@ -282,8 +281,9 @@ static ecclResult_t do_step(const struct step_io *io, enum step_kind kind, const
         break;
     case STEP_COPY_SEND:
         if (out && out != in)
-            memcpy(out, in, bytes);
-        memcpy(slot, in, bytes);
+            kern_copy2(out, slot, in, bytes);
+        else
+            memcpy(slot, in, bytes);
         break;
     case STEP_RECV:
         memcpy(out, prev, bytes);
@@ -301,8 +301,7 @@ static ecclResult_t do_step(const struct step_io *io, enum step_kind kind, const
         memcpy(slot, out, bytes);
         break;
     case STEP_RECV_COPY_SEND:
-        memcpy(out, prev, bytes);
-        memcpy(slot, prev, bytes);
+        kern_copy2(out, slot, prev, bytes);
         break;
     }
     if (recv)
@@ -501,11 +500,27 @@ static ecclResult_t cma_take(const struct step_io *io, void *dst, size_t len)
 {
     const char *slot;
     ECCL_TRY(recv_begin(io->from, io->ctx, sizeof(struct kern_cma_desc), &slot));
-    ecclResult_t res =
-        kern_cma_read((const struct kern_cma_desc *)(const void *)slot, dst, len, io->from.peer);
+    int err = 0;
+    ecclResult_t res = kern_cma_read((const struct kern_cma_desc *)(const void *)slot, dst, len,
+                                     io->from.peer, &err);
     if (res != ecclSuccess) {
         io->ctx->failed_peer = io->from.peer;
-        return res;
+        if (err == 0)
+            return res;
+        /* The sender is gone, or unmapped its buffer: after its communicator failed (it closes
+         * its connectors before its call returns to the user who frees the buffer), a remote
+         * failure; otherwise it freed the buffer while the call ran. */
+        if (err == ESRCH || atomic_load_explicit(&io->from.c->closed, memory_order_acquire) ||
+            atomic_load_explicit(io->ctx->abort, memory_order_acquire)) {
+            WARN("rank %d ended the operation while this rank read its buffer (%s): its "
+                 "communicator failed or was aborted",
+                 io->from.peer, strerror(err));
+            return ecclRemoteError;
+        }
+        WARN("reading %zu bytes from rank %d with process_vm_readv failed: %s (its buffer was "
+             "freed during the call?)",
+             len, io->from.peer, strerror(err));
+        return ecclSystemError;
     }
     recv_commit(io->from);
     return ecclSuccess;
@@ -721,6 +736,24 @@ struct p2p_state {
     bool finished;
 };
 
+/* The connector a p2p pass that moved nothing sleeps on: the first one it found waiting. */
+struct p2p_wait {
+    struct eccl_conn_ctrl *c; /* NULL: none */
+    int peer;
+    bool on_tail;  /* waits for data (tail moves), else for space (head moves) */
+    uint32_t seen; /* the value of that word when it stopped */
+};
+
+/* Counts one step of `bytes` moved for s; *left drops when that finishes s. */
+static void p2p_step_done(struct p2p_state *s, size_t bytes, int *left)
+{
+    s->done += bytes;
+    if (s->done == s->total) {
+        s->finished = true;
+        (*left)--;
+    }
+}
+
 static bool p2p_blocked_by_earlier(const struct p2p_state *st, int i)
 {
     for (int j = 0; j < i; j++)
@@ -788,10 +821,7 @@ static ecclResult_t p2p_run(struct kern_chan *ch, const struct eccl_work *works,
     int idle = 0;
     while (left > 0) {
         bool progressed = false;
-        struct eccl_conn_ctrl *sleep_on = NULL;
-        int sleep_peer = -1;
-        bool sleep_on_tail = false;
-        uint32_t sleep_val = 0;
+        struct p2p_wait sleep_on = {NULL, -1, false, 0};
         for (int i = 0; i < n; i++) {
             if (st[i].finished || p2p_blocked_by_earlier(st, i))
                 continue;
@@ -808,19 +838,11 @@ static ecclResult_t p2p_run(struct kern_chan *ch, const struct eccl_work *works,
                     struct peer_send s = {c, peer, ch->bell};
                     send_commit(s, bytes);
                     tail++;
-                    st[i].done += bytes;
+                    p2p_step_done(&st[i], bytes, &left);
                     progressed = true;
-                    if (st[i].done == st[i].total) {
-                        st[i].finished = true;
-                        left--;
-                    }
                 }
-                if (!st[i].finished && !sleep_on) {
-                    sleep_on = c;
-                    sleep_on_tail = false;
-                    sleep_val = head;
-                    sleep_peer = peer;
-                }
+                if (!st[i].finished && !sleep_on.c)
+                    sleep_on = (struct p2p_wait){c, peer, false, head};
             } else {
                 struct eccl_conn_ctrl *c = ch->p2p_recv[peer];
                 uint32_t head = atomic_load_explicit(&c->head, memory_order_relaxed);
@@ -849,19 +871,11 @@ static ecclResult_t p2p_run(struct kern_chan *ch, const struct eccl_work *works,
                     struct peer_recv rv = {c, peer, ch->bell};
                     recv_commit(rv);
                     head++;
-                    st[i].done += bytes;
+                    p2p_step_done(&st[i], bytes, &left);
                     progressed = true;
-                    if (st[i].done == st[i].total) {
-                        st[i].finished = true;
-                        left--;
-                    }
                 }
-                if (!st[i].finished && !sleep_on) {
-                    sleep_on = c;
-                    sleep_on_tail = true;
-                    sleep_val = head;
-                    sleep_peer = peer;
-                }
+                if (!st[i].finished && !sleep_on.c)
+                    sleep_on = (struct p2p_wait){c, peer, true, head};
             }
         }
         if (progressed) {
@@ -869,9 +883,9 @@ static ecclResult_t p2p_run(struct kern_chan *ch, const struct eccl_work *works,
             idle = 0;
             continue;
         }
-        if (sleep_on && atomic_load_explicit(&sleep_on->closed, memory_order_acquire))
-            return closed_error(ctx, sleep_peer);
-        ECCL_TRY(wait_check(ctx, &start, sleep_peer, "point-to-point data"));
+        if (sleep_on.c && atomic_load_explicit(&sleep_on.c->closed, memory_order_acquire))
+            return closed_error(ctx, sleep_on.peer);
+        ECCL_TRY(wait_check(ctx, &start, sleep_on.peer, "point-to-point data"));
         if (++idle < (int)ctx->spin / 64 + YIELDS_BEFORE_SLEEP) {
             if (idle > YIELDS_BEFORE_SLEEP)
                 sched_yield();
@@ -879,13 +893,13 @@ static ecclResult_t p2p_run(struct kern_chan *ch, const struct eccl_work *works,
                 cpu_relax();
             continue;
         }
-        if (sleep_on) {
-            _Atomic uint32_t *word = sleep_on_tail ? &sleep_on->tail : &sleep_on->head;
+        if (sleep_on.c) {
+            _Atomic uint32_t *word = sleep_on.on_tail ? &sleep_on.c->tail : &sleep_on.c->head;
             _Atomic uint32_t *waiters =
-                sleep_on_tail ? &sleep_on->tail_waiters : &sleep_on->head_waiters;
+                sleep_on.on_tail ? &sleep_on.c->tail_waiters : &sleep_on.c->head_waiters;
             atomic_fetch_add_explicit(waiters, 1, memory_order_seq_cst);
-            if (atomic_load_explicit(word, memory_order_seq_cst) == sleep_val)
-                eccl_futex_wait(word, sleep_val, ECCL_NS_PER_MS, true);
+            if (atomic_load_explicit(word, memory_order_seq_cst) == sleep_on.seen)
+                eccl_futex_wait(word, sleep_on.seen, ECCL_NS_PER_MS, true);
             atomic_fetch_sub_explicit(waiters, 1, memory_order_relaxed);
         }
     }

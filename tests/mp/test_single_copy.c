@@ -2,9 +2,13 @@
  * test_single_copy.c - single-copy Broadcast and AllGather (kernels/host_cma.h): with
  * ECCL_HOST_SINGLE_COPY_BYTES lowered so that every piece moves by descriptors, ranks as
  * processes (process_vm_readv) and as threads of one process (memcpy) get exact results, in
- * place and out of place, for every root, over several pipelining chunks; and the descriptor
- * checks refuse a bad magic, a wrong length and a token that is not the sender's.
+ * place and out of place, for every root, over several pipelining chunks; the descriptor
+ * checks refuse a bad magic, a wrong length and a token that is not the sender's; and when a rank
+ * is SIGKILLed in the middle of a 24 MiB single-copy Broadcast or AllGather on 3 ranks, the
+ * survivors' calls (the root's too, which only posts descriptors) return ecclRemoteError within
+ * 5 s.
  */
+#include <errno.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -132,15 +136,15 @@ static void test_descriptor_checks(void **state)
     struct kern_cma_desc d;
     kern_cma_describe(&d, src, sizeof(src));
     memset(dst, 0, sizeof(dst));
-    assert_int_equal(kern_cma_read(&d, dst, sizeof(dst), 1), ecclSuccess);
+    assert_int_equal(kern_cma_read(&d, dst, sizeof(dst), 1, NULL), ecclSuccess);
     assert_memory_equal(dst, src, sizeof(src));
-    assert_int_equal(kern_cma_read(&d, dst, sizeof(dst) - 4, 1), ecclInvalidUsage);
+    assert_int_equal(kern_cma_read(&d, dst, sizeof(dst) - 4, 1, NULL), ecclInvalidUsage);
     struct kern_cma_desc bad = d;
     bad.magic ^= 1;
-    assert_int_equal(kern_cma_read(&bad, dst, sizeof(dst), 1), ecclInvalidUsage);
+    assert_int_equal(kern_cma_read(&bad, dst, sizeof(dst), 1, NULL), ecclInvalidUsage);
     bad = d;
     bad.token ^= 1;
-    assert_int_equal(kern_cma_read(&bad, dst, sizeof(dst), 1), ecclSystemError);
+    assert_int_equal(kern_cma_read(&bad, dst, sizeof(dst), 1, NULL), ecclSystemError);
 
     /* Another process: its descriptor through a pipe, its buffer read with process_vm_readv;
      * the same descriptor with a wrong token is refused. */
@@ -165,16 +169,28 @@ static void test_descriptor_checks(void **state)
     struct kern_cma_desc cd;
     assert_int_equal(read(fds[0], &cd, sizeof(cd)), (ssize_t)sizeof(cd));
     memset(dst, 0, sizeof(dst));
-    ecclResult_t res = kern_cma_read(&cd, dst, sizeof(dst), 1);
+    ecclResult_t res = kern_cma_read(&cd, dst, sizeof(dst), 1, NULL);
     struct kern_cma_desc wrong = cd;
     wrong.token ^= 1;
-    ecclResult_t res_wrong = kern_cma_read(&wrong, dst, sizeof(dst), 1);
-    ecclResult_t res_wrong2 = kern_cma_read(&cd, dst + 1, sizeof(dst) - 4, 1);
+    ecclResult_t res_wrong = kern_cma_read(&wrong, dst, sizeof(dst), 1, NULL);
+    ecclResult_t res_wrong2 = kern_cma_read(&cd, dst + 1, sizeof(dst) - 4, 1, NULL);
+    /* A range the sender does not map (it freed its buffer): EFAULT, for the caller to judge. */
+    struct kern_cma_desc unmapped = cd;
+    unmapped.addr = 4096; /* the first pages are never mapped */
+    int err_unmapped = -1;
+    ecclResult_t res_unmapped = kern_cma_read(&unmapped, dst, sizeof(dst), 1, &err_unmapped);
     close(go[1]); /* lets the child exit */
     int st;
     assert_int_equal(waitpid(pid, &st, 0), pid);
     close(fds[0]);
     assert_true(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+    /* The sender has exited: ESRCH. */
+    int err_gone = -1;
+    ecclResult_t res_gone = kern_cma_read(&cd, dst, sizeof(dst), 1, &err_gone);
+    assert_int_equal(res_gone, ecclSystemError);
+    assert_int_equal(err_gone, ESRCH);
+    assert_int_equal(res_unmapped, ecclSystemError);
+    assert_int_equal(err_unmapped, EFAULT);
     assert_int_equal(res, ecclSuccess);
     for (int i = 0; i < 64; i++)
         assert_int_equal(dst[i], (uint32_t)i * 13u + 5u);
@@ -182,14 +198,111 @@ static void test_descriptor_checks(void **state)
     assert_int_equal(res_wrong2, ecclInvalidUsage);
 }
 
+/* --- a killed peer ------------------------------------------------------------------------ */
+
+#define KILL_RANKS  3
+#define KILL_VICTIM 2 /* the end of the Broadcast chain from root 0: the root must still see it */
+#define KILL_BYTES  (24u << 20)
+#define KILL_BOUND  5000.0
+
+struct kill_arg {
+    struct mp_barrier *barrier;
+    int bcast; /* 0: AllGather, 1: Broadcast */
+};
+
+static ecclResult_t kill_call(const struct kill_arg *a, ecclComm_t comm, uint8_t *send,
+                              uint8_t *recv)
+{
+    if (a->bcast)
+        return ecclBroadcast(send, recv, KILL_BYTES, ecclUint8, 0, comm, NULL);
+    return ecclAllGather(send, recv, KILL_BYTES / KILL_RANKS, ecclUint8, comm, NULL);
+}
+
+static int kill_rank(int rank, int nranks, const ecclUniqueId *id, void *arg)
+{
+    struct kill_arg *a = arg;
+    uint8_t *send = calloc(KILL_BYTES, 1), *recv = calloc(KILL_BYTES, 1);
+    ecclComm_t comm;
+    int bad = 1;
+    if (!send || !recv)
+        goto out_free;
+    if (mp_comm_init(&comm, nranks, id, rank) != ecclSuccess) {
+        printf("FAIL rank %d: init: %s\n", rank, ecclGetLastError(NULL));
+        goto out_free;
+    }
+    if (kill_call(a, comm, send, recv) != ecclSuccess) {
+        printf("FAIL rank %d: the call before the fault: %s\n", rank, ecclGetLastError(comm));
+        goto out_abort;
+    }
+    if (mp_barrier_wait(a->barrier, 30000) != 0) {
+        printf("FAIL rank %d: barrier\n", rank);
+        goto out_abort;
+    }
+    if (rank == KILL_VICTIM)
+        mp_point("victim"); /* the parent SIGKILLs it here */
+    double t0 = mp_now_ms();
+    ecclResult_t r = kill_call(a, comm, send, recv);
+    double took = mp_now_ms() - t0;
+    bad = 0;
+    if (r != ecclRemoteError) {
+        printf("FAIL rank %d: the call returned %d (%s), want ecclRemoteError\n", rank, (int)r,
+               ecclGetErrorString(r));
+        bad = 1;
+    }
+    if (took > KILL_BOUND) {
+        printf("FAIL rank %d: the call returned after %.0f ms\n", rank, took);
+        bad = 1;
+    }
+out_abort:
+    ecclCommAbort(comm);
+out_free:
+    free(send);
+    free(recv);
+    return bad;
+}
+
+static void run_kill(int bcast)
+{
+    struct kill_arg a = {.bcast = bcast};
+    a.barrier = mp_shm_alloc(sizeof(*a.barrier));
+    assert_non_null(a.barrier);
+    mp_barrier_init(a.barrier, KILL_RANKS);
+    struct mp_action act = {.point = "victim",
+                            .rank = KILL_VICTIM,
+                            .hit = 1,
+                            .target = KILL_VICTIM,
+                            .kind = MP_ACT_KILL};
+    struct mp_opts o = {.nranks = KILL_RANKS,
+                        .fn = kill_rank,
+                        .arg = &a,
+                        .timeout_ms = 60000,
+                        .actions = &act,
+                        .nactions = 1};
+    int rc = mp_run_opts(&o, NULL);
+    mp_shm_free(a.barrier, sizeof(*a.barrier));
+    assert_int_equal(rc, 0);
+}
+
+static void test_kill_broadcast(void **state)
+{
+    (void)state;
+    run_kill(1);
+}
+
+static void test_kill_allgather(void **state)
+{
+    (void)state;
+    run_kill(0);
+}
+
 int main(void)
 {
     setenv("ECCL_HOST_SINGLE_COPY_BYTES", "1024", 1);
     mp_env_setup();
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_descriptor_checks),
-        cmocka_unit_test(test_procs),
-        cmocka_unit_test(test_threads),
+        cmocka_unit_test(test_descriptor_checks), cmocka_unit_test(test_procs),
+        cmocka_unit_test(test_threads),           cmocka_unit_test(test_kill_broadcast),
+        cmocka_unit_test(test_kill_allgather),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
