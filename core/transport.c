@@ -23,6 +23,7 @@
 #include <errno.h>
 #include <stdio.h>
 #include <string.h>
+#include <strings.h>
 #include <unistd.h>
 
 #include "common/alloc.h"
@@ -39,6 +40,10 @@ ECCL_PARAM_INT(p2p_slot_bytes, "ECCL_P2P_SLOT_BYTES", 128 * 1024)
 ECCL_PARAM_INT(shm_disable, "ECCL_SHM_DISABLE", 0)
 ECCL_PARAM_INT(p2p_disable, "ECCL_P2P_DISABLE", 0)
 ECCL_PARAM_INT(cumem_enable, "ECCL_CUMEM_ENABLE", 1)
+ECCL_PARAM_INT(ll_slot_bytes, "ECCL_LL_SLOT_BYTES", 64 * 1024)
+ECCL_PARAM_INT(ll_threshold, "ECCL_LL_THRESHOLD", -1)
+ECCL_PARAM_STR(proto, "ECCL_PROTO", NULL)
+ECCL_PARAM_INT(min_nchannels, "ECCL_MIN_NCHANNELS", 1)
 
 #define DESC_MAGIC 0x65636473u /* "ecds" */
 #define DESC_TAG   0x43000000u /* bootstrap tags of connector descriptors: DESC_TAG | conn tag */
@@ -68,8 +73,8 @@ struct conn_desc {
     uint64_t size;   /* shm: segment bytes */
     uint8_t net_handle[ECCL_NET_HANDLE_BYTES];
     /* shm between CUDA ranks: the slots in the receiver's device memory */
-    uint32_t dev_mode; /* enum kern_dev_mem_mode; KERN_DEV_MEM_NONE: host slots only */
-    uint32_t pad2;
+    uint32_t dev_mode;   /* enum kern_dev_mem_mode; KERN_DEV_MEM_NONE: host slots only */
+    uint32_t ll_bytes;   /* bytes of each slot's LL lines after the slots (0: none) */
     uint64_t dev_handle; /* cuMem: the descriptor, in the receiver's proxy */
     uint64_t dev_size;
     uint8_t dev_ipc[KERN_DEV_IPC_BYTES]; /* legacy IPC: the handle */
@@ -86,6 +91,8 @@ struct conn_want {
     int conn;
     uint64_t op;  /* the Connect in flight, 0: none */
     int dev_mode; /* the connector has device slots (enum kern_dev_mem_mode) */
+    bool ll_want; /* ring and tree connectors: device slots get LL lines too */
+    bool ll;      /* they have them, of the communicator's size, on both sides */
 };
 
 static bool use_shm(const struct ecclComm *comm, int peer)
@@ -163,8 +170,9 @@ static ecclResult_t offer(struct ecclComm *comm, struct conn_want *w)
     struct conn_desc d;
     memset(&d, 0, sizeof(d));
     int dev_fd = -1;
-    struct kern_dev_mem *mem =
-        dev_slots_create(comm, w, (size_t)tp->nslots * w->slot_bytes, &dev_fd, d.dev_ipc);
+    uint32_t ll_bytes = w->ll_want ? tp->ll_bytes : 0;
+    struct kern_dev_mem *mem = dev_slots_create(
+        comm, w, (size_t)tp->nslots * ((size_t)w->slot_bytes + ll_bytes), &dev_fd, d.dev_ipc);
     struct proxy_setup_req sreq = {.dev_fd = dev_fd};
     struct proxy_setup_resp setup;
     /* The proxy takes dev_fd in every case. */
@@ -178,7 +186,9 @@ static ecclResult_t offer(struct ecclComm *comm, struct conn_want *w)
         d.dev_mode = (uint32_t)kern_dev_mem_mode_of(mem);
         d.dev_size = kern_dev_mem_size(mem);
         d.dev_handle = setup.dev_handle;
+        d.ll_bytes = ll_bytes;
         w->dev_mode = (int)d.dev_mode;
+        w->ll = ll_bytes != 0;
         ECCL_TRY(kern_dev_conn_attach(comm->dev, setup.ctrl, mem)); /* takes mem */
     }
     d.magic = DESC_MAGIC;
@@ -200,7 +210,7 @@ static void dev_slots_map(struct ecclComm *comm, struct conn_want *w, const stru
 {
     if (d->dev_mode == KERN_DEV_MEM_NONE || !comm->dev || comm->tp.dev_mode == KERN_DEV_MEM_NONE)
         return;
-    size_t need = (size_t)d->nslots * d->slot_bytes;
+    size_t need = (size_t)d->nslots * ((size_t)d->slot_bytes + d->ll_bytes);
     const char *why = NULL;
     if (d->dev_mode != KERN_DEV_MEM_CUMEM && d->dev_mode != KERN_DEV_MEM_IPC)
         why = "an unknown sharing mode";
@@ -208,6 +218,8 @@ static void dev_slots_map(struct ecclComm *comm, struct conn_want *w, const stru
         why = "a size that does not fit its geometry";
     else if (d->dev_mode == KERN_DEV_MEM_CUMEM && d->dev_handle == 0)
         why = "no descriptor";
+    else if (d->ll_bytes % 64 != 0 || d->ll_bytes > (1u << 20))
+        why = "LL lines of a bad size";
     if (why) {
         WARN("rank %d offers device slots with %s (connector 0x%x): host memory serves", w->peer,
              why, (unsigned)w->tag);
@@ -233,6 +245,8 @@ static void dev_slots_map(struct ecclComm *comm, struct conn_want *w, const stru
         return;
     }
     w->dev_mode = (int)d->dev_mode;
+    /* LL steps need lines of the size this rank's kernels assume. */
+    w->ll = d->ll_bytes != 0 && d->ll_bytes == comm->tp.ll_bytes;
 }
 
 /* Sending side: takes the receiver's descriptor; shm connects at once, the network handshake
@@ -281,6 +295,92 @@ static ecclResult_t take(struct ecclComm *comm, struct conn_want *w)
                          sizeof(struct proxy_connect_resp), &w->op);
 }
 
+enum { PROTO_BIT_SIMPLE = 1 << ECCL_PROTO_SIMPLE, PROTO_BIT_LL = 1 << ECCL_PROTO_LL };
+
+/* ECCL_PROTO as NCCL_PROTO reads: a comma-separated list of the protocols allowed, or, after a
+ * leading '^', of those excluded; names in any case. Unset: all. */
+ecclResult_t core_proto_parse(const char *s, uint32_t *mask)
+{
+    static const char *const names[ECCL_PROTO_COUNT] = {"simple", "ll", "ll128"};
+    *mask = (1u << ECCL_PROTO_COUNT) - 1;
+    if (!s || !*s)
+        return ecclSuccess;
+    bool exclude = s[0] == '^';
+    uint32_t listed = 0;
+    for (const char *p = s + exclude; *p;) {
+        size_t len = strcspn(p, ",");
+        int k = -1;
+        for (int i = 0; i < ECCL_PROTO_COUNT && k < 0; i++)
+            if (strlen(names[i]) == len && strncasecmp(p, names[i], len) == 0)
+                k = i;
+        if (k < 0) {
+            WARN("ECCL_PROTO=%s: \"%.*s\" is not a protocol (Simple, LL, LL128)", s, (int)len, p);
+            return ecclInvalidArgument;
+        }
+        listed |= 1u << k;
+        p += len + (p[len] == ',');
+    }
+    *mask = exclude ? *mask & ~listed : listed;
+    return ecclSuccess;
+}
+
+/* What each rank brings to the protocol agreement. */
+struct proto_vote {
+    uint32_t ll_bytes;
+    uint32_t mask;
+    uint64_t ll_threshold;
+    uint32_t ll_capable; /* every ring and tree connector has LL lines, both ways */
+    int32_t min_nchannels;
+};
+
+/* Every rank's planner must pick the same protocol for the same call: the ranks agree on what
+ * each allows and can do, once, at init. */
+static ecclResult_t proto_agree(struct ecclComm *comm, const struct conn_want *wants, int n,
+                                uint32_t mask)
+{
+    struct core_transport *tp = &comm->tp;
+    int64_t thr = eccl_param_ll_threshold();
+    struct proto_vote *v = eccl_calloc((size_t)comm->nranks, sizeof(*v), "proto-votes");
+    if (!v)
+        return ecclSystemError;
+    struct proto_vote *mine = &v[comm->rank];
+    mine->ll_bytes = tp->ll_bytes;
+    mine->mask = mask;
+    mine->ll_threshold = thr < 0 ? UINT64_MAX : (uint64_t)thr;
+    mine->ll_capable = tp->ll_bytes != 0;
+    mine->min_nchannels = (int32_t)ECCL_MIN(ECCL_MAX(eccl_param_min_nchannels(), 1), 64);
+    for (int i = 0; i < n; i++)
+        mine->ll_capable &= wants[i].ll;
+    ecclResult_t res = core_bootstrap_allgather(&comm->bs, v, sizeof(*v));
+    if (res != ecclSuccess)
+        goto out;
+    uint32_t all = ~0u;
+    bool capable = true;
+    uint64_t threshold = UINT64_MAX;
+    tp->min_nchannels = 1;
+    for (int r = 0; r < comm->nranks; r++) {
+        if (v[r].min_nchannels > tp->min_nchannels && v[r].min_nchannels <= 64)
+            tp->min_nchannels = v[r].min_nchannels;
+        all &= v[r].mask;
+        capable &= v[r].ll_capable && v[r].ll_bytes == tp->ll_bytes;
+        threshold = v[r].ll_threshold < threshold ? v[r].ll_threshold : threshold;
+    }
+    tp->ll_ok = capable && (all & PROTO_BIT_LL);
+    tp->simple_ok = (all & PROTO_BIT_SIMPLE) || !tp->ll_ok;
+    tp->ll_threshold = threshold;
+    if (comm->dev)
+        INFO(ECCL_LOG_INIT, "rank %d: protocols Simple%s%s", comm->rank, tp->ll_ok ? ", LL" : "",
+             !tp->ll_ok && capable     ? " (LL excluded by ECCL_PROTO)"
+             : !tp->ll_ok && comm->dev ? " (LL needs P2P connectors in device memory on every rank)"
+                                       : "");
+    if (!(all & PROTO_BIT_SIMPLE) && !tp->ll_ok)
+        INFO(ECCL_LOG_INIT,
+             "ECCL_PROTO excludes Simple, but LL cannot be used here: Simple serves");
+out:
+    eccl_free(v);
+    return res;
+}
+
 static ecclResult_t shared_init(struct ecclComm *comm)
 {
     if (comm->tp.net_ready)
@@ -304,6 +404,7 @@ static ecclResult_t connect_wants(struct ecclComm *comm, struct conn_want *wants
         wants[i].conn = -1;
         wants[i].op = 0;
         wants[i].dev_mode = KERN_DEV_MEM_NONE;
+        wants[i].ll = false;
         if (wants[i].transport == PROXY_TRANSPORT_NET)
             ECCL_TRY(shared_init(comm));
     }
@@ -381,6 +482,19 @@ ecclResult_t core_transport_init(struct ecclComm *comm)
     tp->slot_bytes = (uint32_t)slot_bytes & ~63u;
     tp->p2p_slot_bytes = (uint32_t)p2p_bytes & ~63u;
     tp->shm_disabled = eccl_param_shm_disable() != 0;
+    uint32_t mask = 0;
+    ECCL_TRY(core_proto_parse(eccl_param_proto(), &mask));
+    int64_t ll_bytes = eccl_param_ll_slot_bytes();
+    if (ll_bytes != 0 && (ll_bytes < 4096 || ll_bytes > (1 << 20) || ll_bytes % 64 != 0)) {
+        WARN("ECCL_LL_SLOT_BYTES must be 0 or a multiple of 64 in 4096..1M (got %lld)",
+             (long long)ll_bytes);
+        return ecclInvalidArgument;
+    }
+    tp->ll_ok = false;
+    tp->simple_ok = true;
+    tp->ll_threshold = 0;
+    tp->min_nchannels = 1;
+    tp->ll_bytes = (mask & PROTO_BIT_LL) ? (uint32_t)ll_bytes : 0;
     tp->dev_mode = comm->dev && eccl_param_p2p_disable() == 0
                        ? (int)kern_dev_mem_pick(comm->cuda_dev, eccl_param_cumem_enable() != 0)
                        : KERN_DEV_MEM_NONE;
@@ -419,6 +533,7 @@ ecclResult_t core_transport_init(struct ecclComm *comm)
         wants[k++] = (struct conn_want){.peer = prev,
                                         .tag = conn_tag(KIND_RING, c, 0),
                                         .slot_bytes = tp->slot_bytes,
+                                        .ll_want = true,
                                         .out = &kc->ring_recv};
         wants[k++] = (struct conn_want){
             .peer = next, .tag = conn_tag(KIND_RING, c, 0), .send = true, .out = &kc->ring_send};
@@ -429,6 +544,7 @@ ecclResult_t core_transport_init(struct ecclComm *comm)
             wants[k++] = (struct conn_want){.peer = child,
                                             .tag = conn_tag(KIND_TREE_UP, c, 0),
                                             .slot_bytes = tp->slot_bytes,
+                                            .ll_want = true,
                                             .out = &kc->tree_up_recv[i]};
             wants[k++] = (struct conn_want){.peer = child,
                                             .tag = conn_tag(KIND_TREE_DOWN, c, i),
@@ -439,6 +555,7 @@ ecclResult_t core_transport_init(struct ecclComm *comm)
             wants[k++] = (struct conn_want){.peer = parent,
                                             .tag = conn_tag(KIND_TREE_DOWN, c, my_child_index),
                                             .slot_bytes = tp->slot_bytes,
+                                            .ll_want = true,
                                             .out = &kc->tree_down_recv};
             wants[k++] = (struct conn_want){.peer = parent,
                                             .tag = conn_tag(KIND_TREE_UP, c, 0),
@@ -447,6 +564,10 @@ ecclResult_t core_transport_init(struct ecclComm *comm)
         }
     }
     res = connect_wants(comm, wants, k);
+    if (res == ecclSuccess)
+        res = proto_agree(comm, wants, k, mask);
+    if (res == ecclSuccess && comm->dev)
+        kern_dev_set_ll(comm->dev, tp->ll_ok ? tp->ll_bytes : 0);
     eccl_free(wants);
     if (res == ecclSuccess)
         INFO(ECCL_LOG_INIT, "rank %d: %d channels connected (%u slots of %u bytes)", comm->rank,

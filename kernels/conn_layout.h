@@ -18,4 +18,9 @@
  * slots (GPU to GPU) rather than into the slots after the control block. */
 #define ECCL_CONN_SIZE_DEVDATA 0x80000000u
 
+/* Set too when the step went as LL lines (kernels/dev_coll.cuh): only a GPU receiver that runs
+ * the same operation in LL reads it, and it reads the lines, not this word; anyone else meets a
+ * size it does not expect. */
+#define ECCL_CONN_SIZE_LL 0x40000000u
+
 #endif

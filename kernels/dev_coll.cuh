@@ -32,7 +32,8 @@ struct blk {
     volatile uint32_t *abort;
     kern_dev_status *status;
     uint64_t timeout_ns;
-    uint32_t func; /* of the work being run, for the status */
+    uint32_t func;     /* of the work being run, for the status */
+    uint32_t ll_bytes; /* LL lines per slot after the device slots (0: no LL) */
 };
 
 __device__ __forceinline__ uint64_t now_ns()
@@ -138,10 +139,12 @@ __device__ __forceinline__ bool conn_has_data(const conn_end &e)
  * says it is not. Thread 0 only. */
 __device__ __forceinline__ bool conn_has_space(conn_end &e)
 {
-    if (e.mine - e.other < e.nslots)
+    if ((int32_t)(e.mine - e.other) < (int32_t)e.nslots)
         return true;
     e.other = *word(e.ctrl, ECCL_CONN_OFF_HEAD);
-    return e.mine - e.other < e.nslots;
+    /* Signed: a head ahead of this side's tail (which a correct peer never shows) must not read
+     * as a full ring of 2^32 steps. */
+    return (int32_t)(e.mine - e.other) < (int32_t)e.nslots;
 }
 
 /* Until the sender posted the next step. Thread 0 only. */
@@ -297,6 +300,231 @@ __device__ inline uint32_t do_step(const blk &b, step_io &io, const OP &op, step
     return KERN_DEV_OK;
 }
 
+/* ---- LL: flag-in-data lines ------------------------------------------------------------------ */
+
+/* A step in LL travels as 16-byte lines in the receiver's device memory, after the connector's
+ * slots (ll_bytes per slot): 4 bytes of data, a flag, 4 more bytes, the flag again, written by
+ * one 16-byte store. The flag is the step's number + 1, so a line is valid once both flags read
+ * it, and the receiver needs no counter from the sender: no hand-over through host memory and no
+ * system-wide fence on the way. Every thread waits for its own lines. Counters still move as for
+ * Simple (head paces the sender; tail and the size word, flagged ECCL_CONN_SIZE_LL, keep the
+ * connector's state for the next launch and for a receiver that does not run LL). */
+
+/* A line's 8 data bytes as elements. Converted to and from the 8-byte word with memcpy, never
+ * through a union or a cast pointer: the compiler may assume those do not alias. */
+template <typename T> struct line8 {
+    T e[8 / sizeof(T)];
+};
+
+template <typename T> __device__ __forceinline__ line8<T> ll_unpack(uint64_t u)
+{
+    line8<T> x;
+    memcpy(&x, &u, 8);
+    return x;
+}
+
+template <typename T> __device__ __forceinline__ uint64_t ll_pack(const line8<T> &x)
+{
+    uint64_t u;
+    memcpy(&u, &x, 8);
+    return u;
+}
+
+__device__ __forceinline__ char *ll_lines(const blk &b, const conn_end &e, uint32_t step)
+{
+    return (char *)e.data + (size_t)e.nslots * e.slot_bytes +
+           (size_t)(step % e.nslots) * b.ll_bytes;
+}
+
+__device__ __forceinline__ void ll_store(char *lines, size_t l, uint64_t v, uint32_t flag)
+{
+    asm volatile("st.volatile.global.v4.u32 [%0], {%1, %2, %3, %4};" ::"l"(lines + 16 * l),
+                 "r"((uint32_t)v), "r"(flag), "r"((uint32_t)(v >> 32)), "r"(flag)
+                 : "memory");
+}
+
+/* Line l once its flags say `flag`; false when the step is given up (abort, a failure seen by
+ * another thread or block, the peer closed the connector, the watchdog). */
+__device__ inline bool ll_load(const blk &b, uint64_t conn, int peer, const char *lines, size_t l,
+                               uint32_t flag, uint64_t *v, uint32_t *s_err)
+{
+    uint64_t start = 0;
+    for (uint32_t spins = 0;; spins++) {
+        uint32_t x, f1, y, f2;
+        asm volatile("ld.volatile.global.v4.u32 {%0, %1, %2, %3}, [%4];"
+                     : "=r"(x), "=r"(f1), "=r"(y), "=r"(f2)
+                     : "l"(lines + 16 * l)
+                     : "memory");
+        if (f1 == flag && f2 == flag) {
+            *v = (uint64_t)x | ((uint64_t)y << 32);
+            return true;
+        }
+        if ((spins & 1023) == 1023) {
+            if (*(volatile uint32_t *)s_err)
+                return false;
+            uint32_t r = wait_check(b, conn, &start);
+            if (r) {
+                if (r != KERN_DEV_ABORTED)
+                    fail(b, r, peer);
+                atomicCAS(s_err, 0u, r);
+                return false;
+            }
+        }
+    }
+}
+
+/* Elements [l * N, l * N + N) of p (N = 8 / sizeof(T)); past nelem: 0. */
+template <typename T> __device__ __forceinline__ line8<T> ll_in(const T *p, size_t l, size_t nelem)
+{
+    constexpr int N = 8 / sizeof(T);
+    size_t first = l * N;
+    if (first + N <= nelem && ((uintptr_t)(p + first) & 7) == 0)
+        return ll_unpack<T>(*(const uint64_t *)(p + first));
+    line8<T> x = ll_unpack<T>(0);
+    for (int j = 0; j < N && first + j < nelem; j++)
+        x.e[j] = p[first + j];
+    return x;
+}
+
+template <typename T>
+__device__ __forceinline__ void ll_out(T *p, size_t l, size_t nelem, const line8<T> &x)
+{
+    constexpr int N = 8 / sizeof(T);
+    size_t first = l * N;
+    if (first + N <= nelem && ((uintptr_t)(p + first) & 7) == 0) {
+        *(uint64_t *)(p + first) = ll_pack(x);
+        return;
+    }
+    for (int j = 0; j < N && first + j < nelem; j++)
+        p[first + j] = x.e[j];
+}
+
+/* Publishes an LL step for the connector's bookkeeping. Thread 0, after the block's barrier. */
+__device__ inline void post_send_ll(conn_end &e, size_t bytes)
+{
+    uint32_t t = e.mine;
+    *word(e.ctrl, ECCL_CONN_OFF_SIZES + 4 * (int)(t % e.nslots)) =
+        (uint32_t)bytes | ECCL_CONN_SIZE_DEVDATA | ECCL_CONN_SIZE_LL;
+    asm volatile("st.release.sys.global.u32 [%0], %1;" ::"l"(word(e.ctrl, ECCL_CONN_OFF_TAIL)),
+                 "r"(t + 1)
+                 : "memory");
+    e.mine = t + 1;
+}
+
+/* The block's share of an LL step: each thread its lines. */
+template <typename OP, int KIND>
+__device__ inline void ll_run(const blk &b, const conn_end &from, const OP &op,
+                              const typename OP::T *in, const char *prev, uint32_t rflag,
+                              typename OP::T *out, char *slot, uint32_t sflag, size_t nelem,
+                              uint32_t *s_err)
+{
+    typedef typename OP::T T;
+    typedef step_traits<KIND> tr;
+    constexpr int N = 8 / sizeof(T);
+    bool write_out = tr::out && out != nullptr && !(KIND == STEP_COPY_SEND && out == in);
+    /* An empty step still moves one line: a receiver must not finish a step (and move head)
+     * before its sender has reached it, or the sender would see head ahead of its tail. */
+    size_t nl = nelem ? (nelem + N - 1) / N : 1;
+    for (size_t l = threadIdx.x; l < nl; l += blockDim.x) {
+        line8<T> x = tr::in ? ll_in(in, l, nelem) : ll_unpack<T>(0);
+        uint64_t yw = 0;
+        if (tr::prev && !ll_load(b, from.ctrl, from.peer, prev, l, rflag, &yw, s_err))
+            return;
+        line8<T> y = ll_unpack<T>(yw), r;
+#pragma unroll
+        for (int j = 0; j < N; j++)
+            r.e[j] = step_elem<OP, KIND>(op, x.e[j], y.e[j]);
+        if (write_out)
+            ll_out(out, l, nelem, r);
+        if (tr::slot)
+            ll_store(slot, l, ll_pack(r), sflag);
+    }
+}
+
+struct ll_shared {
+    const char *prev;
+    char *slot;
+    uint32_t rflag;
+    uint32_t sflag;
+    uint32_t err;
+};
+
+/* do_step in LL. The connectors have device slots with LL lines (the planner chose LL only
+ * where every rank's do). */
+template <typename OP>
+__device__ inline uint32_t do_step_ll(const blk &b, step_io &io, const OP &op, step_kind kind,
+                                      const typename OP::T *in, typename OP::T *out, size_t nelem)
+{
+    typedef typename OP::T T;
+    __shared__ ll_shared sh;
+    size_t bytes = nelem * sizeof(T);
+    bool recv = kind != STEP_SEND && kind != STEP_COPY_SEND;
+    bool send = kind != STEP_RECV && kind != STEP_RECV_REDUCE_COPY;
+    if (threadIdx.x == 0) {
+        uint32_t e = KERN_DEV_OK;
+        if (recv) {
+            conn_load(io.from, false);
+            if (!io.from.data) {
+                fail(b, KERN_DEV_NO_DEVDATA, io.from.peer);
+                e = KERN_DEV_NO_DEVDATA;
+            }
+            sh.prev = ll_lines(b, io.from, io.from.mine);
+            sh.rflag = io.from.mine + 1;
+        }
+        if (e == KERN_DEV_OK && send) {
+            conn_load(io.to, true);
+            if (!io.to.data) {
+                fail(b, KERN_DEV_NO_DEVDATA, io.to.peer);
+                e = KERN_DEV_NO_DEVDATA;
+            } else {
+                e = wait_space(b, io.to);
+                if (e != KERN_DEV_OK && e != KERN_DEV_ABORTED)
+                    fail(b, e, io.to.peer);
+            }
+            sh.slot = ll_lines(b, io.to, io.to.mine);
+            sh.sflag = io.to.mine + 1;
+        }
+        sh.err = e;
+    }
+    __syncthreads();
+    if (sh.err) {
+        uint32_t e = sh.err;
+        __syncthreads();
+        return e;
+    }
+    const char *prev = sh.prev;
+    char *slot = sh.slot;
+    uint32_t rf = sh.rflag, sf = sh.sflag;
+    switch (kind) {
+#define ECCL_LL_CASE(K)                                                             \
+    case K:                                                                         \
+        ll_run<OP, K>(b, io.from, op, in, prev, rf, out, slot, sf, nelem, &sh.err); \
+        break;
+        ECCL_LL_CASE(STEP_SEND)
+        ECCL_LL_CASE(STEP_RECV)
+        ECCL_LL_CASE(STEP_RECV_REDUCE_SEND)
+        ECCL_LL_CASE(STEP_RECV_REDUCE_COPY)
+        ECCL_LL_CASE(STEP_RECV_REDUCE_COPY_SEND)
+        ECCL_LL_CASE(STEP_RECV_COPY_SEND)
+        ECCL_LL_CASE(STEP_COPY_SEND)
+#undef ECCL_LL_CASE
+    default:
+        break;
+    }
+    __syncthreads();
+    uint32_t err = sh.err;
+    __syncthreads(); /* everyone read err before thread 0 writes sh again */
+    if (err)
+        return err;
+    if (threadIdx.x == 0) {
+        if (recv)
+            post_recv(io.from);
+        if (send)
+            post_send_ll(io.to, bytes);
+    }
+    return KERN_DEV_OK;
+}
+
 /* The byte-moving kernel's "reduction": copies only (AllGather, Broadcast). Moves 8-byte words
  * when the step allows, bytes otherwise; the chunking stays that of the element type. */
 struct copy_op {
@@ -325,10 +553,12 @@ template <typename OP> struct algo {
     step_io io;
     size_t chunk; /* elements per step */
     size_t ts;    /* bytes per element: sizeof(T) for reductions, the dtype's size for copies */
+    bool ll;      /* the work's protocol is LL */
 
     __device__ algo(const blk &b_, const OP &op_, const eccl_work &w_, size_t ts_)
         : b(b_), op(op_), w(w_), ts(ts_)
     {
+        ll = w.proto == ECCL_PROTO_LL && b.ll_bytes != 0;
         const kern_dev_chan *ch = b.ch;
         int n = ch->nranks;
         const int32_t *ring = (const int32_t *)ch->ring;
@@ -339,6 +569,8 @@ template <typename OP> struct algo {
             slot = *word(io.from.ctrl, ECCL_CONN_OFF_SLOT_BYTES);
         if (io.to.ctrl && *word(io.to.ctrl, ECCL_CONN_OFF_SLOT_BYTES) < slot)
             slot = *word(io.to.ctrl, ECCL_CONN_OFF_SLOT_BYTES);
+        if (ll)
+            slot = b.ll_bytes / 2; /* the payload of a slot's lines */
         chunk = slot / ts;
     }
 
@@ -348,10 +580,16 @@ template <typename OP> struct algo {
         return base ? (T *)((char *)base + (w.chan_offset + e) * ts) : nullptr;
     }
 
-    /* A step over ne elements of the work's type. */
+    /* A step over ne elements of the work's type, through `via` (the ring's io by default). */
+    __device__ uint32_t step_on(step_io &via, step_kind k, const T *in, T *out, size_t ne)
+    {
+        size_t n = ne * ts / sizeof(T);
+        return ll ? do_step_ll(b, via, op, k, in, out, n) : do_step(b, via, op, k, in, out, n);
+    }
+
     __device__ uint32_t step(step_kind k, const T *in, T *out, size_t ne)
     {
-        return do_step(b, io, op, k, in, out, ne * ts / sizeof(T));
+        return step_on(io, k, in, out, ne);
     }
 
     __device__ uint32_t single(bool reduces)
@@ -493,6 +731,141 @@ template <typename OP> struct algo {
         return KERN_DEV_OK;
     }
 
+    /* The tree's up phase of one chunk in Simple: the children's partial results (slots)
+     * reduced with this rank's input, into the parent's slot or, at the root, the result. */
+    __device__ uint32_t tree_up(step_io *cio, step_io &pio, int nchild, bool has_parent,
+                                const T *src, T *res, size_t ne)
+    {
+        __shared__ const char *s_cin[2];
+        __shared__ char *s_dst;
+        __shared__ uint32_t s_err;
+        size_t bytes = ne * sizeof(T);
+        if (threadIdx.x == 0) {
+            uint32_t e = KERN_DEV_OK;
+            for (int i = 0; i < nchild && !e; i++) {
+                step_shared tmp;
+                step_acquire(b, cio[i], true, false, bytes, &tmp);
+                e = tmp.err;
+                s_cin[i] = tmp.prev;
+            }
+            s_dst = (char *)res;
+            if (!e && has_parent) {
+                step_shared tmp;
+                step_acquire(b, pio, false, true, bytes, &tmp);
+                e = tmp.err;
+                s_dst = tmp.slot;
+            }
+            s_err = e;
+        }
+        __syncthreads();
+        if (s_err) {
+            uint32_t e = s_err;
+            __syncthreads();
+            return e;
+        }
+        T *dst = (T *)s_dst;
+        const T *c0 = (const T *)s_cin[0], *c1 = (const T *)s_cin[1];
+        for (size_t i = threadIdx.x; i < ne; i += blockDim.x) {
+            T v = nchild == 0 ? op.pre(src[i]) : op.local(src[i], vload(c0 + i));
+            if (nchild == 2)
+                v = op.combine(v, vload(c1 + i));
+            if (!has_parent)
+                v = op.post(v);
+            dst[i] = v;
+        }
+        __threadfence_system();
+        __syncthreads();
+        if (threadIdx.x == 0) {
+            for (int i = 0; i < nchild; i++)
+                post_recv(cio[i].from);
+            if (has_parent)
+                post_send(pio.to, bytes);
+        }
+        return KERN_DEV_OK;
+    }
+
+    /* The tree's up phase of one chunk in LL: the children's partial results (lines) reduced
+     * with this rank's input, as lines toward the parent or, at the root, the result. */
+    __device__ uint32_t tree_up_ll(step_io *cio, step_io &pio, int nchild, bool has_parent,
+                                   const T *src, T *res, size_t ne)
+    {
+        __shared__ const char *s_in[2];
+        __shared__ uint32_t s_inflag[2];
+        __shared__ char *s_out;
+        __shared__ uint32_t s_outflag;
+        __shared__ uint32_t s_err;
+        if (threadIdx.x == 0) {
+            uint32_t e = KERN_DEV_OK;
+            for (int i = 0; i < nchild && !e; i++) {
+                conn_load(cio[i].from, false);
+                if (!cio[i].from.data) {
+                    fail(b, KERN_DEV_NO_DEVDATA, cio[i].from.peer);
+                    e = KERN_DEV_NO_DEVDATA;
+                }
+                s_in[i] = ll_lines(b, cio[i].from, cio[i].from.mine);
+                s_inflag[i] = cio[i].from.mine + 1;
+            }
+            if (!e && has_parent) {
+                conn_load(pio.to, true);
+                if (!pio.to.data) {
+                    fail(b, KERN_DEV_NO_DEVDATA, pio.to.peer);
+                    e = KERN_DEV_NO_DEVDATA;
+                } else {
+                    e = wait_space(b, pio.to);
+                    if (e != KERN_DEV_OK && e != KERN_DEV_ABORTED)
+                        fail(b, e, pio.to.peer);
+                }
+                s_out = ll_lines(b, pio.to, pio.to.mine);
+                s_outflag = pio.to.mine + 1;
+            }
+            s_err = e;
+        }
+        __syncthreads();
+        if (s_err) {
+            uint32_t e = s_err;
+            __syncthreads();
+            return e;
+        }
+        constexpr int N = 8 / sizeof(T);
+        size_t nl = ne ? (ne + N - 1) / N : 1; /* at least one line, as in ll_run */
+        for (size_t l = threadIdx.x; l < nl; l += blockDim.x) {
+            line8<T> x = ll_in(src, l, ne), r;
+            uint64_t w0 = 0, w1 = 0;
+            if (nchild > 0 && !ll_load(b, cio[0].from.ctrl, cio[0].from.peer, s_in[0], l,
+                                       s_inflag[0], &w0, &s_err))
+                break;
+            if (nchild > 1 && !ll_load(b, cio[1].from.ctrl, cio[1].from.peer, s_in[1], l,
+                                       s_inflag[1], &w1, &s_err))
+                break;
+            line8<T> y0 = ll_unpack<T>(w0), y1 = ll_unpack<T>(w1);
+#pragma unroll
+            for (int j = 0; j < N; j++) {
+                T v = nchild == 0 ? op.pre(x.e[j]) : op.local(x.e[j], y0.e[j]);
+                if (nchild == 2)
+                    v = op.combine(v, y1.e[j]);
+                if (!has_parent)
+                    v = op.post(v);
+                r.e[j] = v;
+            }
+            if (has_parent)
+                ll_store(s_out, l, ll_pack(r), s_outflag);
+            else
+                ll_out(res, l, ne, r);
+        }
+        __syncthreads();
+        uint32_t err = s_err;
+        __syncthreads();
+        if (err)
+            return err;
+        if (threadIdx.x == 0) {
+            for (int i = 0; i < nchild; i++)
+                post_recv(cio[i].from);
+            if (has_parent)
+                post_send_ll(pio.to, ne * sizeof(T));
+        }
+        return KERN_DEV_OK;
+    }
+
     __device__ uint32_t tree_allreduce()
     {
         const kern_dev_chan *ch = b.ch;
@@ -511,11 +884,10 @@ template <typename OP> struct algo {
             tchunk = min(tchunk, (size_t)*word(ch->tree_up_send, ECCL_CONN_OFF_SLOT_BYTES) / ts);
             tchunk = min(tchunk, (size_t)*word(ch->tree_down_recv, ECCL_CONN_OFF_SLOT_BYTES) / ts);
         }
+        if (ll)
+            tchunk = b.ll_bytes / 2 / ts;
         const T *in = at(w.sendbuff, 0);
         T *out = at(w.recvbuff, 0);
-        __shared__ const char *s_cin[2];
-        __shared__ char *s_dst;
-        __shared__ uint32_t s_err;
         /* Thread 0's view of the tree's connectors, kept across chunks. */
         step_io cio[2], sio[2];
         for (int i = 0; i < 2; i++) {
@@ -529,62 +901,19 @@ template <typename OP> struct algo {
         step_io dio =
             step_io_of(ch->tree_down_recv, ch->tree_down_recv_data, ch->tree_parent, 0, 0, -1);
         for (size_t loop = 0; loop < cnt; loop += tchunk) {
-            size_t ne = min(tchunk, cnt - loop), bytes = ne * ts, off = loop * ts;
+            size_t ne = min(tchunk, cnt - loop), off = loop * ts;
             const T *src = (const T *)((const char *)in + off);
             T *res = (T *)((char *)out + off);
-            /* Up: wait for the children's partial results and room toward the parent. */
-            if (threadIdx.x == 0) {
-                uint32_t e = KERN_DEV_OK;
-                for (int i = 0; i < nchild && !e; i++) {
-                    step_shared tmp;
-                    step_acquire(b, cio[i], true, false, bytes, &tmp);
-                    e = tmp.err;
-                    s_cin[i] = tmp.prev;
-                }
-                s_dst = (char *)res;
-                if (!e && has_parent) {
-                    step_shared tmp;
-                    step_acquire(b, pio, false, true, bytes, &tmp);
-                    e = tmp.err;
-                    s_dst = tmp.slot;
-                }
-                s_err = e;
-            }
-            __syncthreads();
-            if (s_err) {
-                uint32_t e = s_err;
-                __syncthreads();
+            uint32_t e = ll ? tree_up_ll(cio, pio, nchild, has_parent, src, res, ne)
+                            : tree_up(cio, pio, nchild, has_parent, src, res, ne);
+            if (e)
                 return e;
-            }
-            T *dst = (T *)s_dst;
-            const T *c0 = (const T *)s_cin[0], *c1 = (const T *)s_cin[1];
-            for (size_t i = threadIdx.x; i < ne; i += blockDim.x) {
-                T v = nchild == 0 ? op.pre(src[i]) : op.local(src[i], vload(c0 + i));
-                if (nchild == 2)
-                    v = op.combine(v, vload(c1 + i));
-                if (!has_parent)
-                    v = op.post(v);
-                dst[i] = v;
-            }
-            __threadfence_system();
-            __syncthreads();
-            if (threadIdx.x == 0) {
-                for (int i = 0; i < nchild; i++)
-                    post_recv(cio[i].from);
-                if (has_parent)
-                    post_send(pio.to, bytes);
-            }
             /* Down: the result from the parent, then on to the children. */
-            if (has_parent) {
-                uint32_t e = do_step(b, dio, op, STEP_RECV, nullptr, res, ne);
-                if (e)
+            if (has_parent && (e = step_on(dio, STEP_RECV, nullptr, res, ne)))
+                return e;
+            for (int i = 0; i < nchild; i++)
+                if ((e = step_on(sio[i], STEP_COPY_SEND, res, nullptr, ne)))
                     return e;
-            }
-            for (int i = 0; i < nchild; i++) {
-                uint32_t e = do_step(b, sio[i], op, STEP_COPY_SEND, res, nullptr, ne);
-                if (e)
-                    return e;
-            }
         }
         return KERN_DEV_OK;
     }
@@ -833,6 +1162,7 @@ __device__ __forceinline__ bool blk_init(blk &b, const kern_dev_args &a, kern_de
     b.status = (kern_dev_status *)a.status;
     b.timeout_ns = a.timeout_ns;
     b.func = 0;
+    b.ll_bytes = a.ll_bytes;
     return true;
 }
 

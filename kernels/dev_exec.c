@@ -123,6 +123,7 @@ struct kern_dev {
     int rank;
     int nchannels;
     uint64_t timeout_ns;
+    uint32_t ll_bytes; /* kern_dev_set_ll */
     const _Atomic uint32_t *abort_src;
     kern_dev_error_fn on_error;
     void *arg;
@@ -737,7 +738,8 @@ static ecclResult_t launch_seg(struct kern_dev *d, struct kern_chan *const *chan
                               .status = (uint64_t)(uintptr_t)d->ctl_dev,
                               .abort = (uint64_t)(uintptr_t)d->ctl_dev + 256,
                               .timeout_ns = d->timeout_ns,
-                              .nchan = nch};
+                              .nchan = nch,
+                              .ll_bytes = d->ll_bytes};
     int e = kern_dev_cu_launch(kernel, &a, stream);
     if (e != 0)
         return cuda_fail("the collective kernel's launch", (cudaError_t)e);
@@ -794,6 +796,11 @@ ecclResult_t kern_dev_launch(struct kern_dev *d, struct kern_chan *const *chans,
     if (prev != d->cuda_dev)
         cudaSetDevice(prev);
     return res;
+}
+
+void kern_dev_set_ll(struct kern_dev *d, uint32_t ll_bytes)
+{
+    d->ll_bytes = ll_bytes;
 }
 
 ecclResult_t kern_dev_status(struct kern_dev *d)
@@ -869,6 +876,11 @@ ecclResult_t kern_dev_launch(struct kern_dev *d, struct kern_chan *const *chans,
 {
     (void)d, (void)chans, (void)works, (void)nwork, (void)stream;
     return ecclInvalidUsage;
+}
+
+void kern_dev_set_ll(struct kern_dev *d, uint32_t ll_bytes)
+{
+    (void)d, (void)ll_bytes;
 }
 
 ecclResult_t kern_dev_status(struct kern_dev *d)

@@ -72,6 +72,10 @@ struct kern_dev_mem;
 ecclResult_t kern_dev_conn_attach(struct kern_dev *d, const struct eccl_conn_ctrl *c,
                                   struct kern_dev_mem *mem);
 
+/* The connectors' device slots are followed by LL lines of `ll_bytes` per slot (the
+ * communicator agreed on LL: kernels/dev_coll.cuh); 0: no LL. */
+void kern_dev_set_ll(struct kern_dev *d, uint32_t ll_bytes);
+
 /* The first failure a kernel reported (ecclSuccess: none). */
 ecclResult_t kern_dev_status(struct kern_dev *d);
 

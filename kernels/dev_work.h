@@ -74,7 +74,7 @@ struct kern_dev_args {
     uint64_t abort;  /* uint32_t: nonzero stops every wait */
     uint64_t timeout_ns;
     int32_t nchan;
-    int32_t pad;
+    uint32_t ll_bytes; /* LL lines per slot after each connector's device slots; 0: no LL */
 };
 
 #ifdef __cplusplus

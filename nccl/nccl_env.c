@@ -112,6 +112,27 @@ static int xlate_buffsize(const char *in, char *out, size_t out_len, char *note,
     return 1;
 }
 
+/* NCCL_PROTO: "LL", "Simple,LL", "^LL128"... kept when every name is one of Simple, LL, LL128
+ * (ECCL_PROTO's grammar); the per-collective form ("allreduce:LL;...") is not. */
+static int xlate_proto(const char *in, char *out, size_t out_len, char *note, size_t note_len)
+{
+    const char *p = in + (in[0] == '^');
+    while (*p) {
+        size_t len = strcspn(p, ",");
+        bool known = (len == 6 && strncasecmp(p, "simple", 6) == 0) ||
+                     (len == 2 && strncasecmp(p, "ll", 2) == 0) ||
+                     (len == 5 && strncasecmp(p, "ll128", 5) == 0);
+        if (!known) {
+            snprintf(note, note_len,
+                     "is not a list of Simple, LL, LL128: the choice stays automatic");
+            return 0;
+        }
+        p += len + (p[len] == ',');
+    }
+    snprintf(out, out_len, "%s", in);
+    return 1;
+}
+
 static const struct env_map maps[] = {
     /* Same name and meaning. */
     {"NCCL_DEBUG", "ECCL_DEBUG", NULL},
@@ -135,12 +156,14 @@ static const struct env_map maps[] = {
     {"NCCL_MAX_NCHANNELS", "ECCL_MAX_NCHANNELS", NULL},
     {"NCCL_WORK_FIFO_BYTES", "ECCL_WORK_FIFO_BYTES", NULL},
     {"NCCL_HOSTID", "ECCL_HOSTID", NULL},
+    {"NCCL_MIN_NCHANNELS", "ECCL_MIN_NCHANNELS", NULL},
+    {"NCCL_LL_THRESHOLD", "ECCL_LL_THRESHOLD", NULL},
     /* Translated. */
     {"NCCL_ALGO", "ECCL_ALGO", xlate_algo},
     {"NCCL_SOCKET_FAMILY", "ECCL_SOCKET_FAMILY", xlate_family},
     {"NCCL_BUFFSIZE", "ECCL_SHM_SLOT_BYTES", xlate_buffsize},
+    {"NCCL_PROTO", "ECCL_PROTO", xlate_proto},
     /* No counterpart. */
-    {"NCCL_PROTO", NULL, NULL},
     {"NCCL_COMM_BLOCKING", NULL, NULL},
     {"NCCL_P2P_LEVEL", NULL, NULL},
     {"NCCL_NVLS_ENABLE", NULL, NULL},
@@ -151,7 +174,6 @@ static const struct env_map maps[] = {
     {"NCCL_PROFILER_PLUGIN", NULL, NULL},
     {"NCCL_NET_GDR_LEVEL", NULL, NULL},
     {"NCCL_CROSS_NIC", NULL, NULL},
-    {"NCCL_MIN_NCHANNELS", NULL, NULL},
     {"NCCL_NTHREADS", NULL, NULL},
     {"NCCL_LAUNCH_MODE", NULL, NULL},
 };

@@ -219,8 +219,7 @@ static int one_case(int rank, int nranks, ecclComm_t dcomm, ecclComm_t hcomm, cu
             hsend = hr, dsend = dr;
         }
     }
-    if (cudaMemcpy(ds, hs, alloc, cudaMemcpyHostToDevice) != cudaSuccess ||
-        cudaMemcpy(dr, hr, alloc, cudaMemcpyHostToDevice) != cudaSuccess) {
+    if (gpu_upload(ds, hs, alloc, st) != 0 || gpu_upload(dr, hr, alloc, st) != 0) {
         printf("rank %d: cudaMemcpy to the device failed\n", rank);
         goto out;
     }
@@ -241,7 +240,7 @@ static int one_case(int rank, int nranks, ecclComm_t dcomm, ecclComm_t hcomm, cu
         if (replay > 0) {
             /* New inputs for the same graph. */
             fill(hs, ns, k->dtype, (uint64_t)rank * 104729 + (uint64_t)replay, k->op);
-            if (cudaMemcpy(ds, hs, sb, cudaMemcpyHostToDevice) != cudaSuccess)
+            if (gpu_upload(ds, hs, sb, st) != 0)
                 goto out;
         }
         if (k->graph > 0)
@@ -316,7 +315,7 @@ static int host_buffers_case(int rank, int nranks, ecclComm_t dcomm, cudaStream_
         for (int i = 0; i < N; i++)
             a[i] = rank * 1000 + i + round;
         /* Device work queued first, then host work: the host plan waits for the kernels. */
-        bad = cudaMemcpy(d, a, N * sizeof(int64_t), cudaMemcpyHostToDevice) != cudaSuccess ||
+        bad = gpu_upload(d, a, N * sizeof(int64_t), st) != 0 ||
               ecclAllReduce(d, d, N, ecclInt64, ecclSum, dcomm, st) != ecclSuccess ||
               ecclAllReduce(a, b, N, ecclInt64, ecclSum, dcomm, st) != ecclSuccess ||
               gpu_stream_wait(dcomm, st, 60000) != ecclSuccess;

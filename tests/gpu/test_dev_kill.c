@@ -56,7 +56,7 @@ static int allreduce(ecclComm_t comm, cudaStream_t st, float *dbuf, float *host,
 {
     for (size_t i = 0; i < COUNT; i++)
         host[i] = (float)(me + (int)(i % 7));
-    if (cudaMemcpy(dbuf, host, COUNT * sizeof(float), cudaMemcpyHostToDevice) != cudaSuccess)
+    if (gpu_upload(dbuf, host, COUNT * sizeof(float), st) != 0)
         return 1;
     *res = ecclAllReduce(dbuf, dbuf, COUNT, ecclFloat, ecclSum, comm, st);
     if (*res == ecclSuccess)

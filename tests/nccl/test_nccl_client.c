@@ -721,13 +721,14 @@ static int envcheck(void)
         {"ECCL_DEBUG_SUBSYS", "INIT,ENV"}, /* same name */
         {"ECCL_NET", "socket"},            /* already set: NCCL_NET=ib does not override */
         {"ECCL_HOSTID", "envcheck-host"},
+        {"ECCL_PROTO", "^LL128"},    /* a list of protocols: kept */
+        {"ECCL_MIN_NCHANNELS", "2"}, /* same name */
     };
     for (size_t i = 0; i < sizeof(want) / sizeof(want[0]); i++) {
         const char *v = getenv(want[i].name);
         CHECK(v && strcmp(v, want[i].want) == 0, "%s is '%s', expected '%s'", want[i].name,
               v ? v : "(unset)", want[i].want);
     }
-    CHECK(getenv("ECCL_PROTO") == NULL, "NCCL_PROTO has no counterpart, yet ECCL_PROTO is set");
     /* The first init-time call logs what the mapping did (NCCL_DEBUG=INFO, NCCL_DEBUG_FILE). */
     ncclUniqueId id;
     NCHECK(NULL, ncclGetUniqueId(&id));
@@ -739,13 +740,13 @@ static int envcheck(void)
     while (fgets(line, sizeof(line), f)) {
         drop_in |= strstr(line, "NCCL drop-in: libnccl.so.2 is eccl") != NULL;
         algo |= strstr(line, "NCCL_ALGO=allreduce:tree;broadcast:ring sets ECCL_ALGO=tree") != NULL;
-        proto |= strstr(line, "NCCL_PROTO=LL has no eccl counterpart") != NULL;
+        proto |= strstr(line, "NCCL_LAUNCH_MODE=GROUP has no eccl counterpart") != NULL;
         eccl |= strstr(line, " ECCL INFO ") != NULL;
     }
     fclose(f);
     unlink(path);
-    CHECK(drop_in && algo && proto && eccl, "log lines: drop-in %d algo %d proto %d ECCL INFO %d",
-          drop_in, algo, proto, eccl);
+    CHECK(drop_in && algo && proto && eccl,
+          "log lines: drop-in %d algo %d launch mode %d ECCL INFO %d", drop_in, algo, proto, eccl);
     return 0;
 }
 
@@ -762,7 +763,9 @@ static void test_env_mapping(void **state)
         setenv("NCCL_NET", "ib", 1);
         setenv("ECCL_NET", "socket", 1);
         setenv("NCCL_HOSTID", "envcheck-host", 1);
-        setenv("NCCL_PROTO", "LL", 1);
+        setenv("NCCL_PROTO", "^LL128", 1);
+        setenv("NCCL_MIN_NCHANNELS", "2", 1);
+        setenv("NCCL_LAUNCH_MODE", "GROUP", 1);
         setenv("NCCL_DEBUG", "INFO", 1);
         setenv("NCCL_DEBUG_FILE", "/tmp/eccl-nccl-envcheck.%p.log", 1);
         unsetenv("ECCL_DEBUG");
@@ -772,6 +775,8 @@ static void test_env_mapping(void **state)
         unsetenv("ECCL_HOSTID");
         unsetenv("ECCL_SOCKET_FAMILY");
         unsetenv("ECCL_SHM_SLOT_BYTES");
+        unsetenv("ECCL_PROTO");
+        unsetenv("ECCL_MIN_NCHANNELS");
         execl("/proc/self/exe", "test_nccl_client", "--envcheck", (char *)NULL);
         _exit(127);
     }

@@ -249,12 +249,110 @@ static void test_different_calls_differ(void **state)
     assert_true(fp[0] != fp[1]);
 }
 
+/* The one work of the plan of a single collective of `count` floats on a fake communicator with
+ * the given protocol agreement; returns its protocol and how many channels got a piece. */
+static int plan_one(const struct core_transport *tp, size_t count, int *nparts)
+{
+    struct fake *f = eccl_calloc(1, sizeof(*f), "test-fake");
+    assert_non_null(f);
+    fake_init(f, 0, 8);
+    f->comm.tp = *tp;
+    add(f, ECCL_FUNC_ALLREDUCE, count, ecclFloat32, 0);
+    assert_int_equal(
+        core_plan_build(&f->comm, &f->comm.coll_tasks, &f->comm.p2p_tasks, 1000, &f->plans),
+        ecclSuccess);
+    assert_int_equal(f->plans.len, 1);
+    struct core_plan *p = eccl_container_of(f->plans.head, struct core_plan, node);
+    int proto = -1;
+    *nparts = 0;
+    for (int c = 0; c < p->nchannels; c++) {
+        *nparts += p->nwork[c];
+        for (int i = 0; i < p->nwork[c]; i++) {
+            if (proto >= 0)
+                assert_int_equal(p->work[c][i].proto, proto); /* one protocol per operation */
+            proto = p->work[c][i].proto;
+        }
+    }
+    fake_fini(f);
+    eccl_free(f);
+    return proto;
+}
+
+static void test_protocol_choice(void **state)
+{
+    (void)state;
+    struct core_transport tp;
+    memset(&tp, 0, sizeof(tp));
+    int n = 0;
+    /* No agreement on LL (host communicators, P2P off somewhere): Simple at every size. */
+    tp.simple_ok = true;
+    tp.ll_threshold = UINT64_MAX;
+    assert_int_equal(plan_one(&tp, 2, &n), ECCL_PROTO_SIMPLE);
+    assert_int_equal(n, 1);
+    /* LL agreed: LL up to the default threshold (ranks x half the LL lines of a slot: 4 x 32 KiB
+     * here), Simple above. */
+    tp.ll_ok = true;
+    tp.ll_bytes = 65536;
+    assert_int_equal(core_ll_default_threshold(NRANKS, tp.ll_bytes), 4 * 32768);
+    assert_int_equal(plan_one(&tp, 2, &n), ECCL_PROTO_LL);
+    assert_int_equal(plan_one(&tp, 4 * 32768 / 4, &n), ECCL_PROTO_LL);
+    assert_int_equal(n, 1); /* both protocols: a channel per 256 KiB */
+    assert_int_equal(plan_one(&tp, 4 * 32768 / 4 + 1, &n), ECCL_PROTO_SIMPLE);
+    assert_int_equal(n, 1);
+    /* ECCL_LL_THRESHOLD agreed at 1 KiB. */
+    tp.ll_threshold = 1024;
+    assert_int_equal(plan_one(&tp, 256, &n), ECCL_PROTO_LL);
+    assert_int_equal(plan_one(&tp, 257, &n), ECCL_PROTO_SIMPLE);
+    /* Simple excluded: LL at every size. */
+    tp.simple_ok = false;
+    assert_int_equal(plan_one(&tp, 1 << 20, &n), ECCL_PROTO_LL);
+    assert_int_equal(n, 8);
+    /* ECCL_MIN_NCHANNELS: at least that many pieces, at most the communicator's channels. */
+    tp.ll_ok = false;
+    tp.simple_ok = true;
+    tp.min_nchannels = 4;
+    assert_int_equal(plan_one(&tp, 4096, &n), ECCL_PROTO_SIMPLE);
+    assert_int_equal(n, 4);
+    tp.min_nchannels = 64;
+    plan_one(&tp, 4096, &n);
+    assert_int_equal(n, 8);
+}
+
+static void test_proto_parse(void **state)
+{
+    (void)state;
+    const uint32_t S = 1u << ECCL_PROTO_SIMPLE, L = 1u << ECCL_PROTO_LL,
+                   L128 = 1u << ECCL_PROTO_LL128;
+    uint32_t m = 0;
+    assert_int_equal(core_proto_parse(NULL, &m), ecclSuccess);
+    assert_int_equal(m, S | L | L128);
+    assert_int_equal(core_proto_parse("", &m), ecclSuccess);
+    assert_int_equal(m, S | L | L128);
+    assert_int_equal(core_proto_parse("LL", &m), ecclSuccess);
+    assert_int_equal(m, L);
+    assert_int_equal(core_proto_parse("simple,ll", &m), ecclSuccess);
+    assert_int_equal(m, S | L);
+    assert_int_equal(core_proto_parse("^LL128", &m), ecclSuccess);
+    assert_int_equal(m, S | L);
+    assert_int_equal(core_proto_parse("^ll,Simple", &m), ecclSuccess);
+    assert_int_equal(m, L128);
+    assert_int_equal(core_proto_parse("LL,", &m), ecclSuccess);
+    assert_int_equal(m, L);
+    assert_int_equal(core_proto_parse("LL12", &m), ecclInvalidArgument);
+    assert_int_equal(core_proto_parse("Simple,,LL", &m), ecclInvalidArgument);
+    assert_int_equal(core_proto_parse("allreduce:LL", &m), ecclInvalidArgument);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_ring_hosts_contiguous),  cmocka_unit_test(test_identical_one_plan),
-        cmocka_unit_test(test_identical_small_budget), cmocka_unit_test(test_least_loaded_channels),
+        cmocka_unit_test(test_ring_hosts_contiguous),
+        cmocka_unit_test(test_identical_one_plan),
+        cmocka_unit_test(test_identical_small_budget),
+        cmocka_unit_test(test_least_loaded_channels),
         cmocka_unit_test(test_different_calls_differ),
+        cmocka_unit_test(test_protocol_choice),
+        cmocka_unit_test(test_proto_parse),
     };
     int rc = cmocka_run_group_tests(tests, NULL, NULL);
     if (eccl_alloc_live_blocks(NULL) != 0) {
