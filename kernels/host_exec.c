@@ -48,8 +48,7 @@ static inline void cpu_relax(void)
 #endif
 }
 
-/* Checks abort and watchdog; *start is the time the wait began (0: not yet). */
-static ecclResult_t wait_check(struct kern_ctx *ctx, uint64_t *start, int peer, const char *what)
+ecclResult_t kern_wait_check(struct kern_ctx *ctx, uint64_t *start, int peer, const char *what)
 {
     if (atomic_load_explicit(ctx->abort, memory_order_acquire)) {
         ctx->failed_peer = peer;
@@ -128,7 +127,7 @@ static ecclResult_t wait_step(struct eccl_conn_ctrl *c, bool data, uint32_t mine
             return ecclSuccess;
         if (atomic_load_explicit(&c->closed, memory_order_acquire))
             return closed_error(ctx, peer);
-        ECCL_TRY(wait_check(ctx, &start, peer, data ? "data" : "buffer space"));
+        ECCL_TRY(kern_wait_check(ctx, &start, peer, data ? "data" : "buffer space"));
         if (keep_yielding(round, &since)) {
             sched_yield();
             continue;
@@ -885,7 +884,7 @@ static ecclResult_t p2p_run(struct kern_chan *ch, const struct eccl_work *works,
         }
         if (sleep_on.c && atomic_load_explicit(&sleep_on.c->closed, memory_order_acquire))
             return closed_error(ctx, sleep_on.peer);
-        ECCL_TRY(wait_check(ctx, &start, sleep_on.peer, "point-to-point data"));
+        ECCL_TRY(kern_wait_check(ctx, &start, sleep_on.peer, "point-to-point data"));
         if (++idle < (int)ctx->spin / 64 + YIELDS_BEFORE_SLEEP) {
             if (idle > YIELDS_BEFORE_SLEEP)
                 sched_yield();

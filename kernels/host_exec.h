@@ -58,4 +58,10 @@ void kern_conn_wake_all(struct eccl_conn_ctrl *c);
 /* Marks a connector closed (this side failed or aborted) and wakes the other side. */
 void kern_conn_close(struct eccl_conn_ctrl *c);
 
+/* One look at what ends a wait of the host executor or the flat path: the abort flag, and the
+ * watchdog (ctx->timeout_ns without progress: a WARN naming `peer` and `what`). *start is when
+ * the wait began (0: not yet; set on the first call). ecclRemoteError, with ctx->failed_peer
+ * set, when the wait must end. */
+ecclResult_t kern_wait_check(struct kern_ctx *ctx, uint64_t *start, int peer, const char *what);
+
 #endif

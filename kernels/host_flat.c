@@ -19,6 +19,7 @@
 #include "common/log.h"
 #include "common/sync.h"
 #include "common/time.h"
+#include "kernels/host_exec.h"
 
 #define HDR_BYTES     128
 #define SLOT_ALIGN    128 /* two cache lines: the adjacent-line prefetcher pairs them */
@@ -150,28 +151,13 @@ static inline int reached(const struct flat_slot *s, uint32_t want)
 static ecclResult_t wait_failed(struct kern_flat *f, struct kern_ctx *ctx, int peer,
                                 uint64_t *start)
 {
-    if (atomic_load_explicit(ctx->abort, memory_order_acquire)) {
-        ctx->failed_peer = peer;
-        return ecclRemoteError;
-    }
     uint32_t closed = atomic_load_explicit(&hdr_of(f)->closed, memory_order_acquire);
-    if (closed) {
+    if (closed && !atomic_load_explicit(ctx->abort, memory_order_acquire)) {
         WARN("rank %u closed the flat segment: its communicator failed or was aborted", closed - 1);
         ctx->failed_peer = (int)closed - 1;
         return ecclRemoteError;
     }
-    if (ctx->timeout_ns) {
-        uint64_t now = eccl_now_ns();
-        if (*start == 0) {
-            *start = now;
-        } else if (now - *start > ctx->timeout_ns) {
-            WARN("no progress from rank %d for %llu ms while waiting for its flat slot", peer,
-                 (unsigned long long)((now - *start) / ECCL_NS_PER_MS));
-            ctx->failed_peer = peer;
-            return ecclRemoteError;
-        }
-    }
-    return ecclSuccess;
+    return kern_wait_check(ctx, start, peer, "its flat slot");
 }
 
 /* Waits until rank `peer`'s slot `s` holds call `want` or a later one. */
