@@ -46,6 +46,8 @@ for bin in $bins; do
         failed+=("$name")
         [ $rc -eq 124 ] && why="timed out after ${timeout_s}s" || why="exit $rc"
         printf 'FAIL  %-50s %6ss  (%s)\n' "$name" "$secs" "$why"
+        # The lines that say what failed first (a long log's tail may not hold them), then the tail.
+        grep -E 'FAIL|failed|ASSERT|ERROR' "$log" | head -n 12 | sed 's/^/      ! /'
         tail -n 60 "$log" | sed 's/^/      | /'
     fi
 done

@@ -230,7 +230,9 @@ declare -A cl_pod_ns cl_pod_addr cl_pod_port cl_pod_pid cl_pod_rc
 
 # cl_pod_start NAME NODE_RANK HOSTNUM ECCLRUN-ARGS... -- PROGRAM ARGS...: makes the pod's
 # namespace (address $CL_SUBNET.HOSTNUM) and starts its ecclrun in it, in the background; its
-# output goes to $CL_LOGS/NAME.log, its processes' event log to $CL_LOGS/NAME.jsonl.
+# output goes to $CL_LOGS/NAME.log, its processes' event log to $CL_LOGS/NAME.jsonl, their ECCL
+# log lines (WARN, and INFO of the SHM and NET subsystems where ECCL_DEBUG=INFO: the connectors)
+# to $CL_LOGS/NAME.PID.dbg.
 cl_pod_start() {
     local name=$1 node=$2 hostnum=$3
     shift 3
@@ -242,6 +244,7 @@ cl_pod_start() {
     "$CL_IP" netns exec "$ns" env -u ECCL_HOSTID -u ECCL_SHM_DISABLE \
         ECCL_NET=socket ECCL_SOCKET_IFNAME=eccl0 ECCL_DEVICE=host \
         ECCL_EVENT_LOG="$CL_LOGS/$name.jsonl" ELASTIC_TRAIN_T0="$CL_T0" \
+        ECCL_DEBUG_SUBSYS=SHM,NET ECCL_DEBUG_FILE="$CL_LOGS/$name.%p.dbg" \
         "$CL_BUILD/bin/ecclrun" --node-rank "$node" --rdzv-endpoint "$(cl_etcd_url)" \
         --rdzv-id "cluster-$CL_NAME" "$@" >"$CL_LOGS/$name.log" 2>&1 &
     cl_pod_pid[$name]=$!
@@ -270,9 +273,25 @@ cl_pod_kill() {
 
 # cl_pod_link NAME up|down: the pod's port on the bridge (the pod sees NO-CARRIER; its packets
 # are dropped, nothing tells its sockets: a partition).
+# Going down is checked: the port must read DOWN and the pod must fail to reach etcd (a TCP
+# connect from its namespace, 2 s); the test fails at once when the cut did not take.
 cl_pod_link() {
+    local t0 took state
+    t0=$EPOCHREALTIME
     cl_ip -n "$CL_HUB" link set "${cl_pod_port[$1]}" "$2"
-    cl_say "pod $1: link ${cl_pod_port[$1]} $2"
+    took=$(awk -v s="$t0" -v e="$EPOCHREALTIME" 'BEGIN { printf "%.2f", e - s }')
+    cl_say "pod $1: link ${cl_pod_port[$1]} $2 (ip took $took s)"
+    [ "$2" = down ] || return 0
+    state=$("$CL_IP" -n "$CL_HUB" -o link show "${cl_pod_port[$1]}" 2>&1)
+    case "$state" in
+    *"state DOWN"*) ;;
+    *) cl_die "pod $1: port ${cl_pod_port[$1]} is not down after \`ip link set down\`: $state" ;;
+    esac
+    if "$CL_IP" netns exec "${cl_pod_ns[$1]}" timeout 2 bash -c \
+        "exec 3<>/dev/tcp/$CL_ETCD_ADDR/$CL_ETCD_PORT" 2>/dev/null; then
+        cl_die "pod $1: still reaches etcd at $CL_ETCD_ADDR:$CL_ETCD_PORT with its port down: the cut did not take"
+    fi
+    cl_say "pod $1: cut off (port DOWN; a connect from it to etcd fails)"
 }
 
 # cl_pod_wait NAME TIMEOUT_S: waits for the pod's ecclrun to exit; its exit status goes to
@@ -301,14 +320,17 @@ cl_npids() {
 }
 
 # cl_wait_npids N TIMEOUT_S REGEX FILE...: waits until N workers wrote a line matching REGEX.
+# The bound is in seconds of the clock, not in rounds (a round spawns 5 processes: slow on a
+# busy machine).
 cl_wait_npids() {
-    local n=$1 limit=$2 i
+    local n=$1 limit=$2 end
     shift 2
-    for ((i = 0; i < limit * 20; i++)); do
+    end=$((${EPOCHREALTIME//[.,]/} + limit * 1000000))
+    while :; do
         [ "$(cl_npids "$@")" -ge "$n" ] && return 0
+        [ "${EPOCHREALTIME//[.,]/}" -lt "$end" ] || return 1
         sleep 0.05
     done
-    return 1
 }
 
 # cl_count FILE REGEX: lines of FILE matching REGEX.
@@ -324,6 +346,20 @@ cl_show_logs() {
         echo "---- $f"
         tail -n 40 "$f"
     done
+    echo "---- WARN lines of $CL_LOGS/*.dbg"
+    cat "$CL_LOGS"/*.dbg 2>/dev/null | grep -F ' WARN ' | tail -n 30
+}
+
+# cl_check_net_between_pods POD: the POD's ranks (its ECCL log) reached every rank of another pod
+# through NET connectors (sockets, over the bridge), none through SHM: what a partition or a
+# lost node can cut. Its ranks must be 0 and 1 of every generation (pod a, node rank 0), and the
+# pods must have run with ECCL_DEBUG=INFO.
+cl_check_net_between_pods() {
+    local logs=("$CL_LOGS/$1".*.dbg) net shm
+    net=$(cat "${logs[@]}" 2>/dev/null | grep -cE 'Channel [0-9]+ : [01] (->|<-) ([2-9]|[1-9][0-9]+) via NET')
+    shm=$(cat "${logs[@]}" 2>/dev/null | grep -cE 'Channel [0-9]+ : [01] (->|<-) ([2-9]|[1-9][0-9]+) via SHM')
+    cl_say "pod $1: $net NET and $shm SHM connectors to ranks of other pods"
+    [ "$net" -gt 0 ] && [ "$shm" = 0 ]
 }
 
 # ---- the job every test runs: pods a, b, c of 2 workers each ----

@@ -30,10 +30,12 @@ MARGIN_S=8 # scheduling on 2 busy cores, the last-call window, the agreement: a 
 
 cl_job_begin "$STEPS"
 
-export ECCL_DEBUG=WARN ECCL_ELASTIC_LEASE_MS=$LEASE_MS ECCL_ELASTIC_LAST_CALL_MS=1000 ECCL_ELASTIC_REPLACE_WAIT_MS=1000
+export ECCL_DEBUG=INFO ECCL_ELASTIC_LEASE_MS=$LEASE_MS ECCL_ELASTIC_LAST_CALL_MS=1000 ECCL_ELASTIC_REPLACE_WAIT_MS=1000
 export ECCL_ELASTIC_RECOVER_TIMEOUT_MS=30000 ECCL_ELASTIC_JOIN_TIMEOUT_MS=30000
 cl_job_start grow "$STEPS" "$STEP_MS"
 sleep 1.5 # training
+cl_check "pod a's ranks reach the other pods through NET connectors (sockets over the bridge), not SHM" \
+    cl_check_net_between_pods a
 cut_at=$(cl_elapsed)
 cl_pod_link b down
 
@@ -61,7 +63,7 @@ cl_job_wait a b c
 cl_check "pod a exited 0" test "${cl_pod_rc[a]}" = 0
 cl_check "pod c exited 0" test "${cl_pod_rc[c]}" = 0
 cl_check "pod b's workers found their leases gone (keepalive could not refresh them)" \
-    test "$(grep -E 'lease [0-9]+ is lost' "$CL_LOGS/b.log" | grep -oE '^[^ ]+:[0-9]+:' | sort -u | wc -l)" = 2
+    test "$(cat "$CL_LOGS"/b.*.dbg | grep -E 'lease [0-9]+ is lost' | grep -oE '^[^ ]+:[0-9]+:' | sort -u | wc -l)" = 2
 rejoined=$(grep -E 'recovered in .* generation [0-9]+, rank [0-9] of 6' "$CL_LOGS/b.log" |
     sed -E 's/.*pid ([0-9]+) .*generation ([0-9]+),.*/\1 \2/' | awk -v g="$gen_without" '$2 > g { print $1 }' | sort -u | wc -l)
 cl_check "pod b's 2 workers joined again, in a generation of 6 after generation $gen_without" test "$rejoined" = 2
