@@ -196,6 +196,18 @@ static ecclResult_t enqueue_coll(int func, const void *sendbuff, void *recvbuff,
     if (comm->nranks == 1 && sendbuff == recvbuff && rop.kind != ECCL_RED_PREMULSUM &&
         !eccl_redop_has_post(&rop))
         return ecclSuccess;
+    /* One rank of a CUDA communicator, outside a group, the same reduction: the output is the
+     * input, copied on the caller's stream (as NCCL), without a task, a plan or a kernel. */
+    if (comm->nranks == 1 && comm->dev && core_group_depth() == 0 &&
+        rop.kind != ECCL_RED_PREMULSUM && !eccl_redop_has_post(&rop)) {
+        bool done = false;
+        size_t bytes = count * eccl_dtype_size(dtype);
+        ECCL_TRY(kern_dev_copy(comm->dev, recvbuff, sendbuff, bytes, (void *)stream, &done));
+        if (done) {
+            eccl_stats_add_bytes(stats_kind(func), bytes);
+            return ecclSuccess;
+        }
+    }
     /* A small collective outside a group of a one-host communicator: the flat path, at once,
      * without a task or a plan (core/flat.h). */
     if (core_group_depth() == 0 && core_flat_fits(comm, func, count, dtype)) {

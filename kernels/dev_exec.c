@@ -798,6 +798,44 @@ ecclResult_t kern_dev_launch(struct kern_dev *d, struct kern_chan *const *chans,
     return res;
 }
 
+/* On this executor's device (device or managed memory of it): 1; elsewhere: 0. */
+static int buffer_on_dev(const struct kern_dev *d, const void *p)
+{
+    struct cudaPointerAttributes a;
+    if (cudaPointerGetAttributes(&a, p) != cudaSuccess) {
+        (void)cudaGetLastError();
+        return 0;
+    }
+    return (a.type == cudaMemoryTypeDevice || a.type == cudaMemoryTypeManaged) &&
+           a.device == d->cuda_dev;
+}
+
+ecclResult_t kern_dev_copy(struct kern_dev *d, void *dst, const void *src, size_t bytes,
+                           void *stream, bool *done)
+{
+    *done = false;
+    ecclResult_t res = kern_dev_status(d);
+    if (res != ecclSuccess) {
+        WARN("GPU executor: an earlier kernel failed; nothing more is launched");
+        return res;
+    }
+    if (!buffer_on_dev(d, dst) || !buffer_on_dev(d, src))
+        return ecclSuccess; /* the plan's path says what is wrong, or runs it on the host */
+    int prev = -1;
+    cudaError_t e = cudaGetDevice(&prev);
+    if (e != cudaSuccess)
+        return cuda_fail("cudaGetDevice", e);
+    if (prev != d->cuda_dev && (e = cudaSetDevice(d->cuda_dev)) != cudaSuccess)
+        return cuda_fail("cudaSetDevice", e);
+    e = cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToDevice, (cudaStream_t)stream);
+    if (e != cudaSuccess)
+        res = cuda_fail("cudaMemcpyAsync of a one-rank collective", e);
+    if (prev != d->cuda_dev)
+        cudaSetDevice(prev);
+    *done = res == ecclSuccess;
+    return res;
+}
+
 void kern_dev_set_ll(struct kern_dev *d, uint32_t ll_bytes)
 {
     d->ll_bytes = ll_bytes;
@@ -875,6 +913,14 @@ ecclResult_t kern_dev_launch(struct kern_dev *d, struct kern_chan *const *chans,
                              struct eccl_work *const *works, const int *nwork, void *stream)
 {
     (void)d, (void)chans, (void)works, (void)nwork, (void)stream;
+    return ecclInvalidUsage;
+}
+
+ecclResult_t kern_dev_copy(struct kern_dev *d, void *dst, const void *src, size_t bytes,
+                           void *stream, bool *done)
+{
+    (void)d, (void)dst, (void)src, (void)bytes, (void)stream;
+    *done = false;
     return ecclInvalidUsage;
 }
 
