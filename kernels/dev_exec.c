@@ -827,9 +827,12 @@ ecclResult_t kern_dev_copy(struct kern_dev *d, void *dst, const void *src, size_
         return cuda_fail("cudaGetDevice", e);
     if (prev != d->cuda_dev && (e = cudaSetDevice(d->cuda_dev)) != cudaSuccess)
         return cuda_fail("cudaSetDevice", e);
-    e = cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToDevice, (cudaStream_t)stream);
+    if (bytes <= KERN_DEV_COPY_KERNEL_MAX)
+        e = (cudaError_t)kern_dev_cu_copy(dst, src, bytes, stream);
+    else
+        e = cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToDevice, (cudaStream_t)stream);
     if (e != cudaSuccess)
-        res = cuda_fail("cudaMemcpyAsync of a one-rank collective", e);
+        res = cuda_fail("the copy of a one-rank collective", e);
     if (prev != d->cuda_dev)
         cudaSetDevice(prev);
     *done = res == ecclSuccess;

@@ -57,12 +57,18 @@ ecclResult_t kern_dev_launch(struct kern_dev *d, struct kern_chan *const *chans,
                              struct eccl_work *const *works, const int *nwork, void *stream);
 
 /* A one-rank collective that moves its input unchanged: `bytes` from src to dst queued on
- * `stream` as one device-to-device copy (a memcpy node under graph capture), no kernel of ours.
+ * `stream` as one copy: a small kernel up to KERN_DEV_COPY_KERNEL_MAX bytes (kern_dev_cu_copy,
+ * kernels/dev_copy.cu), a device-to-device cudaMemcpyAsync above; a node when captured.
  * *done = false, and nothing queued, unless both buffers are memory of this executor's device:
  * the caller then takes the plan's path. An error when an earlier kernel failed or CUDA refuses
  * the copy. */
 ecclResult_t kern_dev_copy(struct kern_dev *d, void *dst, const void *src, size_t bytes,
                            void *stream, bool *done);
+
+#define KERN_DEV_COPY_KERNEL_MAX (1u << 20)
+
+/* Queues the copy kernel (kernels/dev_copy.cu); a cudaError_t as int (0: queued). */
+int kern_dev_cu_copy(void *dst, const void *src, size_t bytes, void *stream);
 
 /* Where a plan's buffers live: *host = true when every one is host memory (not device memory
  * or managed memory), false when every one is on a device; a plan mixing both is refused
