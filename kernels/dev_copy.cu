@@ -39,7 +39,15 @@ extern "C" int kern_dev_cu_copy(void *dst, const void *src, size_t bytes, void *
         blocks = COPY_MAX_BLOCKS;
     if (blocks == 0)
         blocks = 1;
-    one_rank_copy<<<(unsigned)blocks, COPY_THREADS, 0, (cudaStream_t)stream>>>(
-        (char *)dst, (const char *)src, bytes);
+    /* A small copy gets one block of as few warps as its 16-byte words need. */
+    unsigned threads = COPY_THREADS;
+    if (blocks == 1) {
+        size_t words = (bytes + 15) / 16;
+        threads = (unsigned)((words + 31) / 32 * 32);
+        if (threads == 0)
+            threads = 32;
+    }
+    one_rank_copy<<<(unsigned)blocks, threads, 0, (cudaStream_t)stream>>>((char *)dst,
+                                                                          (const char *)src, bytes);
     return (int)cudaGetLastError();
 }
