@@ -38,6 +38,7 @@ ECCL_PARAM_INT(cuda_nchannels, "ECCL_CUDA_NCHANNELS", 16)
 ECCL_PARAM_INT(timeout_ms, "ECCL_TIMEOUT_MS", 600000)
 ECCL_PARAM_INT(abort_wait_ms, "ECCL_ABORT_WAIT_MS", 1000)
 ECCL_PARAM_INT(spin, "ECCL_SPIN", -1)
+ECCL_PARAM_INT(cpu_spread, "ECCL_CPU_SPREAD", 1)
 
 /* --- versions and ids --------------------------------------------------------------------- */
 
@@ -516,8 +517,15 @@ ecclResult_t core_comm_create_opts(struct ecclComm **out, int nranks, const eccl
     }
     int parent, child[2];
     core_plan_tree(nranks, comm->ring_index, &parent, child);
+    /* Odd ranks move a waiting thread off a core the scheduler made it share with the peers it
+     * waits for (kernels/host_exec.h), where the host has a core for each such thread: the
+     * caller's (flat calls) and the channels'. */
+    bool odd_spreads = eccl_param_cpu_spread() != 0 && rank % 2 == 1;
+    comm->flat_spread = odd_spreads && nlocal <= get_nprocs();
     for (int c = 0; c < comm->nchannels; c++) {
         struct kern_chan *kc = &comm->channels[c].kc;
+        comm->channels[c].spread = (struct kern_spread){
+            .on = odd_spreads && nlocal * comm->nchannels <= get_nprocs(), .rank = rank};
         kc->id = c;
         kc->rank = rank;
         kc->nranks = nranks;

@@ -174,6 +174,7 @@ struct core_channel {
     struct core_plan *plan; /* protected by go/done */
     ecclResult_t result;
     int failed_peer;
+    struct kern_spread spread; /* its thread's (kernels/host_exec.h) */
 };
 
 /* --- the communicator --- */
@@ -206,6 +207,8 @@ struct ecclComm {
     int ring_index;
     int64_t timeout_ms;
     uint32_t spin; /* connector polls before yielding (ECCL_SPIN, or by oversubscription) */
+    bool
+        flat_spread; /* flat calls may move the caller's thread (kernels/host_exec.h kern_spread) */
 
     /* Memory: permanent arena, scoped stack for launch preparation, pools. */
     struct eccl_arena arena;

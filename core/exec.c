@@ -23,6 +23,7 @@ static void fill_ctx(const struct ecclComm *comm, struct kern_ctx *ctx)
     ctx->abort = &comm->abort;
     ctx->timeout_ns = comm->timeout_ms > 0 ? (uint64_t)comm->timeout_ms * ECCL_NS_PER_MS : 0;
     ctx->spin = comm->spin;
+    ctx->spread = NULL;
     ctx->failed_peer = -1;
 }
 
@@ -37,6 +38,7 @@ static void run_channel(struct core_channel *ch, struct core_plan *p)
 {
     struct kern_ctx ctx;
     fill_ctx(ch->comm, &ctx);
+    ctx.spread = &ch->spread;
     int c = ch->kc.id;
     ecclResult_t res = kern_host_run(&ch->kc, p->work[c], p->nwork[c], &ctx);
     ch->result = res;

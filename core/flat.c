@@ -22,7 +22,6 @@
 #include <sys/file.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
-#include <sys/sysinfo.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -35,7 +34,6 @@
 #include "common/time.h"
 
 ECCL_PARAM_INT(flat_max_bytes, "ECCL_FLAT_MAX_BYTES", 64 * 1024)
-ECCL_PARAM_INT(flat_spread, "ECCL_FLAT_SPREAD", 1)
 
 /* What this rank wants: the slot size, or 0 when the flat path cannot serve this communicator.
  * The shape comes from the peer table, which every rank holds alike. */
@@ -221,10 +219,7 @@ ecclResult_t core_flat_init(struct ecclComm *comm)
         ok = ok && st[i] == 1;
     if (ok) {
         comm->flat.max_bytes = (uint32_t)want;
-        /* The odd ranks move off a core they share with the peers they wait for, where the host
-         * has a core for every rank (kernels/host_flat.c); with fewer cores, sharing is the
-         * rule and yielding the answer. */
-        comm->flat.spread = eccl_param_flat_spread() != 0 && me % 2 == 1 && n <= get_nprocs();
+        comm->flat.spread = (struct kern_spread){.on = comm->flat_spread, .rank = me};
         INFO(ECCL_LOG_INIT, "flat: %d ranks, calls up to %u bytes, %zu-byte segment", n, want,
              bytes);
         base = NULL; /* kept */

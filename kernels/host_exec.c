@@ -48,6 +48,55 @@ static inline void cpu_relax(void)
 #endif
 }
 
+#define SPREAD_AFTER_YIELDS 64
+#define SPREAD_EVERY_NS     (1000 * ECCL_NS_PER_MS)
+
+int kern_move_off_cpu(int *from, int *to)
+{
+    cpu_set_t mask, other;
+    *from = *to = sched_getcpu();
+    if (*from < 0 || sched_getaffinity(0, sizeof(mask), &mask) != 0)
+        return -1;
+    if (CPU_COUNT(&mask) < 2 || !CPU_ISSET(*from, &mask))
+        return 0;
+    other = mask;
+    CPU_CLR(*from, &other);
+    if (sched_setaffinity(0, sizeof(other), &other) != 0)
+        return -1;
+    *to = sched_getcpu();
+    if (sched_setaffinity(0, sizeof(mask), &mask) != 0) {
+        int e = errno;
+        WARN("could not restore this thread's CPU mask after moving it off CPU %d: %s", *from,
+             strerror(e));
+        errno = e;
+        return -1;
+    }
+    return 1;
+}
+
+void kern_spread_after_wait(struct kern_spread *s, bool spun)
+{
+    if (!s || !s->on)
+        return;
+    if (spun) {
+        s->yielded = 0;
+        return;
+    }
+    if (++s->yielded < SPREAD_AFTER_YIELDS)
+        return;
+    s->yielded = 0;
+    uint64_t now = eccl_now_ns();
+    if (s->moved_ns && now - s->moved_ns < SPREAD_EVERY_NS)
+        return;
+    s->moved_ns = now;
+    int from, to;
+    if (kern_move_off_cpu(&from, &to) > 0)
+        INFO(ECCL_LOG_COLL,
+             "rank %d: a waiting thread moved from CPU %d to CPU %d (%d waits in a "
+             "row yielded)",
+             s->rank, from, to, SPREAD_AFTER_YIELDS);
+}
+
 ecclResult_t kern_wait_check(struct kern_ctx *ctx, uint64_t *start, int peer, const char *what)
 {
     if (atomic_load_explicit(ctx->abort, memory_order_acquire)) {
@@ -116,15 +165,19 @@ static ecclResult_t wait_step(struct eccl_conn_ctrl *c, bool data, uint32_t mine
     _Atomic uint32_t *waiters = data ? &c->tail_waiters : &c->head_waiters;
     uint64_t t0 = 0;
     for (uint32_t i = 0; i < ctx->spin && !spin_done(i, &t0); i++) {
-        if (step_ready(data, atomic_load_explicit(word, memory_order_acquire), mine, nslots))
+        if (step_ready(data, atomic_load_explicit(word, memory_order_acquire), mine, nslots)) {
+            kern_spread_after_wait(ctx->spread, true);
             return ecclSuccess;
+        }
         cpu_relax();
     }
     uint64_t start = 0, since = 0;
     for (int round = 0;; round++) {
         uint32_t seen = atomic_load_explicit(word, memory_order_acquire);
-        if (step_ready(data, seen, mine, nslots))
+        if (step_ready(data, seen, mine, nslots)) {
+            kern_spread_after_wait(ctx->spread, round == 0);
             return ecclSuccess;
+        }
         if (atomic_load_explicit(&c->closed, memory_order_acquire))
             return closed_error(ctx, peer);
         ECCL_TRY(kern_wait_check(ctx, &start, peer, data ? "data" : "buffer space"));

@@ -42,10 +42,32 @@ struct kern_chan {
     struct eccl_bell *bell;
 };
 
+/* A waiting thread's watch on where the scheduler put it (kern_spread_after_wait). Ranks that
+ * wait for each other and yield to each other look to the scheduler like a producer and its
+ * consumer: it may keep them on one core while others idle, and then every hand-over costs a
+ * context switch. Where the host has a core for every rank's waiting thread, the odd ranks move
+ * themselves off their core after SPREAD_AFTER_YIELDS waits in a row had to yield (a spin ends
+ * nearly every wait of ranks that have a core each), at most once a second. */
+struct kern_spread {
+    bool on;
+    int rank;          /* for the log line */
+    uint32_t yielded;  /* waits in a row that had to yield */
+    uint64_t moved_ns; /* when the thread last moved */
+};
+
+/* After a wait: `spun` when its spin ended it, else it yielded or slept. NULL: no watch. */
+void kern_spread_after_wait(struct kern_spread *s, bool spun);
+
+/* Moves the calling thread off the CPU it runs on, to another CPU of its affinity mask, and
+ * restores the mask: the scheduler keeps the thread where it went. 1: moved (*from, *to), 0:
+ * nothing to do (a mask of one CPU), -1: the system refused (errno). */
+int kern_move_off_cpu(int *from, int *to);
+
 struct kern_ctx {
     const _Atomic uint32_t *abort; /* nonzero: stop waiting, return ecclRemoteError */
     uint64_t timeout_ns;           /* no progress for this long: ecclRemoteError (0: none) */
     uint32_t spin;                 /* polls before yielding the CPU */
+    struct kern_spread *spread;    /* the waiting thread's (NULL: none) */
     /* Set when a wait gave up: the peer rank and what was awaited, for the error text. */
     int failed_peer;
 };

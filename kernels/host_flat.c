@@ -32,10 +32,6 @@
 #define YIELDS_BEFORE_SLEEP 16
 #define YIELD_NS            (1 * ECCL_NS_PER_MS)
 #define SLEEP_SLICE_NS      (5 * ECCL_NS_PER_MS)
-/* A rank that may spread moves off its core after this many waits in a row had to yield, at
- * most once per MOVE_EVERY_NS. */
-#define MOVE_AFTER_YIELDS 64
-#define MOVE_EVERY_NS     (1000 * ECCL_NS_PER_MS)
 
 _Static_assert(sizeof(struct kern_flat_hdr) <= HDR_BYTES, "flat header");
 
@@ -165,46 +161,6 @@ static ecclResult_t wait_failed(struct kern_flat *f, struct kern_ctx *ctx, int p
     return kern_wait_check(ctx, start, peer, "its flat slot");
 }
 
-int kern_flat_move_off_cpu(int *from, int *to)
-{
-    cpu_set_t mask, other;
-    *from = *to = sched_getcpu();
-    if (*from < 0 || sched_getaffinity(0, sizeof(mask), &mask) != 0)
-        return -1;
-    if (CPU_COUNT(&mask) < 2 || !CPU_ISSET(*from, &mask))
-        return 0;
-    other = mask;
-    CPU_CLR(*from, &other);
-    if (sched_setaffinity(0, sizeof(other), &other) != 0)
-        return -1;
-    *to = sched_getcpu();
-    if (sched_setaffinity(0, sizeof(mask), &mask) != 0) {
-        int e = errno;
-        WARN("flat: could not restore this thread's CPU mask after moving it off CPU %d: %s", *from,
-             strerror(e));
-        errno = e;
-        return -1;
-    }
-    return 1;
-}
-
-/* Waits that keep yielding while this rank may spread: the peers it waits for share its core
- * (when every rank has a core, a spin ends most waits). Moves off it, at most once a second. */
-static void after_yielding_wait(struct kern_flat *f)
-{
-    if (!f->spread || ++f->yielded < MOVE_AFTER_YIELDS)
-        return;
-    f->yielded = 0;
-    uint64_t now = eccl_now_ns();
-    if (f->moved_ns && now - f->moved_ns < MOVE_EVERY_NS)
-        return;
-    f->moved_ns = now;
-    int from, to;
-    if (kern_flat_move_off_cpu(&from, &to) > 0)
-        INFO(ECCL_LOG_COLL, "flat: rank %d moved from CPU %d to CPU %d (%d waits in a row yielded)",
-             f->rank, from, to, MOVE_AFTER_YIELDS);
-}
-
 /* Waits until rank `peer`'s slot `s` holds call `want` or a later one. */
 static ecclResult_t wait_seq(struct kern_flat *f, struct flat_slot *s, uint32_t want, int peer,
                              struct kern_ctx *ctx)
@@ -222,7 +178,7 @@ static ecclResult_t wait_seq(struct kern_flat *f, struct flat_slot *s, uint32_t 
     for (uint32_t i = 0; i < limit; i++) {
         if (reached(s, want)) {
             f->spin = limit > UINT32_MAX / 2 ? limit : limit * 2;
-            f->yielded = 0;
+            kern_spread_after_wait(&f->spread, true);
             return ecclSuccess;
         }
         cpu_relax();
@@ -238,7 +194,7 @@ static ecclResult_t wait_seq(struct kern_flat *f, struct flat_slot *s, uint32_t 
     uint64_t start = 0, since = 0;
     for (int round = 0;; round++) {
         if (reached(s, want)) {
-            after_yielding_wait(f);
+            kern_spread_after_wait(&f->spread, round == 0);
             return ecclSuccess;
         }
         ECCL_TRY(wait_failed(f, ctx, peer, &start));

@@ -55,17 +55,8 @@ struct kern_flat {
     uint32_t seq;       /* flat calls made on this communicator (the same count on every rank) */
     uint32_t max_bytes; /* the largest call core sends this way (core/flat.c sets it) */
     uint32_t spin;      /* polls of the next wait's spin (adaptive, at most the context's) */
-    bool spread;        /* this rank may move itself off a core it shares with its peers */
-    uint32_t yielded;   /* consecutive waits that had to yield */
-    uint64_t moved_ns;  /* when it last moved (kern_flat_move_off_cpu) */
+    struct kern_spread spread; /* the calling thread's (flat calls run in the caller's) */
 };
-
-/* Moves the calling thread off the CPU it runs on, to another CPU of its affinity mask, and
- * restores the mask: the scheduler keeps it where it went. The flat waits call it (ranks with
- * spread set, the odd ones, when their waits keep yielding: the scheduler has put ranks that
- * wait for each other on one core while other cores idle). 1: moved, 0: nothing to do (a mask
- * of one CPU), -1: the system refused (errno). */
-int kern_flat_move_off_cpu(int *from, int *to);
 
 /* One call, as the caller's arguments say it. `count` is per-rank (AllGather: each rank's block;
  * ReduceScatter: the output's count), as in the API. */
