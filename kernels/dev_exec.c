@@ -752,14 +752,39 @@ static ecclResult_t launch_seg(struct kern_dev *d, struct kern_chan *const *chan
     return ecclSuccess;
 }
 
+/* Whether this executor may queue more work: not after a kernel failed. */
+static ecclResult_t may_queue(struct kern_dev *d)
+{
+    ecclResult_t res = kern_dev_status(d);
+    if (res != ecclSuccess)
+        WARN("GPU executor: an earlier kernel failed; nothing more is launched");
+    return res;
+}
+
+/* Makes the executor's device current; *prev: the caller's, for dev_leave. */
+static ecclResult_t dev_enter(const struct kern_dev *d, int *prev)
+{
+    *prev = -1;
+    cudaError_t e = cudaGetDevice(prev);
+    if (e != cudaSuccess)
+        return cuda_fail("cudaGetDevice", e);
+    if (*prev != d->cuda_dev && (e = cudaSetDevice(d->cuda_dev)) != cudaSuccess)
+        return cuda_fail("cudaSetDevice", e);
+    return ecclSuccess;
+}
+
+static void dev_leave(const struct kern_dev *d, int prev)
+{
+    if (prev != d->cuda_dev)
+        cudaSetDevice(prev);
+}
+
 ecclResult_t kern_dev_launch(struct kern_dev *d, struct kern_chan *const *chans,
                              struct eccl_work *const *works, const int *nwork, void *stream)
 {
-    ecclResult_t res = kern_dev_status(d);
-    if (res != ecclSuccess) {
-        WARN("GPU executor: an earlier kernel failed; nothing more is launched");
+    ecclResult_t res = may_queue(d);
+    if (res != ecclSuccess)
         return res;
-    }
     uint32_t first[KERN_DEV_MAX_SEGS], end[KERN_DEV_MAX_SEGS];
     int kernel[KERN_DEV_MAX_SEGS];
     int nseg = kern_dev_split(works, nwork, d->nchannels, first, end, kernel, KERN_DEV_MAX_SEGS);
@@ -769,17 +794,13 @@ ecclResult_t kern_dev_launch(struct kern_dev *d, struct kern_chan *const *chans,
         return ecclInternalError;
     }
     uint32_t p2p_op = p2p_op_of(works, nwork, d->nchannels);
-    int prev = -1;
-    cudaError_t e = cudaGetDevice(&prev);
-    if (e != cudaSuccess)
-        return cuda_fail("cudaGetDevice", e);
-    if (prev != d->cuda_dev && (e = cudaSetDevice(d->cuda_dev)) != cudaSuccess)
-        return cuda_fail("cudaSetDevice", e);
+    int prev;
+    ECCL_TRY(dev_enter(d, &prev));
     /* A launch into a stream being captured becomes part of a graph that may be replayed any
      * number of times: its arguments get memory of their own (kernels read connector counters
      * from memory, so a replay simply continues the schedule). */
     enum cudaStreamCaptureStatus cap = cudaStreamCaptureStatusNone;
-    e = cudaStreamIsCapturing((cudaStream_t)stream, &cap);
+    cudaError_t e = cudaStreamIsCapturing((cudaStream_t)stream, &cap);
     if (e != cudaSuccess)
         res = cuda_fail("cudaStreamIsCapturing", e);
     else if (cap == cudaStreamCaptureStatusInvalidated)
@@ -793,8 +814,7 @@ ecclResult_t kern_dev_launch(struct kern_dev *d, struct kern_chan *const *chans,
         res = launch_seg(d, chans, works, nwork, first[i], end[i], p2p_op, kernel[i], stream,
                          cap == cudaStreamCaptureStatusActive);
     cudaThreadExchangeStreamCaptureMode(&mode);
-    if (prev != d->cuda_dev)
-        cudaSetDevice(prev);
+    dev_leave(d, prev);
     return res;
 }
 
@@ -814,27 +834,21 @@ ecclResult_t kern_dev_copy(struct kern_dev *d, void *dst, const void *src, size_
                            void *stream, bool *done)
 {
     *done = false;
-    ecclResult_t res = kern_dev_status(d);
-    if (res != ecclSuccess) {
-        WARN("GPU executor: an earlier kernel failed; nothing more is launched");
+    ecclResult_t res = may_queue(d);
+    if (res != ecclSuccess)
         return res;
-    }
     if (!buffer_on_dev(d, dst) || !buffer_on_dev(d, src))
         return ecclSuccess; /* the plan's path says what is wrong, or runs it on the host */
-    int prev = -1;
-    cudaError_t e = cudaGetDevice(&prev);
-    if (e != cudaSuccess)
-        return cuda_fail("cudaGetDevice", e);
-    if (prev != d->cuda_dev && (e = cudaSetDevice(d->cuda_dev)) != cudaSuccess)
-        return cuda_fail("cudaSetDevice", e);
+    int prev;
+    ECCL_TRY(dev_enter(d, &prev));
+    cudaError_t e;
     if (bytes <= KERN_DEV_COPY_KERNEL_MAX)
         e = (cudaError_t)kern_dev_cu_copy(dst, src, bytes, stream);
     else
         e = cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToDevice, (cudaStream_t)stream);
     if (e != cudaSuccess)
         res = cuda_fail("the copy of a one-rank collective", e);
-    if (prev != d->cuda_dev)
-        cudaSetDevice(prev);
+    dev_leave(d, prev);
     *done = res == ecclSuccess;
     return res;
 }
