@@ -207,8 +207,8 @@ struct ecclComm {
     int ring_index;
     int64_t timeout_ms;
     uint32_t spin; /* connector polls before yielding (ECCL_SPIN, or by oversubscription) */
-    bool
-        flat_spread; /* flat calls may move the caller's thread (kernels/host_exec.h kern_spread) */
+    /* Flat calls may move the caller's thread off a shared CPU (kernels/host_exec.h). */
+    bool flat_spread;
 
     /* Memory: permanent arena, scoped stack for launch preparation, pools. */
     struct eccl_arena arena;

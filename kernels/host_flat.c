@@ -12,7 +12,6 @@
  */
 #include "kernels/host_flat.h"
 
-#include <errno.h>
 #include <sched.h>
 #include <string.h>
 
