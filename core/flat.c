@@ -161,6 +161,18 @@ static int seg_open(const char *name, void **base, size_t *bytes)
     return 0;
 }
 
+/* The communicator lets go of the segment, then unmaps it: under error_lock, which
+ * core_exec_close_all holds when it closes the segment (the UDS service's thread does when a
+ * peer goes away, also while this rank's init is still failing). */
+static void flat_forget(struct ecclComm *comm, void *base, size_t bytes)
+{
+    pthread_mutex_lock(&comm->error_lock);
+    memset(&comm->flat, 0, sizeof(comm->flat));
+    pthread_mutex_unlock(&comm->error_lock);
+    if (base)
+        munmap(base, bytes);
+}
+
 ecclResult_t core_flat_init(struct ecclComm *comm)
 {
     ecclResult_t res = ecclSuccess;
@@ -231,18 +243,14 @@ out_unmap:
         shm_unlink(name); /* every rank has mapped it, or gave up */
         close(lock_fd);
     }
-    if (base) {
-        munmap(base, bytes);
-        memset(&comm->flat, 0, sizeof(comm->flat));
-    }
+    if (base)
+        flat_forget(comm, base, bytes);
     return res;
 }
 
 void core_flat_fini(struct ecclComm *comm)
 {
-    if (comm->flat.base)
-        munmap(comm->flat.base, comm->flat.bytes);
-    memset(&comm->flat, 0, sizeof(comm->flat));
+    flat_forget(comm, comm->flat.base, comm->flat.bytes);
 }
 
 void core_flat_close(struct ecclComm *comm)
