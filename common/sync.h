@@ -50,4 +50,14 @@ char eccl_task_state(int pid, int tid);
 /* The calling thread's id (gettid). */
 int eccl_thread_id(void);
 
+/* One poll of a spin wait: tells the core that this thread spins (pause on x86, yield on Arm). */
+static inline void eccl_cpu_relax(void)
+{
+#if defined(__x86_64__) || defined(__i386__)
+    __builtin_ia32_pause();
+#elif defined(__aarch64__)
+    __asm__ __volatile__("yield");
+#endif
+}
+
 #endif

@@ -39,15 +39,6 @@
  * of 0.4 us. A yield costs a fraction of a microsecond when nothing else wants the core. */
 #define SPIN_MAX_NS 4000
 
-static inline void cpu_relax(void)
-{
-#if defined(__x86_64__) || defined(__i386__)
-    __builtin_ia32_pause();
-#elif defined(__aarch64__)
-    __asm__ __volatile__("yield");
-#endif
-}
-
 #define SPREAD_AFTER_YIELDS 64
 #define SPREAD_EVERY_NS     (1000 * ECCL_NS_PER_MS)
 
@@ -169,7 +160,7 @@ static ecclResult_t wait_step(struct eccl_conn_ctrl *c, bool data, uint32_t mine
             kern_spread_after_wait(ctx->spread, true);
             return ecclSuccess;
         }
-        cpu_relax();
+        eccl_cpu_relax();
     }
     uint64_t start = 0, since = 0;
     for (int round = 0;; round++) {
@@ -942,7 +933,7 @@ static ecclResult_t p2p_run(struct kern_chan *ch, const struct eccl_work *works,
             if (idle > YIELDS_BEFORE_SLEEP)
                 sched_yield();
             else
-                cpu_relax();
+                eccl_cpu_relax();
             continue;
         }
         if (sleep_on.c) {

@@ -133,15 +133,6 @@ uint32_t kern_flat_published(const struct kern_flat *f, int rank, uint32_t seq)
     return atomic_load_explicit(&slot_at(f, rank, seq)->seq, memory_order_acquire);
 }
 
-static inline void cpu_relax(void)
-{
-#if defined(__x86_64__) || defined(__i386__)
-    __builtin_ia32_pause();
-#elif defined(__aarch64__)
-    __asm__ __volatile__("yield");
-#endif
-}
-
 static inline int reached(const struct flat_slot *s, uint32_t want)
 {
     /* Sequence numbers compare modulo 2^32. */
@@ -180,7 +171,7 @@ static ecclResult_t wait_seq(struct kern_flat *f, struct flat_slot *s, uint32_t 
             kern_spread_after_wait(&f->spread, true);
             return ecclSuccess;
         }
-        cpu_relax();
+        eccl_cpu_relax();
         if ((i & 31) == 31) {
             uint64_t now = eccl_now_ns();
             if (t0 == 0)
