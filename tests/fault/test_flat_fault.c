@@ -195,23 +195,8 @@ static void run_case(enum which which, enum mp_action_kind kind, double bound_ms
     c.sh = mp_shm_alloc(sizeof(*c.sh));
     assert_non_null(c.sh);
     mp_barrier_init(&c.sh->barrier, NRANKS);
-    struct mp_action act = {.point = "victim",
-                            .rank = VICTIM,
-                            .hit = 1,
-                            .target = VICTIM,
-                            .kind = kind,
-                            .cont_after_ms = kind == MP_ACT_STOP ? 3000 : 0};
-    struct mp_opts o = {.nranks = NRANKS,
-                        .fn = rank_main,
-                        .arg = &c,
-                        .timeout_ms = 30000,
-                        .actions = &act,
-                        .nactions = 1};
-    int rc = mp_run_opts(&o, NULL);
-    double max = 0;
-    for (int r = 0; r < NRANKS; r++)
-        if (r != VICTIM && c.sh->detect_ms[r] > max)
-            max = c.sh->detect_ms[r];
+    int rc = mp_run_victim(NRANKS, VICTIM, kind, rank_main, &c, 30000, NULL);
+    double max = mp_max_except(c.sh->detect_ms, NRANKS, VICTIM);
     printf("%s, %s: survivors returned within %.1f ms of the fault\n",
            which == ALLREDUCE ? "AllReduce" : "Broadcast",
            kind == MP_ACT_KILL ? "SIGKILL" : "SIGSTOP", max);

@@ -195,24 +195,9 @@ static void run_case(enum which which, enum mp_action_kind kind, double bound_ms
     c.sh = mp_shm_alloc(sizeof(*c.sh));
     assert_non_null(c.sh);
     mp_barrier_init(&c.sh->barrier, NRANKS);
-    struct mp_action act = {.point = "victim",
-                            .rank = VICTIM,
-                            .hit = 1,
-                            .target = VICTIM,
-                            .kind = kind,
-                            .cont_after_ms = kind == MP_ACT_STOP ? 3000 : 0};
-    struct mp_opts o = {.nranks = NRANKS,
-                        .fn = rank_main,
-                        .arg = &c,
-                        .timeout_ms = 60000,
-                        .actions = &act,
-                        .nactions = 1};
     struct mp_report rep;
-    int rc = mp_run_opts(&o, &rep);
-    double max = 0;
-    for (int r = 0; r < NRANKS; r++)
-        if (r != VICTIM && c.sh->detect_ms[r] > max)
-            max = c.sh->detect_ms[r];
+    int rc = mp_run_victim(NRANKS, VICTIM, kind, rank_main, &c, 60000, &rep);
+    double max = mp_max_except(c.sh->detect_ms, NRANKS, VICTIM);
     printf("case %d (%s): survivors returned within %.1f ms of the fault\n", (int)which,
            kind == MP_ACT_KILL ? "SIGKILL" : "SIGSTOP", max);
     mp_shm_free(c.sh, sizeof(*c.sh));

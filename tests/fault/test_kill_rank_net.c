@@ -291,18 +291,6 @@ static int run_once(struct ctx *c, enum mp_action_kind kind, double *times, int 
         mp_shm_free(c->sh, sizeof(*c->sh));
         return -1;
     }
-    struct mp_action act = {.point = "victim",
-                            .rank = VICTIM,
-                            .hit = 1,
-                            .target = VICTIM,
-                            .kind = kind,
-                            .cont_after_ms = kind == MP_ACT_STOP ? 3000 : 0};
-    struct mp_opts o = {.nranks = NRANKS,
-                        .fn = rank_main,
-                        .arg = c,
-                        .timeout_ms = 25000,
-                        .actions = &act,
-                        .nactions = 1};
     int rc = -1;
     if (c->variant == VAR_NETNS) {
         parent_ifname(NETNS_IFNAME);
@@ -310,7 +298,7 @@ static int run_once(struct ctx *c, enum mp_action_kind kind, double *times, int 
             goto out;
     }
     struct mp_report rep;
-    rc = mp_run_opts(&o, &rep);
+    rc = mp_run_victim(NRANKS, VICTIM, kind, rank_main, c, 25000, &rep);
     if (c->variant == VAR_NETNS) {
         if (netns_leave(&ns) != 0)
             rc = -1;

@@ -205,18 +205,7 @@ static void run_kill(int bcast)
     a.sh = mp_shm_alloc(sizeof(*a.sh));
     assert_non_null(a.sh);
     mp_barrier_init(&a.sh->barrier, KILL_RANKS);
-    struct mp_action act = {.point = "victim",
-                            .rank = KILL_VICTIM,
-                            .hit = 1,
-                            .target = KILL_VICTIM,
-                            .kind = MP_ACT_KILL};
-    struct mp_opts o = {.nranks = KILL_RANKS,
-                        .fn = kill_rank,
-                        .arg = &a,
-                        .timeout_ms = 60000,
-                        .actions = &act,
-                        .nactions = 1};
-    int rc = mp_run_opts(&o, NULL);
+    int rc = mp_run_victim(KILL_RANKS, KILL_VICTIM, MP_ACT_KILL, kill_rank, &a, 60000, NULL);
     mp_shm_free(a.sh, sizeof(*a.sh));
     assert_int_equal(rc, 0);
 }

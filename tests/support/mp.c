@@ -366,6 +366,33 @@ static void close_fd(int *fd)
     *fd = -1;
 }
 
+int mp_run_victim(int nranks, int victim, enum mp_action_kind kind, mp_rank_fn fn, void *arg,
+                  int timeout_ms, struct mp_report *rep)
+{
+    struct mp_action act = {.point = "victim",
+                            .rank = victim,
+                            .hit = 1,
+                            .target = victim,
+                            .kind = kind,
+                            .cont_after_ms = kind == MP_ACT_STOP ? 3000 : 0};
+    struct mp_opts o = {.nranks = nranks,
+                        .fn = fn,
+                        .arg = arg,
+                        .timeout_ms = timeout_ms,
+                        .actions = &act,
+                        .nactions = 1};
+    return mp_run_opts(&o, rep);
+}
+
+double mp_max_except(const double *v, int n, int skip)
+{
+    double max = 0;
+    for (int i = 0; i < n; i++)
+        if (i != skip && v[i] > max)
+            max = v[i];
+    return max;
+}
+
 int mp_run_opts(const struct mp_opts *opts, struct mp_report *rep_out)
 {
     struct mp_report rep_local;

@@ -109,6 +109,12 @@ struct mp_opts {
 /* Runs the ranks; fills *rep (may be NULL). Returns 0 when every rank passed, -1 otherwise
  * (and prints, per failed rank, how it ended). */
 int mp_run_opts(const struct mp_opts *opts, struct mp_report *rep);
+/* The run of a kill or stop test: rank `victim` reaches mp_point("victim") and the parent sends
+ * it `kind` there (MP_ACT_STOP: SIGCONT 3 s later); otherwise as mp_run_opts. */
+int mp_run_victim(int nranks, int victim, enum mp_action_kind kind, mp_rank_fn fn, void *arg,
+                  int timeout_ms, struct mp_report *rep);
+/* The largest of v[0..n) leaving out v[skip] (0 when there is none). */
+double mp_max_except(const double *v, int n, int skip);
 /* The plain form: every rank must exit 0 within timeout_ms. */
 int mp_run(int nranks, mp_rank_fn fn, void *arg, int timeout_ms);
 
