@@ -3,6 +3,9 @@
 # run on this machine: AllReduce, AllGather, ReduceScatter, Broadcast, float32, 8 B .. 256 MiB,
 # 2 and 4 ranks as processes; plus the machine's copy bandwidth (bench/stream_copy), the
 # physical limit. Writes bench/results/host-<date>.md (tables) and host-<date>.png (busbw plot).
+# Around each of eccl's runs it measures how long a cache line takes between the CPUs
+# (bench/core_latency): a virtual machine's CPUs can be moved apart, across dies, while the run
+# goes on, and every step through a connector slot moves lines between the ranks' cores.
 #
 # Every library is timed the same way (eccl-perf's way): warm-up calls at the largest and the
 # smallest size of a range, then per size one call, a barrier, and N calls back to back, each
@@ -39,6 +42,7 @@ WORK=$(mktemp -d /tmp/host-vs-peers.XXXXXX)
 trap 'rm -rf "$WORK"' EXIT
 RAW=$OUT/$TAG.raw.txt
 COPY=$OUT/$TAG.copy.txt
+C2C=$OUT/$TAG.c2c.txt
 
 if [[ ${QUICK:-0} == 1 ]]; then
     RANGES=("8 1M 20 20")
@@ -63,7 +67,8 @@ PEERS="$BUILD/bench/peers"
 have_mpi=0 have_gloo=0
 if [[ ${REPORT_ONLY:-0} != 1 ]]; then
     echo "building eccl ($BUILD, CUDA=$CUDA)" >&2
-    make -s -j"${JOBS:-1}" BUILD="$BUILD" CUDA="$CUDA" tools "$BUILD/bench/stream_copy" >&2
+    make -s -j"${JOBS:-1}" BUILD="$BUILD" CUDA="$CUDA" tools "$BUILD/bench/stream_copy" \
+        "$BUILD/bench/core_latency" >&2
     mkdir -p "$PEERS"
     if command -v mpicc >/dev/null && command -v mpirun >/dev/null; then
         mpicc -O2 -o "$PEERS/mpi_bench" bench/peers/mpi_bench.c && have_mpi=1
@@ -81,10 +86,17 @@ if [[ $(id -u) == 0 ]]; then
     MPIRUN+=(--allow-run-as-root)
 fi
 
+# The slowest CPU pair's one-way cache-line transfer in ns (0 where there is no pair).
+c2c_ns() {
+    { "$BUILD/bench/core_latency" -n 20000 2>/dev/null || true; } |
+        awk -F'ns=' '$2 + 0 > m { m = $2 + 0 } END { print m + 0 }'
+}
+
 LOAD_BEFORE=$(cut -d' ' -f1-3 /proc/loadavg)
 START=$(date +%s)
 if [[ ${REPORT_ONLY:-0} != 1 ]]; then
     : >"$RAW"
+    : >"$C2C"
     echo "copy bandwidth" >&2
     "$BUILD/bench/stream_copy" >"$COPY"
 
@@ -93,10 +105,13 @@ if [[ ${REPORT_ONLY:-0} != 1 ]]; then
             for range in "${RANGES[@]}"; do
                 read -r lo hi iters warm <<<"$range"
                 echo "n=$n $coll $lo..$hi" >&2
+                c2c_before=$(c2c_ns)
                 # eccl: the out-of-place half's median column (-M 1), max over ranks (-a 3).
                 "$BUILD/bin/eccl-perf" -C "$coll" -N "$n" -b "$lo" -e "$hi" -f 2 -n "$iters" \
                     -w "$warm" -c 0 -M 1 -a 3 |
                     awk -v c="$coll" -v n="$n" '/^ +[0-9]/ { print "eccl", c, n, $1, $10 }' >>"$RAW"
+                c2c_after=$(c2c_ns)
+                echo "$coll $n $lo $hi $c2c_before $c2c_after" >>"$C2C"
                 if ((have_mpi)); then
                     "${MPIRUN[@]}" -np "$n" "$PEERS/mpi_bench" -c "$coll" -b "$lo" -e "$hi" -f 2 \
                         -n "$iters" -w "$warm" | awk '$1 == "mpi" { print $1, $2, $3, $4, $5 }' >>"$RAW"
@@ -121,9 +136,17 @@ else
 fi
 
 python3 - "$RAW" "$COPY" "$OUT/$TAG.md" "$WORK/plot.dat" "$LOAD_BEFORE" "$LOAD_AFTER" \
-    "$ELAPSED" "$have_mpi" "$have_gloo" "$(nproc)" "$(uname -r)" "$TAG" <<'PY'
-import collections, sys
-raw, copyf, md, dat, lb, la, el, hm, hg, ncpu, kern, tag = sys.argv[1:]
+    "$ELAPSED" "$have_mpi" "$have_gloo" "$(nproc)" "$(uname -r)" "$TAG" "$C2C" <<'PY'
+import collections, os, sys
+raw, copyf, md, dat, lb, la, el, hm, hg, ncpu, kern, tag, c2cf = sys.argv[1:]
+# Line transfer between the CPUs around each eccl run: (coll, n) -> [(lo, hi, before, after)].
+c2c = collections.defaultdict(list)
+if os.path.exists(c2cf):
+    for line in open(c2cf):
+        f = line.split()
+        if len(f) == 6:
+            c2c[(f[0], int(f[1]))].append((f[2], f[3], float(f[4]), float(f[5])))
+APART_NS = 100.0  # above: the CPUs sit on different dies (or sockets)
 copy = {}
 for line in open(copyf):
     k, t, g = line.split()
@@ -159,6 +182,15 @@ o.append("Time: median of N back-to-back calls per rank, max over ranks (N=200 u
          "to 4 MiB, 5 above). busbw in GB/s with nccl-tests' factors. `ratio`: for sizes <= 64 KiB "
          "eccl's time / the best peer's time (target <= 0.8); above, eccl's busbw / the best peer's "
          "busbw (target >= 1.2 from 1 MiB). `ok` marks a met target.\n")
+runs = [r for v in c2c.values() for r in v]
+if runs:
+    lat = [x for r in runs for x in r[2:] if x > 0]
+    apart = [r for r in runs if max(r[2], r[3]) > APART_NS]
+    o.append("CPU placement: one-way cache-line transfer between the CPUs (bench/core_latency), "
+             "measured before and after each of eccl's %d runs: %.0f to %.0f ns; %d of the runs "
+             "had it above %.0f ns at either end (CPUs on different dies: the tables mark "
+             "them `apart`).\n" % (len(runs), min(lat) if lat else 0, max(lat) if lat else 0,
+                                  len(apart), APART_NS))
 o.append("Physical limit: memcpy of 256 MiB buffers (bench/stream_copy, best of 10): one core "
          "%.2f GB/s, %d cores %.2f GB/s (bytes copied per second, the unit of busbw).\n" % (one, max(copy), allc))
 summary = []
@@ -167,6 +199,10 @@ with open(dat, "w") as d:
     for k in keys:
         coll, n = k
         o.append("\n## %s, %d ranks\n" % (coll, n))
+        if c2c.get(k):
+            o.append("Line transfer around eccl's runs: " + "; ".join(
+                "%s..%s: %.0f -> %.0f ns%s" % (lo, hi, b, a, " (apart)" if max(a, b) > APART_NS else "")
+                for lo, hi, b, a in c2c[k]) + ".\n")
         o.append("| size | eccl us | gloo us | mpi us | eccl busbw | gloo busbw | mpi busbw | ratio | ok |")
         o.append("| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | :-: |")
         peak = {l: 0.0 for l in libs}
@@ -210,7 +246,8 @@ for coll, n, p in summary:
 o.append("\n## Targets missed\n")
 o.append(("\n".join("- " + m for m in miss) if miss else "none") + "\n")
 o.append("\nPlot: `%s.png` (busbw against size). Raw data: `%s.raw.txt` (lib, collective, ranks, "
-         "bytes, median us), copy rates: `%s.copy.txt`.\n" % (tag, tag, tag))
+         "bytes, median us), copy rates: `%s.copy.txt`, line transfers: `%s.c2c.txt` (collective, "
+         "ranks, range, ns before, ns after).\n" % (tag, tag, tag, tag))
 open(md, "w").write("\n".join(o) + "\n")
 print("\n".join(o))
 PY

@@ -39,6 +39,8 @@ ECCL_PARAM_INT(timeout_ms, "ECCL_TIMEOUT_MS", 600000)
 ECCL_PARAM_INT(abort_wait_ms, "ECCL_ABORT_WAIT_MS", 1000)
 ECCL_PARAM_INT(spin, "ECCL_SPIN", -1)
 ECCL_PARAM_INT(cpu_spread, "ECCL_CPU_SPREAD", 1)
+ECCL_PARAM_INT(host_stream, "ECCL_HOST_STREAM", -1)
+ECCL_PARAM_INT(host_stream_out_bytes, "ECCL_HOST_STREAM_OUT_BYTES", 4 << 20)
 
 /* --- versions and ids --------------------------------------------------------------------- */
 
@@ -496,6 +498,10 @@ ecclResult_t core_comm_create_opts(struct ecclComm **out, int nranks, const eccl
     if (spin < 0)
         spin = nlocal > get_nprocs() ? 100 : 2000;
     comm->spin = (uint32_t)ECCL_MIN(spin, (int64_t)UINT32_MAX);
+    int64_t stream = eccl_param_host_stream();
+    comm->host_stream = stream < 0 ? KERN_STREAM_AUTO : stream ? KERN_STREAM_ON : KERN_STREAM_OFF;
+    int64_t stream_out = eccl_param_host_stream_out_bytes();
+    comm->host_stream_out_bytes = stream_out > 0 ? (uint64_t)stream_out : 0;
     comm->ring = eccl_arena_alloc(&comm->arena, sizeof(int) * (size_t)nranks, 16);
     if (!comm->ring) {
         res = ecclSystemError;

@@ -207,6 +207,8 @@ struct ecclComm {
     int ring_index;
     int64_t timeout_ms;
     uint32_t spin; /* connector polls before yielding (ECCL_SPIN, or by oversubscription) */
+    enum kern_stream host_stream;   /* ECCL_HOST_STREAM */
+    uint64_t host_stream_out_bytes; /* ECCL_HOST_STREAM_OUT_BYTES */
     /* Flat calls may move the caller's thread off a shared CPU (kernels/host_exec.h). */
     bool flat_spread;
 

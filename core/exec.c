@@ -24,6 +24,8 @@ static void fill_ctx(const struct ecclComm *comm, struct kern_ctx *ctx)
     ctx->timeout_ns = comm->timeout_ms > 0 ? (uint64_t)comm->timeout_ms * ECCL_NS_PER_MS : 0;
     ctx->spin = comm->spin;
     ctx->spread = NULL;
+    ctx->stream = comm->host_stream;
+    ctx->stream_out_bytes = comm->host_stream_out_bytes;
     ctx->failed_peer = -1;
 }
 

@@ -20,13 +20,29 @@
 #define ECCL_CONN_MAGIC     0x65636f6e /* "econ" */
 #define ECCL_CONN_MAX_SLOTS 16
 
+/* One side's measurements of the steps of one kind of store into a connector's slots: the
+ * fastest step of the current window, and of the last full one (0: none yet), in ns per KiB. */
+struct eccl_conn_rate {
+    uint32_t best;         /* the measuring side's own */
+    uint32_t n;            /* steps in the current window; the measuring side's own */
+    _Atomic uint32_t last; /* read by the other side */
+};
+
 struct eccl_conn_ctrl {
     /* Written by the sender. */
     _Alignas(64) _Atomic uint32_t tail;
-    _Atomic uint32_t tail_waiters; /* receivers sleeping on tail */
+    _Atomic uint32_t tail_waiters;      /* receivers sleeping on tail */
+    struct eccl_conn_rate send_rate[2]; /* a host sender's steps (stream: below) */
+    uint32_t stream_on;                 /* its choice: streaming stores (1) or not (0) */
     /* Written by the receiver. */
     _Alignas(64) _Atomic uint32_t head;
     _Atomic uint32_t head_waiters; /* senders sleeping on head */
+    /* Streaming stores into the slots (kernels/host_copy.h). A host receiver sets `stream` to
+     * ECCL_CONN_STREAM_ASK: it accepts steps marked ECCL_CONN_SIZE_STREAM and measures its
+     * steps of either kind in recv_rate; a GPU or network receiver (0) gets ordinary stores
+     * only. The sender chooses by the sum of both sides' rates (kernels/host_exec.c). */
+    _Atomic uint32_t stream;
+    struct eccl_conn_rate recv_rate[2];
     /* Set at creation, read-only after. */
     _Alignas(64) uint32_t magic;
     uint32_t nslots;

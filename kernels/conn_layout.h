@@ -23,4 +23,15 @@
  * size it does not expect. */
 #define ECCL_CONN_SIZE_LL 0x40000000u
 
+/* Set by a host sender whose step went into the slot with streaming stores (kernels/host_copy.h):
+ * only where the receiver asked for them through the connector's stream word, so only a host
+ * receiver meets it. */
+#define ECCL_CONN_SIZE_STREAM 0x20000000u
+
+/* The receiver's stream word: ECCL_CONN_STREAM_ASK, it accepts and measures streamed steps. The
+ * sender then stores one step in ECCL_CONN_STREAM_PROBE the way it does not prefer, so that both
+ * ways stay measured. */
+#define ECCL_CONN_STREAM_ASK   1u
+#define ECCL_CONN_STREAM_PROBE 16u
+
 #endif

@@ -241,10 +241,13 @@ static ecclResult_t send_begin(struct peer_send s, struct kern_ctx *ctx, char **
     return ecclSuccess;
 }
 
-static void send_commit(struct peer_send s, size_t bytes)
+/* Posts the step of `bytes` written into the current slot of s; `streamed`: with streaming
+ * stores (the receiver reads it from the size word). */
+static void send_commit_as(struct peer_send s, size_t bytes, bool streamed)
 {
     uint32_t tail = atomic_load_explicit(&s.c->tail, memory_order_relaxed);
-    atomic_store_explicit(&s.c->sizes[tail % s.c->nslots], (uint32_t)bytes, memory_order_relaxed);
+    uint32_t size = (uint32_t)bytes | (streamed ? ECCL_CONN_SIZE_STREAM : 0);
+    atomic_store_explicit(&s.c->sizes[tail % s.c->nslots], size, memory_order_relaxed);
     atomic_store_explicit(&s.c->tail, tail + 1, memory_order_release);
     atomic_thread_fence(memory_order_seq_cst);
     if (atomic_load_explicit(&s.c->tail_waiters, memory_order_relaxed))
@@ -253,12 +256,99 @@ static void send_commit(struct peer_send s, size_t bytes)
         eccl_bell_ring(s.bell);
 }
 
-static ecclResult_t recv_begin(struct peer_recv r, struct kern_ctx *ctx, size_t expect,
-                               const char **slot)
+static void send_commit(struct peer_send s, size_t bytes)
+{
+    send_commit_as(s, bytes, false);
+}
+
+/* Streaming stores into the slots (kernels/host_copy.h), chosen by measurement: each side times
+ * its steps of at least STREAM_MIN_BYTES, from the data's arrival (receiver) or the slot's
+ * release (sender) to the step's end, keeps the fastest of each kind of store over windows of
+ * STREAM_WINDOW steps, and the sender, after each window of its own, stores the way whose sum
+ * of both sides' last windows is faster by STREAM_GAIN_PCT. One step in ECCL_CONN_STREAM_PROBE
+ * goes the other way, so that both stay measured; the probes of a rank's two connectors fall on
+ * different steps (the offset by the receiving rank), so that one step of a rank that receives
+ * and sends is not a probe of both. The fastest, not the mean: a step the scheduler interrupts
+ * only ever looks slower. Both sides' costs count: ordinary stores into lines the reader on
+ * another die holds wait for each line's transfer, the reader of lines left dirty in the
+ * writer's cache too. */
+#define STREAM_MIN_BYTES (16 * 1024)
+#define STREAM_WINDOW    4
+#define STREAM_GAIN_PCT  15
+
+/* Counts one step of `bytes` that took `ns`; true when it completed a window. */
+static bool rate_note(struct eccl_conn_rate *r, size_t bytes, uint64_t ns)
+{
+    uint64_t v = ns * 1024 / bytes;
+    uint32_t per_kib = v == 0 ? 1 : v > UINT32_MAX ? UINT32_MAX : (uint32_t)v;
+    if (r->n == 0 || per_kib < r->best)
+        r->best = per_kib;
+    if (++r->n < STREAM_WINDOW)
+        return false;
+    atomic_store_explicit(&r->last, r->best, memory_order_relaxed);
+    r->n = 0;
+    return true;
+}
+
+/* The sender's choice after a window of its own (both sides' last windows, both kinds). */
+static void stream_choose(struct eccl_conn_ctrl *c)
+{
+    uint64_t cost[2];
+    for (int k = 0; k < 2; k++) {
+        uint64_t snd = atomic_load_explicit(&c->send_rate[k].last, memory_order_relaxed);
+        uint64_t rcv = atomic_load_explicit(&c->recv_rate[k].last, memory_order_relaxed);
+        if (!snd || !rcv)
+            return;
+        cost[k] = snd + rcv;
+    }
+    int on = c->stream_on ? 1 : 0;
+    if (cost[!on] * 100 < cost[on] * (100 - STREAM_GAIN_PCT))
+        c->stream_on = (uint32_t)!on;
+}
+
+/* Whether the current step of s goes into its slot with streaming stores: never where the
+ * receiver does not take them (a GPU, the proxy); else by ECCL_HOST_STREAM, or the choice
+ * (probes only in steps that are measured). */
+static bool send_streams(struct peer_send s, enum kern_stream mode, size_t bytes)
+{
+    if (!(atomic_load_explicit(&s.c->stream, memory_order_relaxed) & ECCL_CONN_STREAM_ASK))
+        return false;
+    if (mode != KERN_STREAM_AUTO)
+        return mode == KERN_STREAM_ON;
+    bool on = s.c->stream_on;
+    if (bytes < STREAM_MIN_BYTES)
+        return on;
+    uint32_t tail = atomic_load_explicit(&s.c->tail, memory_order_relaxed);
+    uint32_t probe = (tail + 7u * (uint32_t)s.peer) % ECCL_CONN_STREAM_PROBE;
+    return probe == ECCL_CONN_STREAM_PROBE - 1 ? !on : on;
+}
+
+/* After a step of `bytes` that took ns: the accounts of the receiver of `from` (NULL: the step
+ * received nothing; streamed: how it came) and of the sender into `to` (NULL: it sent nothing;
+ * stream: how it went). */
+static void stream_note(struct eccl_conn_ctrl *from, bool streamed, struct eccl_conn_ctrl *to,
+                        bool stream, enum kern_stream mode, size_t bytes, uint64_t ns)
+{
+    if (from) {
+        if (atomic_load_explicit(&from->stream, memory_order_relaxed) != ECCL_CONN_STREAM_ASK)
+            atomic_store_explicit(&from->stream, ECCL_CONN_STREAM_ASK, memory_order_relaxed);
+        if (bytes >= STREAM_MIN_BYTES)
+            rate_note(&from->recv_rate[streamed ? 1 : 0], bytes, ns);
+    }
+    if (to && bytes >= STREAM_MIN_BYTES && mode == KERN_STREAM_AUTO &&
+        rate_note(&to->send_rate[stream ? 1 : 0], bytes, ns))
+        stream_choose(to);
+}
+
+static ecclResult_t recv_begin_as(struct peer_recv r, struct kern_ctx *ctx, size_t expect,
+                                  const char **slot, bool *streamed)
 {
     uint32_t head = atomic_load_explicit(&r.c->head, memory_order_relaxed);
     ECCL_TRY(wait_data(r.c, head, ctx, r.peer));
     uint32_t got = atomic_load_explicit(&r.c->sizes[head % r.c->nslots], memory_order_relaxed);
+    if (streamed)
+        *streamed = got & ECCL_CONN_SIZE_STREAM;
+    got &= ~ECCL_CONN_SIZE_STREAM;
     if (got & ECCL_CONN_SIZE_DEVDATA) {
         WARN("rank %d's GPU kernel sent a step into device memory while this rank runs the "
              "operation on host buffers: use device buffers on every rank or on none",
@@ -275,6 +365,12 @@ static ecclResult_t recv_begin(struct peer_recv r, struct kern_ctx *ctx, size_t 
     }
     *slot = eccl_conn_data(r.c) + (size_t)(head % r.c->nslots) * r.c->slot_bytes;
     return ecclSuccess;
+}
+
+static ecclResult_t recv_begin(struct peer_recv r, struct kern_ctx *ctx, size_t expect,
+                               const char **slot)
+{
+    return recv_begin_as(r, ctx, expect, slot, NULL);
 }
 
 static void recv_commit(struct peer_recv r)
@@ -304,7 +400,39 @@ struct step_io {
     struct peer_send to;
     const struct eccl_redop *op;
     struct kern_ctx *ctx;
+    bool stream_out; /* copies into the output buffer use streaming stores (stream_out_for) */
 };
+
+/* Whether w's copies into this rank's output buffer should bypass the caches: an output of at
+ * least ECCL_HOST_STREAM_OUT_BYTES, which its own writes and the call's other buffers would push
+ * out of the cache before the call ends anyway. Streaming stores write whole lines without reading
+ * them first: a third less memory traffic for a copy. */
+static bool stream_out_for(const struct eccl_work *w, int nranks, const struct kern_ctx *ctx)
+{
+    if (ctx->stream == KERN_STREAM_OFF || ctx->stream_out_bytes == 0)
+        return false;
+    uint64_t out = w->count * eccl_dtype_size(w->dtype);
+    if (w->func == ECCL_FUNC_ALLGATHER)
+        out *= (uint64_t)nranks;
+    return out >= ctx->stream_out_bytes;
+}
+
+/* src to the output buffer and to the slot: in one pass, unless the output streams (the two
+ * destinations' alignments differ, and a streaming store needs an aligned one: two passes, the
+ * second reading src from the cache). */
+static void copy_out_send(const struct step_io *io, char *out, char *slot, const char *src,
+                          size_t bytes, bool stream)
+{
+    if (!io->stream_out) {
+        (stream ? kern_copy2_stream : kern_copy2)(out, slot, src, bytes);
+        return;
+    }
+    kern_copy_stream(out, src, bytes);
+    if (stream)
+        kern_copy_stream(slot, src, bytes);
+    else
+        memcpy(slot, src, bytes);
+}
 
 static ecclResult_t do_step(const struct step_io *io, enum step_kind kind, const char *in,
                             char *out, size_t nelem, size_t ts)
@@ -314,22 +442,35 @@ static ecclResult_t do_step(const struct step_io *io, enum step_kind kind, const
     char *slot = NULL;
     bool recv = kind != STEP_SEND && kind != STEP_COPY_SEND;
     bool send = kind != STEP_RECV && kind != STEP_RECV_REDUCE_COPY;
+    bool streamed = false, stream = false;
     if (recv)
-        ECCL_TRY(recv_begin(io->from, io->ctx, bytes, &prev));
-    if (send)
+        ECCL_TRY(recv_begin_as(io->from, io->ctx, bytes, &prev, &streamed));
+    if (send) {
         ECCL_TRY(send_begin(io->to, io->ctx, &slot));
+        /* The copying kinds can store into the slot with streaming stores; the reducing ones
+         * store as they compute. */
+        stream = (kind == STEP_COPY_SEND || kind == STEP_RECV_COPY_SEND ||
+                  kind == STEP_RECV_REDUCE_COPY_SEND) &&
+                 send_streams(io->to, io->ctx->stream, bytes);
+    }
+    uint64_t t0 = eccl_now_ns();
     switch (kind) {
     case STEP_SEND:
         eccl_reduce_pre(slot, in, nelem, io->op);
         break;
     case STEP_COPY_SEND:
         if (out && out != in)
-            kern_copy2(out, slot, in, bytes);
+            copy_out_send(io, out, slot, in, bytes, stream);
+        else if (stream)
+            kern_copy_stream(slot, in, bytes);
         else
             memcpy(slot, in, bytes);
         break;
     case STEP_RECV:
-        memcpy(out, prev, bytes);
+        if (io->stream_out)
+            kern_copy_stream(out, prev, bytes);
+        else
+            memcpy(out, prev, bytes);
         break;
     case STEP_RECV_REDUCE_SEND:
         eccl_reduce_local(slot, in, prev, nelem, io->op);
@@ -341,16 +482,21 @@ static ecclResult_t do_step(const struct step_io *io, enum step_kind kind, const
     case STEP_RECV_REDUCE_COPY_SEND:
         eccl_reduce_local(out, in, prev, nelem, io->op);
         eccl_reduce_post(out, out, nelem, io->op);
-        memcpy(slot, out, bytes);
+        if (stream)
+            kern_copy_stream(slot, out, bytes);
+        else
+            memcpy(slot, out, bytes);
         break;
     case STEP_RECV_COPY_SEND:
-        kern_copy2(out, slot, prev, bytes);
+        copy_out_send(io, out, slot, prev, bytes, stream);
         break;
     }
+    stream_note(recv ? io->from.c : NULL, streamed, send ? io->to.c : NULL, stream, io->ctx->stream,
+                bytes, eccl_now_ns() - t0);
     if (recv)
         recv_commit(io->from);
     if (send)
-        send_commit(io->to, bytes);
+        send_commit_as(io->to, bytes, stream);
     return ecclSuccess;
 }
 
@@ -389,6 +535,7 @@ static void ring_op_init(struct ring_op *r, struct kern_chan *ch, const struct e
     r->io.from.bell = r->io.to.bell = ch->bell;
     r->io.op = &r->op;
     r->io.ctx = ctx;
+    r->io.stream_out = stream_out_for(w, n, ctx);
     uint32_t slot = ch->ring_recv ? ch->ring_recv->slot_bytes : 0;
     if (ch->ring_send && ch->ring_send->slot_bytes < slot)
         slot = ch->ring_send->slot_bytes;

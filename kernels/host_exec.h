@@ -63,11 +63,21 @@ void kern_spread_after_wait(struct kern_spread *s, bool spun);
  * nothing to do (a mask of one CPU), -1: the system refused (errno). */
 int kern_move_off_cpu(int *from, int *to);
 
+/* How senders store into the slots of the connectors this rank receives from
+ * (ECCL_HOST_STREAM, kernels/host_copy.h). */
+enum kern_stream {
+    KERN_STREAM_AUTO = 0, /* measure both ways, ask for the faster */
+    KERN_STREAM_OFF,      /* ordinary stores */
+    KERN_STREAM_ON,       /* streaming stores wherever the step copies */
+};
+
 struct kern_ctx {
     const _Atomic uint32_t *abort; /* nonzero: stop waiting, return ecclRemoteError */
     uint64_t timeout_ns;           /* no progress for this long: ecclRemoteError (0: none) */
     uint32_t spin;                 /* polls before yielding the CPU */
     struct kern_spread *spread;    /* the waiting thread's (NULL: none) */
+    enum kern_stream stream;
+    uint64_t stream_out_bytes; /* outputs this large are written with streaming stores (0: none) */
     /* Set when a wait gave up: the peer rank and what was awaited, for the error text. */
     int failed_peer;
 };

@@ -5,9 +5,12 @@
  * AllReduce and no flat path, so that every size takes the slots. With 2, 3 and 4 ranks as
  * processes, in place and out of place, buffers misaligned by an odd number of bytes, and byte
  * counts around the copy's switch to vector loops (256), its steps (32, 64) and the slot size
- * (128 KiB, one step) the results are exact; Broadcast from every root. Then a rank SIGKILLed
- * in the middle of a 24 MiB AllGather and Broadcast on 3 ranks: the survivors' calls return
- * ecclRemoteError within 5 s.
+ * (128 KiB, one step) the results are exact; Broadcast from every root. The same with the slots
+ * and the output buffers written by streaming stores (ECCL_HOST_STREAM=1,
+ * ECCL_HOST_STREAM_OUT_BYTES=1: kern_copy2_stream, kern_copy_stream), and with the even ranks
+ * streaming into the slots and the odd ones not (the choice is each sender's own). Then a rank
+ * SIGKILLed in the middle of a 24 MiB AllGather and Broadcast on 3 ranks: the survivors' calls
+ * return ecclRemoteError within 5 s.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -97,9 +100,19 @@ static int run_one_count(int rank, int nranks, ecclComm_t comm, uint8_t *send, u
     return 0;
 }
 
+/* arg: NULL, or ECCL_HOST_STREAM for the even ranks and the odd ones, and
+ * ECCL_HOST_STREAM_OUT_BYTES for all (NULL: the default). */
+struct stream_arg {
+    const char *even, *odd, *out;
+};
+
 static int sizes_rank(int rank, int nranks, const ecclUniqueId *id, void *arg)
 {
-    (void)arg;
+    const struct stream_arg *st = arg;
+    if (st)
+        setenv("ECCL_HOST_STREAM", rank % 2 ? st->odd : st->even, 1);
+    if (st && st->out)
+        setenv("ECCL_HOST_STREAM_OUT_BYTES", st->out, 1);
     /* Odd offsets: the vector loops meet misaligned sources and destinations. */
     uint8_t *send_mem = malloc(MAXC + 64), *recv_mem = malloc(MAXC * (size_t)nranks + 64);
     ecclComm_t comm;
@@ -130,6 +143,16 @@ static void test_sizes(void **state)
     (void)state;
     for (int n = 2; n <= 4; n++)
         assert_int_equal(mp_run(n, sizes_rank, NULL, 60000), 0);
+}
+
+static void test_sizes_streamed(void **state)
+{
+    (void)state;
+    struct stream_arg all = {"1", "1", "1"}, half = {"1", "0", NULL};
+    for (int n = 2; n <= 4; n++) {
+        assert_int_equal(mp_run(n, sizes_rank, &all, 60000), 0);
+        assert_int_equal(mp_run(n, sizes_rank, &half, 60000), 0);
+    }
 }
 
 /* --- a killed peer ------------------------------------------------------------------------ */
@@ -230,6 +253,7 @@ int main(void)
     mp_env_setup();
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_sizes),
+        cmocka_unit_test(test_sizes_streamed),
         cmocka_unit_test(test_kill_allgather),
         cmocka_unit_test(test_kill_broadcast),
     };
