@@ -189,6 +189,15 @@ static ecclResult_t enqueue_coll(int func, const void *sendbuff, void *recvbuff,
         ECCL_TRY(check_buf(fn, "sendbuff", sendbuff, count));
     if (need_recv)
         ECCL_TRY(check_buf(fn, "recvbuff", recvbuff, count));
+    /* The host executor cannot read a scalar in device memory: refused before anything is
+     * queued, so the communicator stays usable. */
+    if (rop.scalar_ptr && comm->dev &&
+        kern_dev_buffer_on_host(need_recv ? (const void *)recvbuff : sendbuff)) {
+        WARN("%s: a PreMulSum op with a device-resident scalar (ecclScalarDevice) on host buffers "
+             "of a CUDA communicator: use device buffers, or ecclScalarHostImmediate",
+             fn);
+        return ecclInvalidUsage;
+    }
     if (count == 0)
         return ecclSuccess;
     /* One rank, in place, and a reduction that leaves a value as it is: nothing to move or to
@@ -413,23 +422,14 @@ ECCL_API ecclResult_t ecclRedOpCreatePreMulSum(ecclRedOp_t *op, void *scalar,
                    fn, (int)datatype);
     ECCL_ARG_CHECK(residence == ecclScalarHostImmediate || residence == ecclScalarDevice,
                    "%s: invalid residence %d", fn, (int)residence);
-    if (residence == ecclScalarDevice && !comm->host) {
-        WARN("%s: device-resident scalars need the CUDA executor, which this build does not run "
-             "yet",
-             fn);
-        return ecclInvalidUsage;
-    }
+    /* A device-resident scalar is read when each operation runs (after the work queued before
+     * it on the stream), as NCCL reads it; an immediate one now. */
     struct eccl_redop rop = {.kind = ECCL_RED_PREMULSUM, .dtype = (uint8_t)datatype};
-    double v = eccl_dtype_load(scalar, 0, datatype);
-    if (eccl_dtype_is_float(datatype)) {
-        memcpy(&rop.scalar, &v, sizeof(v));
+    if (residence == ecclScalarDevice) {
+        rop.scalar_ptr = 1;
+        rop.scalar = (uint64_t)(uintptr_t)scalar;
     } else {
-        int64_t iv = (int64_t)v;
-        if (datatype == ecclUint64)
-            iv = (int64_t) * (const uint64_t *)scalar;
-        else if (datatype == ecclInt64)
-            iv = *(const int64_t *)scalar;
-        rop.scalar = (uint64_t)iv;
+        rop.scalar = eccl_redop_scalar_bits(scalar, datatype);
     }
     pthread_mutex_lock(&comm->premulsum_lock);
     int idx = -1;

@@ -309,6 +309,15 @@ static ecclResult_t run_task(struct ecclComm *comm, const struct core_task *t)
         .root = t->root,
     };
     c.op.dtype = t->dtype;
+    if (c.op.scalar_ptr) {
+        if (comm->dev) {
+            WARN("a PreMulSum op with a device-resident scalar (ecclScalarDevice) on host buffers "
+                 "of a CUDA communicator: use device buffers, or ecclScalarHostImmediate");
+            return ecclInvalidUsage;
+        }
+        c.op.scalar = eccl_redop_scalar_bits((const void *)(uintptr_t)c.op.scalar, t->dtype);
+        c.op.scalar_ptr = 0;
+    }
     ECCL_TRY(kern_flat_run(&comm->flat, &c, &ctx));
     /* The schedule's fingerprint covers the call as the planner's covers a plan's work. */
     uint64_t fp = (uint64_t)t->func | (uint64_t)t->dtype << 8 | (uint64_t)t->op.kind << 16 |

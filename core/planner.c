@@ -218,12 +218,17 @@ static ecclResult_t plan_coll(struct plan_builder *b, const struct core_task *t)
         w.chan_offset = off;
         w.chan_count = ECCL_MIN(piece, t->count - off);
         w.flags = (off + piece >= t->count) ? ECCL_WORK_FLAG_LAST : 0;
-        /* The fingerprint covers everything but addresses. */
+        /* The fingerprint covers everything but addresses and the PreMulSum scalar, which each
+         * rank has its own of (or its address). */
+        w.scalar = 0;
         p->fingerprint = work_hash(&w, p->fingerprint);
+        w.scalar = t->op.scalar;
         w.sendbuff = (uint64_t)(uintptr_t)t->sendbuff;
         w.recvbuff = (uint64_t)(uintptr_t)t->recvbuff;
         if ((const void *)t->sendbuff == (const void *)t->recvbuff)
             w.flags |= ECCL_WORK_FLAG_INPLACE;
+        if (t->op.scalar_ptr)
+            w.flags |= ECCL_WORK_FLAG_SCALAR_PTR;
         add_work(b, c, &w, w.chan_count * ts);
         w.sendbuff = w.recvbuff = 0;
     }

@@ -1185,7 +1185,11 @@ __global__ void __launch_bounds__(KERN_DEV_THREADS) coll_kernel(kern_dev_args a)
         __syncthreads();
         const eccl_work &w = s_w;
         b.func = w.func;
-        const op_t op(w.scalar);
+        /* ecclScalarDevice: the multiplier is read now, after the work before it on the
+         * stream (a replayed graph reads its current value). */
+        const op_t op(w.flags & ECCL_WORK_FLAG_SCALAR_PTR
+                          ? op_t::ops::scalar_bits((const typename op_t::T *)(uintptr_t)w.scalar)
+                          : w.scalar);
         algo<op_t> al(b, op, w, sizeof(typename op_t::T));
         uint32_t e;
         if (b.ch->nranks > 1 && al.chunk == 0) {

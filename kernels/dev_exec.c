@@ -642,6 +642,11 @@ static int buffer_on_host(uint64_t addr)
     return a.type == cudaMemoryTypeDevice || a.type == cudaMemoryTypeManaged ? 0 : 1;
 }
 
+bool kern_dev_buffer_on_host(const void *p)
+{
+    return buffer_on_host((uint64_t)(uintptr_t)p) != 0;
+}
+
 ecclResult_t kern_dev_plan_on_host(struct eccl_work *const *works, const int *nwork, int nchannels,
                                    bool *host)
 {
@@ -681,6 +686,15 @@ ecclResult_t kern_dev_plan_on_host(struct eccl_work *const *works, const int *nw
         return ecclInvalidUsage;
     }
     *host = seen_dev == 0;
+    /* The host executor cannot read a scalar in device memory. */
+    for (int c = 0; *host && c < nchannels; c++)
+        for (int i = 0; i < nwork[c]; i++)
+            if (works[c][i].flags & ECCL_WORK_FLAG_SCALAR_PTR) {
+                WARN("a PreMulSum op with a device-resident scalar (ecclScalarDevice) on host "
+                     "buffers of a CUDA communicator: use device buffers, or "
+                     "ecclScalarHostImmediate");
+                return ecclInvalidUsage;
+            }
     return ecclSuccess;
 }
 
@@ -958,6 +972,12 @@ ecclResult_t kern_dev_plan_on_host(struct eccl_work *const *works, const int *nw
     (void)works, (void)nwork, (void)nchannels;
     *host = true;
     return ecclSuccess;
+}
+
+bool kern_dev_buffer_on_host(const void *p)
+{
+    (void)p;
+    return true;
 }
 
 ecclResult_t kern_dev_drain(struct kern_dev *d, int64_t timeout_ms)

@@ -77,6 +77,9 @@ int kern_dev_cu_copy(void *dst, const void *src, size_t bytes, void *stream);
 ecclResult_t kern_dev_plan_on_host(struct eccl_work *const *works, const int *nwork, int nchannels,
                                    bool *host);
 
+/* Whether p is host memory (not device or managed memory); always true without CUDA. */
+bool kern_dev_buffer_on_host(const void *p);
+
 struct kern_dev_mem;
 
 /* Connector `c` has its slots also in device memory `mem` (kernels/dev_mem.h: the receiver's

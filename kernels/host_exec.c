@@ -525,7 +525,10 @@ static void ring_op_init(struct ring_op *r, struct kern_chan *ch, const struct e
     r->w = w;
     r->op.kind = w->redop;
     r->op.dtype = w->dtype;
-    r->op.scalar = w->scalar;
+    /* A device-resident PreMulSum scalar of a host communicator is in host memory: read now. */
+    r->op.scalar = w->flags & ECCL_WORK_FLAG_SCALAR_PTR
+                       ? eccl_redop_scalar_bits((const void *)(uintptr_t)w->scalar, w->dtype)
+                       : w->scalar;
     r->ts = eccl_dtype_size(w->dtype);
     int n = ch->nranks;
     r->io.from.c = ch->ring_recv;

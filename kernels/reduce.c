@@ -918,6 +918,22 @@ static float double_to_float_odd(double v)
     return u2f(f2u(f) | 1u);
 }
 
+uint64_t eccl_redop_scalar_bits(const void *p, int dtype)
+{
+    if (dtype == ecclInt64 || dtype == ecclUint64 || dtype == ecclFloat64) {
+        uint64_t bits;
+        memcpy(&bits, p, sizeof(bits));
+        return bits;
+    }
+    double v = eccl_dtype_load(p, 0, dtype);
+    if (eccl_dtype_is_float(dtype)) {
+        uint64_t bits;
+        memcpy(&bits, &v, sizeof(bits));
+        return bits;
+    }
+    return (uint64_t)(int64_t)v;
+}
+
 double eccl_dtype_load(const void *buf, size_t i, int dtype)
 {
     switch (dtype) {

@@ -16,10 +16,15 @@
 #include "kernels/work.h"
 
 struct eccl_redop {
-    uint8_t kind;    /* enum eccl_redop_kind */
-    uint8_t dtype;   /* ecclDataType_t */
-    uint64_t scalar; /* as in struct eccl_work */
+    uint8_t kind;       /* enum eccl_redop_kind */
+    uint8_t dtype;      /* ecclDataType_t */
+    uint8_t scalar_ptr; /* PREMULSUM with ecclScalarDevice: scalar is the value's address */
+    uint64_t scalar;    /* as in struct eccl_work */
 };
+
+/* The PREMULSUM multiplier at p (one element of dtype) as struct eccl_redop.scalar holds it: a
+ * double's bits for floating types, an int64 for integer types. */
+uint64_t eccl_redop_scalar_bits(const void *p, int dtype);
 
 /* Bytes of one element; 0 for an unknown type. */
 size_t eccl_dtype_size(int dtype);

@@ -137,6 +137,12 @@ template <typename S, typename U, bool SIGNED> struct int_ops {
     {
         return (U)bits;
     }
+    /* The multiplier at p (ecclScalarDevice) as eccl_work.scalar holds it (reduce.h's
+     * eccl_redop_scalar_bits, on the device). */
+    static __device__ __forceinline__ uint64_t scalar_bits(const S *p)
+    {
+        return (uint64_t)(int64_t)*p;
+    }
     static __device__ __forceinline__ S add(S a, S b)
     {
         return (S)(U)((U)a + (U)b);
@@ -240,6 +246,10 @@ template <typename C> struct float_ops {
     {
         return scalar_as_float(bits);
     }
+    static __device__ __forceinline__ uint64_t scalar_bits(const S *p)
+    {
+        return (uint64_t)__double_as_longlong((double)C::load(*p));
+    }
     static __device__ __forceinline__ S add(S a, S b)
     {
         return C::store(__fadd_rn(C::load(a), C::load(b)));
@@ -275,6 +285,10 @@ struct double_ops {
     static __device__ __forceinline__ scalar_t pre_scalar(uint64_t bits)
     {
         return __longlong_as_double((long long)bits);
+    }
+    static __device__ __forceinline__ uint64_t scalar_bits(const double *p)
+    {
+        return (uint64_t)__double_as_longlong(*p);
     }
     static __device__ __forceinline__ double add(double a, double b)
     {

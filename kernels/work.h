@@ -51,6 +51,9 @@ enum eccl_redop_kind {
 
 #define ECCL_WORK_FLAG_INPLACE 0x1 /* sendbuff and recvbuff alias as NCCL's in-place rule says */
 #define ECCL_WORK_FLAG_LAST    0x2 /* the last descriptor of its operation on this channel */
+/* PREMULSUM with a device-resident scalar (ecclScalarDevice): `scalar` is the address of the
+ * multiplier, one element of the work's type, read when the work runs. */
+#define ECCL_WORK_FLAG_SCALAR_PTR 0x4
 
 struct eccl_work {
     uint8_t func;      /* enum eccl_func */

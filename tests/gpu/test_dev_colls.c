@@ -6,8 +6,11 @@
  * both with the same inputs (device buffers for one, host buffers for the other) and compares
  * the outputs byte for byte (any NaN matching any NaN): the kernels run the host executor's
  * algorithms with the same chunking and order, so the results must be identical. Covered: every
- * collective, data type and reduction (PreMulSum included), sizes 0, 1, odd and large, in place
- * and out of place, captured into CUDA graphs and replayed, with 1, 2 and 4 ranks (ECCL_TEST_GPU_RANKS="1 2 4 8" to change).
+ * collective, data type and reduction (PreMulSum included, its scalar on the device in the
+ * in-place cases and in three graphs whose replays each change it), sizes 0, 1, odd and large,
+ * in place and out of place, captured into CUDA graphs and replayed, with 1, 2 and 4 ranks
+ * (ECCL_TEST_GPU_RANKS="1 2 4 8" to change); host buffers on the CUDA communicator, and a
+ * device-resident scalar with them refused.
  * ECCL_TEST_GPU_BIG=1 adds a 64 MiB + 4 B AllReduce; ECCL_TEST_GPU_QUICK=1 keeps three types and
  * the small sizes (for compute-sanitizer); ECCL_TEST_GPU_NCHANNELS sets both communicators'
  * channels (default 16, the CUDA default); ECCL_TEST_GPU_SPREAD=1 puts rank r on GPU r % (GPUs
@@ -164,6 +167,8 @@ struct dev_case {
     size_t n;
     bool inplace;
     int graph; /* > 0: captured once into a CUDA graph, replayed this many times on new inputs */
+    bool dev_scalar; /* PreMulSum: the GPU's op reads its scalar from device memory
+                        (ecclScalarDevice), which changes before each graph replay */
 };
 
 static int check_host(int rank, ecclComm_t hcomm, ecclRedOp_t hop, const struct dev_case *k,
@@ -182,13 +187,29 @@ static int one_case(int rank, int nranks, ecclComm_t dcomm, ecclComm_t hcomm, cu
     ecclRedOp_t dop = k->op, hop = k->op;
     cudaGraph_t graph = NULL;
     cudaGraphExec_t exec = NULL;
+    void *dscalar = NULL;
     if (!hs || !hr || !got)
         goto out;
     if (k->op == ecclNumOps) {
         double scalar = 0.5 + rank; /* per rank: PreMulSum's scalar is local */
-        char sc[8];
+        char sc[8] = {0};
         eccl_dtype_store(sc, 0, k->dtype, scalar);
-        if (ecclRedOpCreatePreMulSum(&dop, sc, k->dtype, ecclScalarHostImmediate, dcomm) != 0 ||
+        ecclResult_t dr_ = ecclSuccess;
+        if (k->dev_scalar) {
+            /* What the device holds at creation must not count: it changes before the call. */
+            char zero[8] = {0};
+            if (cudaMalloc(&dscalar, 8) != cudaSuccess ||
+                cudaMemcpy(dscalar, zero, 8, cudaMemcpyHostToDevice) != cudaSuccess) {
+                printf("rank %d: cudaMalloc of the scalar failed\n", rank);
+                goto out;
+            }
+            dr_ = ecclRedOpCreatePreMulSum(&dop, dscalar, k->dtype, ecclScalarDevice, dcomm);
+            if (dr_ == ecclSuccess && gpu_upload(dscalar, sc, 8, st) != 0)
+                goto out;
+        } else {
+            dr_ = ecclRedOpCreatePreMulSum(&dop, sc, k->dtype, ecclScalarHostImmediate, dcomm);
+        }
+        if (dr_ != ecclSuccess ||
             ecclRedOpCreatePreMulSum(&hop, sc, k->dtype, ecclScalarHostImmediate, hcomm) != 0) {
             printf("rank %d: PreMulSum: %s\n", rank, ecclGetLastError(NULL));
             goto out;
@@ -242,6 +263,17 @@ static int one_case(int rank, int nranks, ecclComm_t dcomm, ecclComm_t hcomm, cu
             fill(hs, ns, k->dtype, (uint64_t)rank * 104729 + (uint64_t)replay, k->op);
             if (gpu_upload(ds, hs, sb, st) != 0)
                 goto out;
+            if (dscalar) {
+                /* And a new scalar, which the replay must read. */
+                char sc[8] = {0};
+                eccl_dtype_store(sc, 0, k->dtype, 0.5 + rank + replay);
+                ecclRedOpDestroy(hop, hcomm);
+                hop = ecclNumOps;
+                if (gpu_upload(dscalar, sc, 8, st) != 0 ||
+                    ecclRedOpCreatePreMulSum(&hop, sc, k->dtype, ecclScalarHostImmediate, hcomm) !=
+                        ecclSuccess)
+                    goto out;
+            }
         }
         if (k->graph > 0)
             r = cudaGraphLaunch(exec, st) == cudaSuccess ? ecclSuccess : ecclUnhandledCudaError;
@@ -271,6 +303,7 @@ out:
     }
     cudaFree(ds);
     cudaFree(dr);
+    cudaFree(dscalar);
     free(hs);
     free(hr);
     free(got);
@@ -338,6 +371,32 @@ static int host_buffers_case(int rank, int nranks, ecclComm_t dcomm, cudaStream_
             bad = 1;
         }
     }
+    /* A PreMulSum scalar in device memory with host buffers: refused by every rank at once
+     * (the host executor cannot read it), and the communicator stays usable. */
+    void *dsc = NULL;
+    if (!bad) {
+        ecclRedOp_t pop;
+        bad =
+            cudaMalloc(&dsc, sizeof(int64_t)) != cudaSuccess ||
+            ecclRedOpCreatePreMulSum(&pop, dsc, ecclInt64, ecclScalarDevice, dcomm) != ecclSuccess;
+        if (!bad) {
+            ecclResult_t r = ecclAllReduce(a, b, N, ecclInt64, pop, dcomm, st);
+            if (r != ecclInvalidUsage) {
+                printf("rank %d: a device scalar with host buffers gave %s, want "
+                       "ecclInvalidUsage\n",
+                       rank, ecclGetErrorString(r));
+                bad = 1;
+            }
+            ecclRedOpDestroy(pop, dcomm);
+        }
+        if (!bad && (ecclAllReduce(a, b, N, ecclInt64, ecclSum, dcomm, st) != ecclSuccess ||
+                     gpu_stream_wait(dcomm, st, 60000) != ecclSuccess)) {
+            printf("rank %d: the communicator after the refused call: %s\n", rank,
+                   ecclGetLastError(dcomm));
+            bad = 1;
+        }
+    }
+    cudaFree(dsc);
     cudaFree(d);
     free(a);
     free(b);
@@ -409,7 +468,14 @@ static int rank_main(int rank, int nranks, const ecclUniqueId *id, void *arg)
                         if (inplace &&
                             (c == C_SENDRECV || c == C_ALLTOALL || c == C_GATHER || c == C_SCATTER))
                             continue;
-                        struct dev_case k = {(enum coll)c, dt, op, sizes[s], inplace, 0};
+                        /* In place, a PreMulSum's scalar is on the device. */
+                        struct dev_case k = {(enum coll)c,
+                                             dt,
+                                             op,
+                                             sizes[s],
+                                             inplace,
+                                             0,
+                                             op == ecclNumOps && inplace};
                         bad = one_case(rank, nranks, dcomm, hcomm, st, &k);
                         checks++;
                     }
@@ -425,6 +491,9 @@ static int rank_main(int rank, int nranks, const ecclUniqueId *id, void *arg)
         {C_ALLGATHER, ecclInt8, ecclSum, 70001, false, 3},
         {C_SENDRECV, ecclFloat64, ecclSum, 9999, false, 3},
         {C_ALLTOALL, ecclFloat32, ecclSum, 1000, false, 3},
+        {C_ALLREDUCE, ecclFloat32, ecclNumOps, 1001, false, 4, true},
+        {C_REDUCESCATTER, ecclBfloat16, ecclNumOps, 4099, false, 3, true},
+        {C_REDUCE, ecclInt32, ecclNumOps, 777, false, 3, true},
     };
     for (size_t g = 0; g < sizeof(graphs) / sizeof(graphs[0]) && !bad; g++) {
         bad = one_case(rank, nranks, dcomm, hcomm, st, &graphs[g]);

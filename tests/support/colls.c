@@ -530,11 +530,18 @@ static void run_case_call(struct rank_ctx *x, struct tc_case *c)
     case_snapshot(c);
 
     ecclRedOp_t eop = builtin_op(op);
+    uint64_t scalar = 0;
     if (op == TD_PREMULSUM) {
-        uint64_t scalar = 0;
-        td_store(&scalar, 0, dtype, td_premul_scalar(dtype));
-        ecclResult_t res = ecclRedOpCreatePreMulSum(&eop, &scalar, (ecclDataType_t)dtype,
-                                                    ecclScalarHostImmediate, x->comm);
+        /* Every other case keeps the scalar in "device" memory (host memory for a host
+         * communicator), read when the call runs: what is stored there at creation must not
+         * count. */
+        bool dev = x->cases % 2 == 0;
+        td_store(&scalar, 0, dtype, dev ? 0.0 : td_premul_scalar(dtype));
+        ecclResult_t res =
+            ecclRedOpCreatePreMulSum(&eop, &scalar, (ecclDataType_t)dtype,
+                                     dev ? ecclScalarDevice : ecclScalarHostImmediate, x->comm);
+        if (dev)
+            td_store(&scalar, 0, dtype, td_premul_scalar(dtype));
         if (res != ecclSuccess) {
             api_failed(x, c, "ecclRedOpCreatePreMulSum", res);
             return;

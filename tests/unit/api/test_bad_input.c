@@ -421,6 +421,16 @@ static void test_one_rank_in_place(void **state)
     for (int i = 0; i < N; i++)
         assert_true(v[i] == 2.0f * (float)i);
     assert_int_equal(ecclRedOpDestroy(pms, c), ecclSuccess);
+    /* A device-resident scalar (host memory on a host communicator) is read by each call, not
+     * at creation. */
+    float sc = 7.0f;
+    assert_int_equal(ecclRedOpCreatePreMulSum(&pms, &sc, ecclFloat32, ecclScalarDevice, c),
+                     ecclSuccess);
+    sc = 0.5f;
+    assert_int_equal(ecclAllReduce(v, v, N, ecclFloat32, pms, c, NULL), ecclSuccess);
+    for (int i = 0; i < N; i++)
+        assert_true(v[i] == (float)i);
+    assert_int_equal(ecclRedOpDestroy(pms, c), ecclSuccess);
     /* Out of place is a copy. */
     assert_int_equal(ecclAllReduce(v, out, N, ecclFloat32, ecclMax, c, NULL), ecclSuccess);
     assert_memory_equal(v, out, sizeof(v));
