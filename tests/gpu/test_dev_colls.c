@@ -485,12 +485,12 @@ static int rank_main(int rank, int nranks, const ecclUniqueId *id, void *arg)
     }
     /* Captured into CUDA graphs and replayed on new inputs. */
     static const struct dev_case graphs[] = {
-        {C_ALLREDUCE, ecclFloat32, ecclSum, 1001, false, 5},
-        {C_ALLREDUCE, ecclBfloat16, ecclMax, (1u << 18) + 7, false, 3},
-        {C_REDUCESCATTER, ecclInt32, ecclSum, 4099, false, 3},
-        {C_ALLGATHER, ecclInt8, ecclSum, 70001, false, 3},
-        {C_SENDRECV, ecclFloat64, ecclSum, 9999, false, 3},
-        {C_ALLTOALL, ecclFloat32, ecclSum, 1000, false, 3},
+        {C_ALLREDUCE, ecclFloat32, ecclSum, 1001, false, 5, false},
+        {C_ALLREDUCE, ecclBfloat16, ecclMax, (1u << 18) + 7, false, 3, false},
+        {C_REDUCESCATTER, ecclInt32, ecclSum, 4099, false, 3, false},
+        {C_ALLGATHER, ecclInt8, ecclSum, 70001, false, 3, false},
+        {C_SENDRECV, ecclFloat64, ecclSum, 9999, false, 3, false},
+        {C_ALLTOALL, ecclFloat32, ecclSum, 1000, false, 3, false},
         {C_ALLREDUCE, ecclFloat32, ecclNumOps, 1001, false, 4, true},
         {C_REDUCESCATTER, ecclBfloat16, ecclNumOps, 4099, false, 3, true},
         {C_REDUCE, ecclInt32, ecclNumOps, 777, false, 3, true},
@@ -504,7 +504,8 @@ static int rank_main(int rank, int nranks, const ecclUniqueId *id, void *arg)
         checks++;
     }
     if (!bad && big) {
-        struct dev_case k = {C_ALLREDUCE, ecclFloat32, ecclSum, (64u << 20) / 4 + 1, false, 0};
+        struct dev_case k = {C_ALLREDUCE, ecclFloat32, ecclSum, (64u << 20) / 4 + 1,
+                             false,       0,           false};
         bad = one_case(rank, nranks, dcomm, hcomm, st, &k);
         checks++;
     }
