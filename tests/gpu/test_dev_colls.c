@@ -10,7 +10,8 @@
  * in-place cases and in three graphs whose replays each change it), sizes 0, 1, odd and large,
  * in place and out of place, captured into CUDA graphs and replayed, with 1, 2 and 4 ranks
  * (ECCL_TEST_GPU_RANKS="1 2 4 8" to change); host buffers on the CUDA communicator, and a
- * device-resident scalar with them refused.
+ * device-resident scalar with them refused. Then 2 ranks again over the network transport
+ * (ECCL_SHM_DISABLE=1: the proxy, host staging buffers, loopback TCP).
  * ECCL_TEST_GPU_BIG=1 adds a 64 MiB + 4 B AllReduce; ECCL_TEST_GPU_QUICK=1 keeps three types and
  * the small sizes (for compute-sanitizer); ECCL_TEST_GPU_NCHANNELS sets both communicators'
  * channels (default 16, the CUDA default); ECCL_TEST_GPU_SPREAD=1 puts rank r on GPU r % (GPUs
@@ -197,9 +198,10 @@ static int one_case(int rank, int nranks, ecclComm_t dcomm, ecclComm_t hcomm, cu
         ecclResult_t dr_ = ecclSuccess;
         if (k->dev_scalar) {
             /* What the device holds at creation must not count: it changes before the call. */
+            /* Both writes on the case's stream: a cudaMemcpy on the legacy stream could land
+             * after the second (st does not wait for it). */
             char zero[8] = {0};
-            if (cudaMalloc(&dscalar, 8) != cudaSuccess ||
-                cudaMemcpy(dscalar, zero, 8, cudaMemcpyHostToDevice) != cudaSuccess) {
+            if (cudaMalloc(&dscalar, 8) != cudaSuccess || gpu_upload(dscalar, zero, 8, st) != 0) {
                 printf("rank %d: cudaMalloc of the scalar failed\n", rank);
                 goto out;
             }
@@ -281,6 +283,17 @@ static int one_case(int rank, int nranks, ecclComm_t dcomm, ecclComm_t hcomm, cu
             r = run_coll(k->c, dsend, drecv, k->n, k->dtype, dop, dcomm, st);
         if (r == ecclSuccess)
             r = gpu_stream_wait(dcomm, st, 120000);
+        if (r == ecclSuccess && dscalar) {
+            /* The test's own premise: the scalar the call read is the one meant. */
+            char back[8] = {0}, want[8] = {0};
+            eccl_dtype_store(want, 0, k->dtype, 0.5 + rank + replay);
+            if (cudaMemcpy(back, dscalar, 8, cudaMemcpyDeviceToHost) != cudaSuccess ||
+                memcmp(back, want, eccl_dtype_size(k->dtype)) != 0) {
+                printf("rank %d: the device scalar reads %g, want %g\n", rank,
+                       eccl_dtype_load(back, 0, k->dtype), eccl_dtype_load(want, 0, k->dtype));
+                goto out;
+            }
+        }
         if (r != ecclSuccess) {
             printf("rank %d: %s on the GPU%s: %s (%s)\n", rank, coll_names[k->c],
                    k->graph ? " (graph)" : "", ecclGetErrorString(r), ecclGetLastError(dcomm));
@@ -548,6 +561,16 @@ static void test_dev_colls(void **state)
     }
 }
 
+/* The same with the ranks' connectors on the network transport (ECCL_SHM_DISABLE=1): the proxy
+ * moves the kernels' steps through host staging buffers over loopback TCP. */
+static void test_dev_colls_net(void **state)
+{
+    (void)state;
+    setenv("ECCL_SHM_DISABLE", "1", 1);
+    run_ranks(2);
+    unsetenv("ECCL_SHM_DISABLE");
+}
+
 #endif /* ECCL_HAVE_CUDA */
 
 int main(void)
@@ -565,7 +588,8 @@ int main(void)
     big = getenv("ECCL_TEST_GPU_BIG") != NULL && strcmp(getenv("ECCL_TEST_GPU_BIG"), "0") != 0;
     quick =
         getenv("ECCL_TEST_GPU_QUICK") != NULL && strcmp(getenv("ECCL_TEST_GPU_QUICK"), "0") != 0;
-    const struct CMUnitTest tests[] = {cmocka_unit_test(test_dev_colls)};
+    const struct CMUnitTest tests[] = {cmocka_unit_test(test_dev_colls),
+                                       cmocka_unit_test(test_dev_colls_net)};
     return cmocka_run_group_tests(tests, NULL, NULL);
 #else
     return 77;
