@@ -186,7 +186,12 @@ ECCL_API ecclResult_t ecclCommGetAsyncError(ecclComm_t comm, ecclResult_t *async
 {
     ECCL_TRY(core_comm_check(comm, "ecclCommGetAsyncError"));
     ECCL_ARG_CHECK(asyncError != NULL, "ecclCommGetAsyncError: asyncError is NULL");
-    *asyncError = (ecclResult_t)atomic_load(&comm->async_error);
+    ecclResult_t res = (ecclResult_t)atomic_load(&comm->async_error);
+    /* A kernel that stopped on a failure has let its stream finish: the caller who saw that must
+     * learn it now, not at the GPU watcher's next look. */
+    if (res == ecclSuccess && comm->dev)
+        res = kern_dev_poll(comm->dev);
+    *asyncError = res;
     return ecclSuccess;
 }
 

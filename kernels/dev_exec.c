@@ -228,6 +228,32 @@ static void describe(const struct kern_dev *d, const struct kern_dev_status *st,
     }
 }
 
+/* Reports a kernel's failure once, by whoever sees it first: the watcher, or a caller that asks
+ * (kern_dev_poll). Returns the executor's first error. */
+static ecclResult_t report_status(struct kern_dev *d)
+{
+    ecclResult_t first = (ecclResult_t)atomic_load(&d->first_error);
+    if (first != ecclSuccess)
+        return first;
+    uint32_t code = d->status->code;
+    if (code == KERN_DEV_OK)
+        return ecclSuccess;
+    __atomic_thread_fence(__ATOMIC_SEQ_CST);
+    struct kern_dev_status st;
+    memcpy(&st, (const void *)d->status, sizeof(st));
+    st.code = code;
+    ecclResult_t res = code_result(code);
+    int expected = ecclSuccess;
+    if (!atomic_compare_exchange_strong(&d->first_error, &expected, (int)res))
+        return (ecclResult_t)expected;
+    char what[256];
+    describe(d, &st, what, sizeof(what));
+    WARN("%s", what);
+    if (d->on_error)
+        d->on_error(d->arg, res, st.peer, what);
+    return res;
+}
+
 static void *watch_main(void *arg)
 {
     struct kern_dev *d = arg;
@@ -238,23 +264,15 @@ static void *watch_main(void *arg)
             *d->abort = 1;
             __atomic_thread_fence(__ATOMIC_SEQ_CST);
         }
-        uint32_t code = d->status->code;
-        if (code != KERN_DEV_OK && atomic_load(&d->first_error) == ecclSuccess) {
-            __atomic_thread_fence(__ATOMIC_SEQ_CST);
-            struct kern_dev_status st;
-            memcpy(&st, (const void *)d->status, sizeof(st));
-            st.code = code;
-            ecclResult_t res = code_result(code);
-            char what[256];
-            describe(d, &st, what, sizeof(what));
-            WARN("%s", what);
-            atomic_store(&d->first_error, res);
-            if (d->on_error)
-                d->on_error(d->arg, res, st.peer, what);
-        }
+        report_status(d);
         eccl_sleep_us(KERN_DEV_WATCH_US);
     }
     return NULL;
+}
+
+ecclResult_t kern_dev_poll(struct kern_dev *d)
+{
+    return report_status(d);
 }
 
 ecclResult_t kern_dev_create(const struct kern_dev_opts *opts, struct kern_dev **out)
@@ -961,6 +979,12 @@ void kern_dev_set_ll(struct kern_dev *d, uint32_t ll_bytes)
 }
 
 ecclResult_t kern_dev_status(struct kern_dev *d)
+{
+    (void)d;
+    return ecclSuccess;
+}
+
+ecclResult_t kern_dev_poll(struct kern_dev *d)
 {
     (void)d;
     return ecclSuccess;

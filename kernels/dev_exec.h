@@ -96,6 +96,11 @@ void kern_dev_set_ll(struct kern_dev *d, uint32_t ll_bytes);
 /* The first failure a kernel reported (ecclSuccess: none). */
 ecclResult_t kern_dev_status(struct kern_dev *d);
 
+/* kern_dev_status, and a failed kernel not reported yet is reported now (its WARN and the
+ * executor's error callback, as the watcher would at its next look, up to a millisecond later):
+ * for a caller that found the stream done and asks whether the work was. */
+ecclResult_t kern_dev_poll(struct kern_dev *d);
+
 /* Waits until every kernel queued so far has finished, at most timeout_ms (then ecclRemoteError
  * with a WARN: a kernel that ignores the abort flag is a bug). */
 ecclResult_t kern_dev_drain(struct kern_dev *d, int64_t timeout_ms);
