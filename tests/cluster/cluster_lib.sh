@@ -352,13 +352,19 @@ cl_show_logs() {
 
 # cl_check_net_between_pods POD: the POD's ranks (its ECCL log) reached every rank of another pod
 # through NET connectors (sockets, over the bridge), none through SHM: what a partition or a
-# lost node can cut. Its ranks must be 0 and 1 of every generation (pod a, node rank 0), and the
-# pods must have run with ECCL_DEBUG=INFO.
+# lost node can cut. The POD's ranks are those its workers joined generation 1 with (the
+# library orders a generation's ranks by registration, not by pod: docs/ecclrun.md); call it
+# while generation 1 trains, with the pods run with ECCL_DEBUG=INFO.
 cl_check_net_between_pods() {
-    local logs=("$CL_LOGS/$1".*.dbg) net shm
-    net=$(cat "${logs[@]}" 2>/dev/null | grep -cE 'Channel [0-9]+ : [01] (->|<-) ([2-9]|[1-9][0-9]+) via NET')
-    shm=$(cat "${logs[@]}" 2>/dev/null | grep -cE 'Channel [0-9]+ : [01] (->|<-) ([2-9]|[1-9][0-9]+) via SHM')
-    cl_say "pod $1: $net NET and $shm SHM connectors to ranks of other pods"
+    local logs=("$CL_LOGS/$1".*.dbg) mine net shm
+    mine=$(grep -hE 'gen 1: joined: rank [0-9]+ of' "$CL_LOGS/$1.log" | sed -E 's/.*joined: rank ([0-9]+) of.*/\1/' |
+        sort -un | paste -sd '|')
+    [ -n "$mine" ] || { cl_say "pod $1: no worker of it joined generation 1"; return 1; }
+    net=$(cat "${logs[@]}" 2>/dev/null | grep -E "Channel [0-9]+ : ($mine) (->|<-) [0-9]+ via NET" |
+        grep -cvE "(->|<-) ($mine) via")
+    shm=$(cat "${logs[@]}" 2>/dev/null | grep -E "Channel [0-9]+ : ($mine) (->|<-) [0-9]+ via SHM" |
+        grep -cvE "(->|<-) ($mine) via")
+    cl_say "pod $1 (ranks ${mine//|/, } of generation 1): $net NET and $shm SHM connectors to ranks of other pods"
     [ "$net" -gt 0 ] && [ "$shm" = 0 ]
 }
 
@@ -386,7 +392,7 @@ cl_job_start() {
     cl_pod_start a 0 10 "${cl_pod_args[@]}"
     cl_pod_start b 1 11 "${cl_pod_args[@]}"
     cl_pod_start c 2 12 "${cl_pod_args[@]}"
-    cl_wait_npids 6 15 'gen 1: joined: rank [0-9]+ of 6' "$CL_LOGS"/[abc].log ||
+    cl_wait_npids 6 15 'gen 1: joined: rank [0-9]+ of 6' "$CL_LOGS"/{a,b,c}.log ||
         cl_die "the 6 ranks did not form the first generation within 15 s"
     cl_say "first generation: 6 ranks"
 }

@@ -42,16 +42,16 @@ cl_pod_link b down
 # The survivors' new generation without b: 2 workers each of a and c recover into 4 ranks.
 bound=$((LEASE_MS / 1000 + MARGIN_S))
 ok=0
-cl_wait_npids 4 "$bound" 'recovered in .* rank [0-9] of 4' "$CL_LOGS"/[ac].log && ok=1
+cl_wait_npids 4 "$bound" 'recovered in .* rank [0-9] of 4' "$CL_LOGS"/{a,c}.log && ok=1
 cl_check "lease expiry removed pod b: the 4 other ranks formed a generation without it within ${bound} s (lease TTL $LEASE_MS ms + $MARGIN_S s)" test "$ok" = 1
 if [ "$ok" = 1 ]; then
-    line=$(cat "$CL_LOGS"/[ac].log | grep -E 'recovered in .* rank [0-9] of 4' | sort | tail -n 1)
+    line=$(cat "$CL_LOGS"/{a,c}.log | grep -E 'recovered in .* rank [0-9] of 4' | sort | tail -n 1)
     formed=$(echo "$line" | sed -E 's/^\[\+ *([0-9.]+) s\].*/\1/')
     gen_without=$(echo "$line" | sed -E 's/.*generation ([0-9]+),.*/\1/')
     cl_say "generation $gen_without (4 ranks) at +$formed s: $(awk -v a="$formed" -v b="$cut_at" 'BEGIN { printf "%.2f", a - b }') s after the cut"
     # The survivors go on without b: each of the 4 finishes a step in that generation.
     cl_check "the 4 other ranks trained on without pod b" \
-        cl_wait_npids 4 10 "gen $gen_without: first step after recovery done" "$CL_LOGS"/[ac].log
+        cl_wait_npids 4 10 "gen $gen_without: first step after recovery done" "$CL_LOGS"/{a,c}.log
 else
     gen_without=999999
 fi
@@ -74,7 +74,7 @@ for p in a b c; do
 done
 # Where the job stood when b came back: the generation that took b back must not go behind it
 # (b's own, older step has no say: docs/internals/rdzv.md).
-back=$(grep -hE 'gen [0-9]+: (joiners waiting|generation revoked) at step' "$CL_LOGS"/[ac].log | sed -E 's/.* at step ([0-9]+).*/\1/' | sort -n | tail -n 1)
+back=$(grep -hE 'gen [0-9]+: (joiners waiting|generation revoked) at step' "$CL_LOGS"/{a,c}.log | sed -E 's/.* at step ([0-9]+).*/\1/' | sort -n | tail -n 1)
 agreed=$(grep -hE 'recovered in .* of 6, agreed step' "$CL_LOGS/b.log" | sed -E 's/.*agreed step ([0-9-]+).*/\1/' | head -n 1)
 cl_say "when pod b came back the others were at step ${back:-?}; the generation that took b back agreed step ${agreed:-?}"
 cl_check "the generation that took b back agreed a step no older than the others' (${agreed:-?} >= ${back:-?})" \
