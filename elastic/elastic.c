@@ -320,7 +320,10 @@ out:
 }
 
 /* Aborts the current communicator, if any. Never destroy: a peer may have aborted its side. */
-static void drop_comm(struct ecclElastic *el)
+/* Takes the communicator away from the failure watchers and aborts it, or, when `graceful` (every
+ * member finished its collectives on it), destroys it: an abort right after a collective can
+ * cut the sends that the slower peers still receive, which then fail their last call. */
+static void drop_comm(struct ecclElastic *el, bool graceful)
 {
     pthread_mutex_lock(&el->lock);
     ecclComm_t comm = el->comm;
@@ -328,7 +331,10 @@ static void drop_comm(struct ecclElastic *el)
     pthread_mutex_unlock(&el->lock);
     if (comm) {
         core_comm_set_error_callback(comm, NULL, NULL);
-        ecclCommAbort(comm);
+        if (graceful)
+            ecclCommDestroy(comm);
+        else
+            ecclCommAbort(comm);
     }
 }
 
@@ -359,7 +365,7 @@ static ecclResult_t next_generation(struct ecclElastic *el, enum el_rdzv_mode mo
     uint64_t backoff_ms = 10;
     uint64_t t0 = eccl_now_ns();
     for (int attempt = 0;; attempt++) {
-        drop_comm(el);
+        drop_comm(el, false);
         if (atomic_load(&el->lease_lost) || !el->rdzv) {
             res = rejoin(el, deadline);
             if (res != ecclSuccess)
@@ -439,7 +445,7 @@ retry:
 
 static void el_free(struct ecclElastic *el)
 {
-    drop_comm(el);
+    drop_comm(el, false);
     el_rdzv_destroy(el->rdzv);
     el_rdzv_gen_free(el->gen);
     store_close(el->store);
@@ -714,14 +720,16 @@ ECCL_API ecclResult_t ecclElasticLeave(ecclElastic_t el)
     atomic_store(&el->leaving, 1);
     /* Everyone finished its last collective before anyone's lease goes: a member that sees
      * another leave while it still works would count it as a failure. */
+    bool done = false;
     if (el->comm && !atomic_load(&el->failed)) {
         int one = 1, sum = 0;
-        ecclAllReduce(&one, &sum, 1, ecclInt32, ecclSum, el->comm, NULL);
+        done = ecclAllReduce(&one, &sum, 1, ecclInt32, ecclSum, el->comm, NULL) == ecclSuccess &&
+               !atomic_load(&el->failed);
     }
     el_event(el, "exit", ",\"how\":\"leave\",\"step\":%lld", (long long)el->committed);
     el_stats_state(ECCL_STATS_STATE_LEFT);
     atomic_store(&el->cur_gen, -1); /* departures from now on are not failures */
-    drop_comm(el);
+    drop_comm(el, done);
     ecclResult_t res = el->rdzv ? el_rdzv_leave(el->rdzv, eccl_deadline_ms(5000)) : ecclSuccess;
     el_free(el);
     return res;
