@@ -180,6 +180,19 @@ static void on_rdzv_event(void *arg, const struct el_rdzv_event *ev)
             fail(el, ECCL_STATS_CAUSE_HEARTBEAT_LOST, why);
         }
         break;
+    case EL_RDZV_EV_MEMBER_LEFT:
+        /* Once this member leaves too, a member that left first finished its work: its last
+         * sends were flushed, and this member's closing barrier completes without it. Before
+         * that, the generation lost a rank, as after any departure. */
+        if (ev->gen == gen && atomic_load(&el->leaving)) {
+            INFO(ECCL_LOG_ELASTIC, "elastic: member %s (rank %d) left the job before this one",
+                 ev->member, ev->rank);
+        } else if (ev->gen == gen) {
+            snprintf(why, sizeof(why), "member %s (rank %d) left the job (ecclElasticLeave)",
+                     ev->member, ev->rank);
+            fail(el, ECCL_STATS_CAUSE_HEARTBEAT_LOST, why);
+        }
+        break;
     case EL_RDZV_EV_SUPERSEDED:
         if (ev->gen > gen) {
             snprintf(why, sizeof(why), "generation %lld formed without this member",

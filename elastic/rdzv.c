@@ -320,11 +320,14 @@ static bool apply_event(struct el_rdzv *r, const struct store_event *e, struct e
             return false;
         int rank = el_gen_lookup(r->mine, r->mine_idx, mid);
         if (e->type == STORE_EVENT_DELETE && rank >= 0) {
-            event_init(ev, EL_RDZV_EV_MEMBER_LOST, r->mine->gen, rev);
+            bool left = r->left_clean[rank];
+            event_init(ev, left ? EL_RDZV_EV_MEMBER_LEFT : EL_RDZV_EV_MEMBER_LOST, r->mine->gen,
+                       rev);
             ev->rank = rank;
             r->lost[rank] = true;
             el_textf(ev->member, sizeof(ev->member), "%s", mid);
-            el_textf(ev->why, sizeof(ev->why), "its lease expired, was revoked, or it left");
+            el_textf(ev->why, sizeof(ev->why), "%s",
+                     left ? "it left the job cleanly" : "its lease expired or was revoked");
             return true;
         }
         if (e->type == STORE_EVENT_PUT && rank < 0) {
@@ -332,6 +335,21 @@ static bool apply_event(struct el_rdzv *r, const struct store_event *e, struct e
             el_textf(ev->member, sizeof(ev->member), "%s", mid);
             return true;
         }
+        return false;
+    }
+    case EL_KEY_LEFT: {
+        /* Announced in the same stream before its member key goes (same lease, later revision). */
+        char mid[EL_RDZV_MAX_ID + 1];
+        copy_id(mid, id, id_len);
+        if (e->type != STORE_EVENT_PUT || !r->mine || strcmp(mid, r->id) == 0 ||
+            !el_rec_authentic(e->kv.value, e->kv.value_len, where))
+            return false;
+        struct el_member_rec m;
+        int rank = el_gen_lookup(r->mine, r->mine_idx, mid);
+        if (rank >= 0 &&
+            el_rec_decode_member(e->kv.value, e->kv.value_len, where, &m) == ecclSuccess &&
+            strcmp(m.id, mid) == 0)
+            r->left_clean[rank] = true;
         return false;
     }
     default:
@@ -524,7 +542,7 @@ ecclResult_t el_rdzv_adopt(struct el_rdzv *r, const struct el_rdzv_gen *g, uint6
     ecclResult_t res = ecclSuccess;
     struct el_rdzv_gen *mine = NULL;
     int *idx = NULL;
-    bool *lost = NULL;
+    bool *lost = NULL, *left = NULL;
     ECCL_TRY_GOTO(el_gen_dup(g, &mine), res, out);
     /* g is the record the handle holds (a copy of it): its index is built already. */
     pthread_mutex_lock(&r->lock);
@@ -536,17 +554,21 @@ ecclResult_t el_rdzv_adopt(struct el_rdzv *r, const struct el_rdzv_gen *g, uint6
     if (!idx)
         ECCL_TRY_GOTO(el_gen_index(mine, &idx), res, out);
     ECCL_CALLOC_GOTO(lost, (size_t)g->nmembers + 1, "rdzv_lost", res, out);
+    ECCL_CALLOC_GOTO(left, (size_t)g->nmembers + 1, "rdzv_lost", res, out);
     /* The members first, then the watch that reports their departures. */
     pthread_mutex_lock(&r->lock);
     el_rdzv_gen_free(r->mine);
     eccl_free(r->mine_idx);
     eccl_free(r->lost);
+    eccl_free(r->left_clean);
     r->mine = mine;
     r->mine_idx = idx;
     r->lost = lost;
+    r->left_clean = left;
     mine = NULL;
     idx = NULL;
     lost = NULL;
+    left = NULL;
     pthread_mutex_unlock(&r->lock);
     if (!r->monitor || !r->watch) {
         /* Watch the members from the revision at which the proposer last saw them, so that a
@@ -573,6 +595,7 @@ out:
     el_rdzv_gen_free(mine);
     eccl_free(idx);
     eccl_free(lost);
+    eccl_free(left);
     return res;
 }
 
@@ -680,6 +703,7 @@ static void handle_free(struct el_rdzv *r)
     el_rdzv_gen_free(r->mine);
     eccl_free(r->mine_idx);
     eccl_free(r->lost);
+    eccl_free(r->left_clean);
     eccl_free(r->q);
     pthread_mutex_destroy(&r->lock);
     pthread_cond_destroy(&r->cond);
@@ -1373,6 +1397,21 @@ ecclResult_t el_rdzv_leave(struct el_rdzv *r, uint64_t deadline_ns)
     ECCL_ARG_CHECK(r, "el_rdzv_leave: handle is NULL");
     if (r->left)
         return ecclSuccess;
+    /* The announcement first, under the same lease (it goes with the member key): best effort,
+     * without it the others see the departure as a loss, as they would after a crash. */
+    struct el_key kx;
+    el_key_left(&kx, r->job, r->id);
+    struct el_member_rec m = {.lease = r->lease,
+                              .replace_rank = r->replace_rank,
+                              .joined_ms = (int64_t)(eccl_wall_ns() / ECCL_NS_PER_MS)};
+    el_textf(m.id, sizeof(m.id), "%s", r->id);
+    unsigned char buf[EL_REC_SMALL_MAX];
+    size_t len = el_rec_encode_member(&m, buf);
+    if (el_rec_seal(buf, &len, sizeof(buf), kx.s) != ecclSuccess ||
+        store_put(r->s, kx.s, kx.len, buf, len, r->lease, el_rdzv_op_deadline(deadline_ns), NULL) !=
+            ecclSuccess)
+        INFO(ECCL_LOG_ELASTIC, "rdzv: job %s: member %s could not announce its leave: %s", r->job,
+             r->id, eccl_log_last_error());
     ECCL_TRY(lease_revoke(r, deadline_ns));
     r->left = true;
     INFO(ECCL_LOG_ELASTIC, "rdzv: job %s: member %s left", r->job, r->id);

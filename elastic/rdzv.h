@@ -84,12 +84,14 @@ enum el_rdzv_mode {
 enum el_rdzv_event_type {
     EL_RDZV_EV_NONE = 0,        /* nothing happened before the deadline */
     EL_RDZV_EV_REVOKED = 1,     /* this member's generation was revoked (gen, by, member, why) */
-    EL_RDZV_EV_MEMBER_LOST = 2, /* a member of this generation left: lease expired, revoked, or
-                                   left (member, rank) */
+    EL_RDZV_EV_MEMBER_LOST = 2, /* a member of this generation is gone: lease expired or revoked
+                                   (member, rank) */
     EL_RDZV_EV_JOINER = 3,      /* a member that is not in this generation registered (member) */
     EL_RDZV_EV_SUPERSEDED = 4,  /* generation `gen` formed without this member */
     EL_RDZV_EV_LEASE_LOST = 5,  /* this member's own lease is gone: it is out of the job */
     EL_RDZV_EV_ERROR = 6,       /* the watch failed or saw a corrupted record (why) */
+    EL_RDZV_EV_MEMBER_LEFT = 7, /* as MEMBER_LOST, for a member that announced a clean leave
+                                   (el_rdzv_leave) before its keys went */
 };
 
 struct el_rdzv_event {
@@ -210,9 +212,9 @@ ecclResult_t el_rdzv_evict(struct store *s, const char *job, const char *member_
  * Any thread; idempotent. */
 void el_rdzv_abort(struct el_rdzv *r);
 
-/* Leaves the job cleanly: revokes this member's lease, which deletes its keys in one revision
- * (the others see EL_RDZV_EV_MEMBER_LOST at once instead of after the TTL). The handle can then
- * only be destroyed. */
+/* Leaves the job cleanly: announces it (a key under the member's lease), then revokes the lease,
+ * which deletes its keys in one revision (the others see EL_RDZV_EV_MEMBER_LEFT at once instead
+ * of EL_RDZV_EV_MEMBER_LOST after the TTL). The handle can then only be destroyed. */
 ecclResult_t el_rdzv_leave(struct el_rdzv *r, uint64_t deadline_ns);
 
 /* Stops the watch and the keepalive of the lease (which then expires unless el_rdzv_leave ran),

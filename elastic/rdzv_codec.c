@@ -70,6 +70,11 @@ void el_key_member(struct el_key *k, const char *job, const char *id)
     key_fmt(k, "%s/s/m/%s", job, id);
 }
 
+void el_key_left(struct el_key *k, const char *job, const char *id)
+{
+    key_fmt(k, "%s/s/x/%s", job, id);
+}
+
 void el_key_intent(struct el_key *k, const char *job, int64_t gen, const char *id)
 {
     key_fmt(k, "%s/i/%" PRId64 "/%s", job, gen, id);
@@ -120,14 +125,14 @@ enum el_key_kind el_key_parse(const char *job, const char *key, size_t len, int6
         *gen = g;
         return p[3] == 'l' ? EL_KEY_LEAD : p[3] == 'r' ? EL_KEY_REVOKE : EL_KEY_BOOT;
     }
-    if (n > 4 && memcmp(p, "s/m/", 4) == 0) {
+    if (n > 4 && (memcmp(p, "s/m/", 4) == 0 || memcmp(p, "s/x/", 4) == 0)) {
         if (!el_id_valid(p + 4, n - 4))
             return EL_KEY_OTHER;
         if (id)
             *id = p + 4;
         if (id_len)
             *id_len = n - 4;
-        return EL_KEY_MEMBER;
+        return p[2] == 'm' ? EL_KEY_MEMBER : EL_KEY_LEFT;
     }
     if (n > 2 && memcmp(p, "i/", 2) == 0) {
         size_t used = parse_gen(p + 2, n - 2, &g);

@@ -41,6 +41,7 @@ enum el_key_kind {
     EL_KEY_BOOT,
     EL_KEY_MEMBER,
     EL_KEY_INTENT,
+    EL_KEY_LEFT,
 };
 
 void el_key_record(struct el_key *k, const char *job);
@@ -48,6 +49,9 @@ void el_key_lead(struct el_key *k, const char *job, int64_t gen);
 void el_key_revoke(struct el_key *k, const char *job, int64_t gen);
 void el_key_boot(struct el_key *k, const char *job, int64_t gen);
 void el_key_member(struct el_key *k, const char *job, const char *id);
+/* Written under the member's lease just before it leaves cleanly (el_rdzv_leave): the others
+ * then take the deletion of its keys for a departure, not a failure. */
+void el_key_left(struct el_key *k, const char *job, const char *id);
 void el_key_intent(struct el_key *k, const char *job, int64_t gen, const char *id);
 /* Prefixes: "<job>/s/g" (agreement watch), "<job>/s/" (monitor watch), "<job>/s/m/" (members),
  * "<job>/s/gr/" (revokes), "<job>/i/<gen>/" (registrations of gen), "<job>/" (everything). */
@@ -250,6 +254,7 @@ struct el_rdzv {
     int64_t lead_del_gen; /* last proposer lock deletion seen: its generation and revision */
     int64_t lead_del_rev;
     bool *lost;              /* per rank of my_gen: its member key went (NULL: none yet) */
+    bool *left_clean;        /* per rank of my_gen: it announced a clean leave (EL_KEY_LEFT) */
     int64_t revoked_max;     /* highest generation with a revoke record seen */
     struct el_boot_rec boot; /* latest bootstrap blob seen (boot.gen 0: none) */
     char boot_err[256];      /* not empty: a corrupted blob record of boot_err_gen */

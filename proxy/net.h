@@ -19,6 +19,7 @@
 #ifndef ECCL_PROXY_NET_H
 #define ECCL_PROXY_NET_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -70,6 +71,10 @@ struct eccl_net_ops {
     ecclResult_t (*close_send)(void *send_comm);
     ecclResult_t (*close_recv)(void *recv_comm);
     ecclResult_t (*close_listen)(void *listen_comm);
+    /* Optional (NULL: never): whether a receive comm failed only because its peer closed the
+     * connection at a message boundary (all it sent was delivered; it left or its process
+     * ended), logged as INFO rather than WARN. */
+    bool (*peer_closed)(void *recv_comm);
     /* Releases what init took (threads, the dlopen handle). */
     void (*fini)(void);
 };

@@ -279,8 +279,9 @@ struct sock_comm {
     uint32_t ctrl_next; /* send: the first request whose header is not fully written */
     uint32_t msgs_in;   /* receive: message headers matched so far */
     unsigned char in_hdr[WIRE_MSG_BYTES];
-    size_t in_got; /* receive: bytes of the next header read so far */
-    bool ctrl_eof; /* receive: the sender closed the control socket at a header boundary */
+    size_t in_got;    /* receive: bytes of the next header read so far */
+    bool ctrl_eof;    /* receive: the sender closed the control socket at a header boundary */
+    bool peer_closed; /* receive: failed only because of that close (sock_peer_closed) */
     struct sock_mr *mrs;
     /* The first error, from any thread: err is written last (release) under err_lock. */
     pthread_mutex_t err_lock;
@@ -288,16 +289,15 @@ struct sock_comm {
     char err_text[512];
 };
 
-/* Records the connection's first error and logs it on the thread that saw it. */
-static void comm_fail(struct sock_comm *c, ecclResult_t res, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-static void comm_fail(struct sock_comm *c, ecclResult_t res, const char *fmt, ...)
+/* Records the connection's first error and logs it (a WARN, or an INFO line when `quiet`) on the
+ * thread that saw it. */
+static bool comm_fail_v(struct sock_comm *c, ecclResult_t res, bool quiet, const char *fmt,
+                        va_list ap) __attribute__((format(printf, 4, 0)));
+static bool comm_fail_v(struct sock_comm *c, ecclResult_t res, bool quiet, const char *fmt,
+                        va_list ap)
 {
     char text[400];
-    va_list ap;
-    va_start(ap, fmt);
     vsnprintf(text, sizeof(text), fmt, ap);
-    va_end(ap);
     pthread_mutex_lock(&c->err_lock);
     bool first = atomic_load_explicit(&c->err, memory_order_relaxed) == ecclSuccess;
     if (first) {
@@ -306,9 +306,38 @@ static void comm_fail(struct sock_comm *c, ecclResult_t res, const char *fmt, ..
         atomic_store_explicit(&c->err, (int)res, memory_order_release);
     }
     pthread_mutex_unlock(&c->err_lock);
-    if (first)
+    if (first && quiet)
+        INFO(ECCL_LOG_NET, "NET/Socket : %s %s: %s",
+             c->is_send ? "connection to" : "connection from", c->peer, text);
+    else if (first)
         WARN("NET/Socket : %s %s: %s", c->is_send ? "connection to" : "connection from", c->peer,
              text);
+    return first;
+}
+
+static void comm_fail(struct sock_comm *c, ecclResult_t res, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+static void comm_fail(struct sock_comm *c, ecclResult_t res, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    (void)comm_fail_v(c, res, false, fmt, ap);
+    va_end(ap);
+}
+
+/* The peer closed at a message boundary: everything it sent arrived, and it will send no more.
+ * The receives that still wait fail, with an INFO line rather than a WARN: a peer that destroyed
+ * its communicator after its last collective looks the same here as one that died between two
+ * messages, and an executor that needs more from it reports that failure itself. */
+static void comm_fail_closed(struct sock_comm *c, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+static void comm_fail_closed(struct sock_comm *c, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    if (comm_fail_v(c, ecclRemoteError, true, fmt, ap))
+        c->peer_closed = true;
+    va_end(ap);
 }
 
 /* The connection's error, with its text made the caller's last error; ecclSuccess if none. */
@@ -1507,8 +1536,7 @@ static ecclResult_t sock_test(void *request, int *done, size_t *size)
         for (uint32_t n = c->released; c->ctrl_eof && n != c->posted; n++) {
             struct sock_req *o = &c->reqs[n % ECCL_NET_MAX_REQUESTS];
             if (o->live && !o->matched) {
-                comm_fail(c, ecclRemoteError,
-                          "peer closed the connection while receives wait for a message");
+                comm_fail_closed(c, "peer closed the connection while receives wait for a message");
                 return comm_error(c);
             }
             if (o == r)
@@ -1558,6 +1586,12 @@ static void sock_fini(void)
     pthread_mutex_unlock(&g_lock);
 }
 
+static bool sock_peer_closed(void *recv_comm)
+{
+    struct sock_comm *c = recv_comm;
+    return c && !c->is_send && c->peer_closed;
+}
+
 const struct eccl_net_ops eccl_net_socket = {
     .name = "socket",
     .init = sock_init,
@@ -1574,6 +1608,7 @@ const struct eccl_net_ops eccl_net_socket = {
     .close_send = sock_close_send,
     .close_recv = sock_close_recv,
     .close_listen = sock_close_listen,
+    .peer_closed = sock_peer_closed,
     .fini = sock_fini,
 };
 

@@ -828,7 +828,14 @@ static void conn_fail(struct proxy_state *px, struct proxy_conn *c, const char *
     if (c->dead)
         return;
     c->dead = true;
-    if (why)
+    bool left =
+        !c->send && c->net_comm && px->net->peer_closed && px->net->peer_closed(c->net_comm);
+    if (why && left)
+        INFO(ECCL_LOG_PROXY | ECCL_LOG_NET,
+             "NET/%s : connection %d from rank %d closed: %s (rank %d left or ended; a receive "
+             "that needs more from it fails)",
+             px->net->name, c->id, c->peer, why, c->peer);
+    else if (why)
         WARN("NET/%s : connection %d %s rank %d failed: %s", px->net->name, c->id,
              c->send ? "to" : "from", c->peer, why);
     /* The executor waiting on this FIFO stops at once; the remote side sees the connection

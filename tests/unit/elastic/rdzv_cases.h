@@ -204,16 +204,23 @@ static struct el_rdzv_event wait_event(struct el_rdzv *r, enum el_rdzv_event_typ
     }
 }
 
-/* Polls r until member `id` is reported lost (other events are skipped). */
-static struct el_rdzv_event wait_lost(struct el_rdzv *r, const char *id, int64_t timeout_ms)
+/* Polls r until member `id` is reported gone by an event of `type` (MEMBER_LOST or
+ * MEMBER_LEFT; other events are skipped). */
+static struct el_rdzv_event wait_gone(struct el_rdzv *r, enum el_rdzv_event_type type,
+                                      const char *id, int64_t timeout_ms)
 {
     uint64_t until = DL(timeout_ms);
     for (;;) {
         uint64_t left = until > eccl_now_ns() ? (until - eccl_now_ns()) / ECCL_NS_PER_MS : 0;
-        struct el_rdzv_event ev = wait_event(r, EL_RDZV_EV_MEMBER_LOST, (int64_t)left + 1);
+        struct el_rdzv_event ev = wait_event(r, type, (int64_t)left + 1);
         if (strcmp(ev.member, id) == 0)
             return ev;
     }
+}
+
+static struct el_rdzv_event wait_lost(struct el_rdzv *r, const char *id, int64_t timeout_ms)
+{
+    return wait_gone(r, EL_RDZV_EV_MEMBER_LOST, id, timeout_ms);
 }
 
 static int rank_of(const struct el_rdzv_gen *g, const char *id)
@@ -252,6 +259,9 @@ static void rdzv_form_first(void **state)
     for (int i = 0; i < N; i++)
         OK(el_rdzv_leave(ms[i].r, DL(5000)));
     OK(store_get_prefix(ms[0].s, "form/s/m/", 9, NULL, 0, 0, DL(5000), &kvs));
+    assert_int_equal(kvs->count, 0);
+    store_kvs_free(kvs);
+    OK(store_get_prefix(ms[0].s, "form/s/x/", 9, NULL, 0, 0, DL(5000), &kvs));
     assert_int_equal(kvs->count, 0);
     store_kvs_free(kvs);
     for (int i = 0; i < N; i++)
@@ -309,12 +319,12 @@ static void rdzv_join_timeout(void **state)
 /* ---- failures ---- */
 
 /* A member whose keepalive stops is seen gone by the others through the watch, within the TTL and
- * a margin; an evicted one at once; one that leaves at once; an evicted member learns that its
- * own lease is lost. */
+ * a margin; an evicted one at once; one that leaves at once, as a departure (MEMBER_LEFT); an
+ * evicted member learns that its own lease is lost. */
 static void rdzv_lease_expiry(void **state)
 {
     (void)state;
-    enum { N = 4 };
+    enum { N = 5 };
     clean_job("expiry");
     struct member ms[N];
     for (int i = 0; i < N; i++) {
@@ -351,11 +361,26 @@ static void rdzv_lease_expiry(void **state)
     assert_int_equal(el_rdzv_evict(ms[0].s, "expiry", "ex2", DL(5000)), ecclInvalidUsage);
     assert_non_null(strstr(eccl_log_last_error(), "not registered"));
 
-    /* ex1 leaves cleanly: seen at once. */
+    /* ex1 leaves cleanly: seen at once, as a departure (it announced it), with its rank; and
+     * the announcement goes with its lease. */
+    int r1 = ms[1].g->rank;
     OK(el_rdzv_leave(ms[1].r, DL(5000)));
     t0 = eccl_now_ns();
-    ev = wait_lost(ms[0].r, "ex1", 3000);
+    ev = wait_gone(ms[0].r, EL_RDZV_EV_MEMBER_LEFT, "ex1", 3000);
     assert_true(eccl_now_ns() - t0 < 3000 * ECCL_NS_PER_MS);
+    assert_int_equal(ev.rank, r1);
+    assert_int_equal(ev.gen, 1);
+    assert_non_null(strstr(ev.why, "left"));
+    struct store_kvs *kvs = NULL;
+    OK(store_get_prefix(ms[0].s, "expiry/s/x/", 11, NULL, 0, 0, DL(5000), &kvs));
+    assert_int_equal(kvs->count, 0);
+    store_kvs_free(kvs);
+    /* An announcement that is not a member record changes nothing: ex4's eviction is still a
+     * loss. */
+    OK(store_put(ms[0].s, "expiry/s/x/ex4", 14, "junk", 4, 0, DL(5000), NULL));
+    OK(el_rdzv_evict(ms[0].s, "expiry", "ex4", DL(5000)));
+    ev = wait_lost(ms[0].r, "ex4", 3000);
+    OK(store_delete(ms[0].s, "expiry/s/x/ex4", 14, false, DL(5000), NULL, NULL));
     for (int i = 0; i < N; i++)
         member_fini(&ms[i]);
 }

@@ -702,6 +702,7 @@ static void test_bad_peer_closes_mid_message(void **state)
     assert_int_equal(recv_to_error(s.rc, dst, len, 0), ecclRemoteError);
     assert_true(last_error_has("mid-message"));
     assert_true(last_error_has("100000 of"));
+    assert_false(N->peer_closed(s.rc)); /* data lost: a real failure */
     free(part);
     free(dst);
     raw_sender_close(&s);
@@ -714,6 +715,7 @@ static void test_bad_peer_closes_mid_message(void **state)
     char small[8];
     assert_int_equal(recv_to_error(s.rc, small, sizeof(small), 0), ecclRemoteError);
     assert_true(last_error_has("peer closed the connection"));
+    assert_true(N->peer_closed(s.rc)); /* at a message boundary: nothing was lost */
     raw_sender_close(&s);
 }
 
@@ -754,6 +756,7 @@ static void test_eof_with_data_in_flight(void **state)
     assert_memory_equal(dst, src, len);
     assert_int_equal(drive_to_error(reqs[1]), ecclRemoteError);
     assert_true(last_error_has("peer closed the connection"));
+    assert_true(N->peer_closed(s.rc));
     free(src);
     free(dst);
     free(ahead);
