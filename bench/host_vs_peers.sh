@@ -106,10 +106,13 @@ if [[ ${REPORT_ONLY:-0} != 1 ]]; then
                 read -r lo hi iters warm <<<"$range"
                 echo "n=$n $coll $lo..$hi" >&2
                 c2c_before=$(c2c_ns)
-                # eccl: the out-of-place half's median column (-M 1), max over ranks (-a 3).
+                # eccl: the median column (-M 1), max over ranks (-a 3), of the out-of-place
+                # half ($10), or for Broadcast of the in-place half ($15): MPI_Bcast and
+                # gloo::broadcast have one buffer, as torch.distributed.broadcast gives NCCL.
                 "$BUILD/bin/eccl-perf" -C "$coll" -N "$n" -b "$lo" -e "$hi" -f 2 -n "$iters" \
                     -w "$warm" -c 0 -M 1 -a 3 |
-                    awk -v c="$coll" -v n="$n" '/^ +[0-9]/ { print "eccl", c, n, $1, $10 }' >>"$RAW"
+                    awk -v c="$coll" -v n="$n" '/^ +[0-9]/ {
+                        print "eccl", c, n, $1, (c == "broadcast" ? $15 : $10) }' >>"$RAW"
                 c2c_after=$(c2c_ns)
                 echo "$coll $n $lo $hi $c2c_before $c2c_after" >>"$C2C"
                 if ((have_mpi)); then
