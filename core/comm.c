@@ -919,6 +919,17 @@ ECCL_API ecclResult_t ecclCommCount(const ecclComm_t comm, int *count)
     return ecclSuccess;
 }
 
+ecclResult_t core_comm_barrier(ecclComm_t comm)
+{
+    ECCL_TRY(core_comm_check(comm, "core_comm_barrier"));
+    if (atomic_load(&comm->abort))
+        return ecclRemoteError;
+    atomic_fetch_add(&comm->inflight, 1);
+    ecclResult_t res = core_bootstrap_barrier(&comm->bs);
+    atomic_fetch_sub(&comm->inflight, 1);
+    return res;
+}
+
 ECCL_API ecclResult_t ecclCommCuDevice(const ecclComm_t comm, int *device)
 {
     ECCL_TRY(core_comm_check(comm, "ecclCommCuDevice"));

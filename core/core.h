@@ -25,6 +25,12 @@ ecclResult_t core_comm_schedule(ecclComm_t comm, uint64_t *coll_seq, uint64_t *f
 typedef void (*core_error_fn)(void *arg, ecclResult_t res, const char *text);
 ecclResult_t core_comm_set_error_callback(ecclComm_t comm, core_error_fn fn, void *arg);
 
+/* Returns once every rank of comm called it: the bootstrap's allgather of one byte over its ring
+ * of sockets, on the host whatever the communicator's device. Bounded by ECCL_BOOTSTRAP_TIMEOUT;
+ * ecclRemoteError at once when comm is aborted or revoked, or a peer's socket fails. For the
+ * elastic layer's closing barrier, where a CUDA communicator has no host buffer to reduce. */
+ecclResult_t core_comm_barrier(ecclComm_t comm);
+
 /* ecclCommInitRankConfig with two more bounds, for the elastic layer: init stops with
  * ecclRemoteError as soon as *cancel becomes nonzero (a member of the generation died while the
  * others were meeting), and the bootstrap waits at most bootstrap_timeout_ms (0: the default). */

@@ -735,9 +735,17 @@ ECCL_API ecclResult_t ecclElasticLeave(ecclElastic_t el)
      * another leave while it still works would count it as a failure. */
     bool done = false;
     if (el->comm && !atomic_load(&el->failed)) {
-        int one = 1, sum = 0;
-        done = ecclAllReduce(&one, &sum, 1, ecclInt32, ecclSum, el->comm, NULL) == ecclSuccess &&
-               !atomic_load(&el->failed);
+        /* A host communicator reduces a host int (its fast path); a CUDA one cannot take host
+         * buffers and meets through its bootstrap's sockets instead. */
+        int one = 1, sum = 0, dev = -1;
+        ecclCommCuDevice(el->comm, &dev);
+        if (dev < 0)
+            done =
+                ecclAllReduce(&one, &sum, 1, ecclInt32, ecclSum, el->comm, NULL) == ecclSuccess &&
+                sum == el->gen->nmembers;
+        else
+            done = core_comm_barrier(el->comm) == ecclSuccess;
+        done = done && !atomic_load(&el->failed);
     }
     el_event(el, "exit", ",\"how\":\"leave\",\"step\":%lld", (long long)el->committed);
     el_stats_state(ECCL_STATS_STATE_LEFT);
