@@ -347,8 +347,8 @@ ecclResult_t eccl_socket_connect(const union eccl_sockaddr *addr, int *fd_out, u
     }
 }
 
-ecclResult_t eccl_socket_send_all(int fd, const void *buf, size_t len, uint64_t deadline_ns,
-                                  const _Atomic uint32_t *abort)
+static ecclResult_t send_all(int fd, const void *buf, size_t len, uint64_t deadline_ns,
+                             const _Atomic uint32_t *abort, bool quiet_close)
 {
     const char *p = buf;
     if (ECCL_FAULT("socket_send")) {
@@ -367,13 +367,28 @@ ecclResult_t eccl_socket_send_all(int fd, const void *buf, size_t len, uint64_t 
             continue;
         }
         if (n < 0 && (errno == EPIPE || errno == ECONNRESET)) {
-            WARN("peer closed the connection (send: %s)", strerror(errno));
+            if (quiet_close)
+                INFO(ECCL_LOG_NET, "peer closed the connection (send: %s)", strerror(errno));
+            else
+                WARN("peer closed the connection (send: %s)", strerror(errno));
             return ecclRemoteError;
         }
         WARN("send failed: %s", strerror(errno));
         return ecclSystemError;
     }
     return ecclSuccess;
+}
+
+ecclResult_t eccl_socket_send_all(int fd, const void *buf, size_t len, uint64_t deadline_ns,
+                                  const _Atomic uint32_t *abort)
+{
+    return send_all(fd, buf, len, deadline_ns, abort, false);
+}
+
+ecclResult_t eccl_socket_send_all_to_client(int fd, const void *buf, size_t len,
+                                            uint64_t deadline_ns, const _Atomic uint32_t *abort)
+{
+    return send_all(fd, buf, len, deadline_ns, abort, true);
 }
 
 ecclResult_t eccl_socket_recv_all(int fd, void *buf, size_t len, uint64_t deadline_ns,

@@ -47,6 +47,10 @@ ecclResult_t eccl_socket_connect(const union eccl_sockaddr *addr, int *fd_out, u
                                  const _Atomic uint32_t *abort);
 ecclResult_t eccl_socket_send_all(int fd, const void *buf, size_t len, uint64_t deadline_ns,
                                   const _Atomic uint32_t *abort);
+/* The same, for a server whose clients may leave at any time: a peer that closed the connection
+ * (EPIPE, ECONNRESET) is still ecclRemoteError, logged as INFO rather than WARN. */
+ecclResult_t eccl_socket_send_all_to_client(int fd, const void *buf, size_t len,
+                                            uint64_t deadline_ns, const _Atomic uint32_t *abort);
 ecclResult_t eccl_socket_recv_all(int fd, void *buf, size_t len, uint64_t deadline_ns,
                                   const _Atomic uint32_t *abort);
 void eccl_socket_close(int *fd);

@@ -782,15 +782,18 @@ static void conn_bad_frame(struct conn *c, const char *why)
     store_buf_u32(&b, ecclInvalidArgument);
     store_buf_bytes(&b, why, strlen(why));
     if (store_buf_finish(&b, STORE_MSG_ERROR, 0) == ecclSuccess)
-        (void)eccl_socket_send_all(c->fd, b.data, b.len, eccl_deadline_ms(100), &c->srv->stop);
+        (void)eccl_socket_send_all_to_client(c->fd, b.data, b.len, eccl_deadline_ms(100),
+                                             &c->srv->stop);
     store_buf_fini(&b);
 }
 
 static ecclResult_t conn_send(struct conn *c, struct store_buf *b, uint16_t type, uint32_t id)
 {
     ECCL_TRY(store_buf_finish(b, type, id));
-    return eccl_socket_send_all(c->fd, b->data, b->len, eccl_deadline_ms(SERVER_SEND_TIMEOUT_MS),
-                                &c->srv->stop);
+    /* A client may leave with a reply or a watch event on its way (a worker that exits with a
+     * watch open): the connection is dropped, without a warning. */
+    return eccl_socket_send_all_to_client(c->fd, b->data, b->len,
+                                          eccl_deadline_ms(SERVER_SEND_TIMEOUT_MS), &c->srv->stop);
 }
 
 /* True when the peer closed (or sent anything: a watch stream takes no more requests). */
