@@ -554,7 +554,7 @@ ecclResult_t el_rdzv_adopt(struct el_rdzv *r, const struct el_rdzv_gen *g, uint6
     if (!idx)
         ECCL_TRY_GOTO(el_gen_index(mine, &idx), res, out);
     ECCL_CALLOC_GOTO(lost, (size_t)g->nmembers + 1, "rdzv_lost", res, out);
-    ECCL_CALLOC_GOTO(left, (size_t)g->nmembers + 1, "rdzv_lost", res, out);
+    ECCL_CALLOC_GOTO(left, (size_t)g->nmembers + 1, "rdzv_left", res, out);
     /* The members first, then the watch that reports their departures. */
     pthread_mutex_lock(&r->lock);
     el_rdzv_gen_free(r->mine);
@@ -807,6 +807,15 @@ static ecclResult_t lease_revoke(struct el_rdzv *r, uint64_t until)
     }
 }
 
+/* This member's record: the value of its member key, and of its leave announcement. */
+static void member_rec(const struct el_rdzv *r, struct el_member_rec *m)
+{
+    *m = (struct el_member_rec){.lease = r->lease,
+                                .replace_rank = r->replace_rank,
+                                .joined_ms = (int64_t)(eccl_wall_ns() / ECCL_NS_PER_MS)};
+    el_textf(m->id, sizeof(m->id), "%s", r->id);
+}
+
 /* Writes the member record (create-if-absent) and reads the generation record and the revoke
  * records in the same transaction. When the job has no generation yet, the same transaction also
  * registers the member for the first one (one write instead of two, at the busiest moment) and
@@ -819,10 +828,8 @@ static ecclResult_t join_txn(struct el_rdzv *r, uint64_t until, struct store_txn
     el_key_prefix(&kr, r->job, "s/gr/");
     el_key_intent(&ki, r->job, 1, r->id);
     el_key_lead(&kl, r->job, 1);
-    struct el_member_rec m = {.lease = r->lease,
-                              .replace_rank = r->replace_rank,
-                              .joined_ms = (int64_t)(eccl_wall_ns() / ECCL_NS_PER_MS)};
-    el_textf(m.id, sizeof(m.id), "%s", r->id);
+    struct el_member_rec m;
+    member_rec(r, &m);
     unsigned char buf[EL_REC_SMALL_MAX], ibuf[EL_REC_SMALL_MAX];
     size_t len = el_rec_encode_member(&m, buf);
     struct el_intent_rec in = {.gen = 1, .step = -1, .replace_rank = r->replace_rank};
@@ -1401,10 +1408,8 @@ ecclResult_t el_rdzv_leave(struct el_rdzv *r, uint64_t deadline_ns)
      * without it the others see the departure as a loss, as they would after a crash. */
     struct el_key kx;
     el_key_left(&kx, r->job, r->id);
-    struct el_member_rec m = {.lease = r->lease,
-                              .replace_rank = r->replace_rank,
-                              .joined_ms = (int64_t)(eccl_wall_ns() / ECCL_NS_PER_MS)};
-    el_textf(m.id, sizeof(m.id), "%s", r->id);
+    struct el_member_rec m;
+    member_rec(r, &m);
     unsigned char buf[EL_REC_SMALL_MAX];
     size_t len = el_rec_encode_member(&m, buf);
     if (el_rec_seal(buf, &len, sizeof(buf), kx.s) != ecclSuccess ||
