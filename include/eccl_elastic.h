@@ -96,7 +96,9 @@ ecclResult_t ecclElasticCommit(ecclElastic_t el, int64_t step);
  * of a member that committed the generation's step, on every member. *restored: 1 when this
  * member's buf was overwritten. */
 ecclResult_t ecclElasticSyncState(ecclElastic_t el, void *buf, size_t bytes, int *restored);
-/* Leaves the job cleanly (the others see it at once) and frees el. */
+/* Leaves the job cleanly and frees el: a closing barrier with the other members, a graceful
+ * destroy of the communicator, then the leave announced in the store and the lease revoked (the
+ * others see it at once, as a departure when they are leaving too: docs/elastic.md). */
 ecclResult_t ecclElasticLeave(ecclElastic_t el);
 /* Frees el without leaving cleanly (the lease expires). */
 ecclResult_t ecclElasticDestroy(ecclElastic_t el);
