@@ -175,23 +175,20 @@ static void on_rdzv_event(void *arg, const struct el_rdzv_event *ev)
         }
         break;
     case EL_RDZV_EV_MEMBER_LOST:
-        if (ev->gen == gen) {
-            snprintf(why, sizeof(why), "member %s (rank %d) left the job", ev->member, ev->rank);
-            fail(el, ECCL_STATS_CAUSE_HEARTBEAT_LOST, why);
-        }
-        break;
     case EL_RDZV_EV_MEMBER_LEFT:
-        /* Once this member leaves too, a member that left first finished its work: its last
-         * sends were flushed, and this member's closing barrier completes without it. Before
-         * that, the generation lost a rank, as after any departure. */
-        if (ev->gen == gen && atomic_load(&el->leaving)) {
+        if (ev->gen != gen)
+            break;
+        /* A member that announced its leave while this one leaves too finished its work (its
+         * last sends were flushed): this member's closing barrier completes without it. Any
+         * other departure loses the generation a rank. */
+        if (ev->type == EL_RDZV_EV_MEMBER_LEFT && atomic_load(&el->leaving)) {
             INFO(ECCL_LOG_ELASTIC, "elastic: member %s (rank %d) left the job before this one",
                  ev->member, ev->rank);
-        } else if (ev->gen == gen) {
-            snprintf(why, sizeof(why), "member %s (rank %d) left the job (ecclElasticLeave)",
-                     ev->member, ev->rank);
-            fail(el, ECCL_STATS_CAUSE_HEARTBEAT_LOST, why);
+            break;
         }
+        snprintf(why, sizeof(why), "member %s (rank %d) left the job%s", ev->member, ev->rank,
+                 ev->type == EL_RDZV_EV_MEMBER_LEFT ? " (ecclElasticLeave)" : "");
+        fail(el, ECCL_STATS_CAUSE_HEARTBEAT_LOST, why);
         break;
     case EL_RDZV_EV_SUPERSEDED:
         if (ev->gen > gen) {
@@ -332,10 +329,10 @@ out:
     return res;
 }
 
-/* Aborts the current communicator, if any. Never destroy: a peer may have aborted its side. */
-/* Takes the communicator away from the failure watchers and aborts it, or, when `graceful` (every
- * member finished its collectives on it), destroys it: an abort right after a collective can
- * cut the sends that the slower peers still receive, which then fail their last call. */
+/* Takes the current communicator, if any, away from the failure watchers and aborts it: after
+ * a failure a peer may have aborted its side, and a destroy would wait for it. Only `graceful`
+ * (every member passed the closing barrier: ecclElasticLeave) destroys it, because an abort
+ * right after a collective can cut the sends that slower peers still receive. */
 static void drop_comm(struct ecclElastic *el, bool graceful)
 {
     pthread_mutex_lock(&el->lock);
