@@ -1017,39 +1017,3 @@ ECCL_API ecclResult_t ecclCommWindowDeregister(ecclComm_t comm, ecclWindow_t win
          "implemented)");
     return ecclInvalidUsage;
 }
-
-ECCL_API ecclResult_t ecclMemAlloc(void **ptr, size_t size)
-{
-    ECCL_ARG_CHECK(ptr != NULL, "ecclMemAlloc: ptr is NULL");
-    ECCL_ARG_CHECK(size > 0, "ecclMemAlloc: size is 0");
-#ifdef ECCL_HAVE_CUDA
-    int ndev = 0;
-    if (cudaGetDeviceCount(&ndev) == cudaSuccess && ndev > 0) {
-        cudaError_t e = cudaMalloc(ptr, size);
-        if (e != cudaSuccess) {
-            WARN("ecclMemAlloc: cudaMalloc of %zu bytes failed: %s", size, cudaGetErrorString(e));
-            return ecclUnhandledCudaError;
-        }
-        return ecclSuccess;
-    }
-#endif
-    WARN("ecclMemAlloc allocates CUDA device memory, and no CUDA device is present; host "
-         "communicators use ordinary host memory");
-    return ecclInvalidUsage;
-}
-
-ECCL_API ecclResult_t ecclMemFree(void *ptr)
-{
-    ECCL_ARG_CHECK(ptr != NULL, "ecclMemFree: ptr is NULL");
-#ifdef ECCL_HAVE_CUDA
-    cudaError_t e = cudaFree(ptr);
-    if (e != cudaSuccess) {
-        WARN("ecclMemFree: cudaFree failed: %s", cudaGetErrorString(e));
-        return ecclUnhandledCudaError;
-    }
-    return ecclSuccess;
-#else
-    WARN("ecclMemFree: this build has no CUDA support, so no memory came from ecclMemAlloc");
-    return ecclInvalidUsage;
-#endif
-}

@@ -270,6 +270,8 @@ ecclResult_t core_transport_init(struct ecclComm *comm);
  * ones listed, "^a,b" all but those (names in any case). ecclInvalidArgument, with a WARN, for a
  * name that is not a protocol. */
 ecclResult_t core_proto_parse(const char *s, uint32_t *mask);
+/* Whether exportable device memory may use cuMem (ECCL_CUMEM_ENABLE). */
+bool core_cumem_enabled(void);
 /* clean: a destroy, not an abort: first let posted network sends leave (bounded). */
 void core_transport_fini(struct ecclComm *comm, bool clean);
 /* Connects point-to-point connectors that `tasks` need and that are not there yet. */

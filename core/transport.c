@@ -463,6 +463,11 @@ static ecclResult_t connect_wants(struct ecclComm *comm, struct conn_want *wants
     return ecclSuccess;
 }
 
+bool core_cumem_enabled(void)
+{
+    return eccl_param_cumem_enable() != 0;
+}
+
 ecclResult_t core_transport_init(struct ecclComm *comm)
 {
     ecclResult_t res = ecclSuccess;
@@ -496,7 +501,7 @@ ecclResult_t core_transport_init(struct ecclComm *comm)
     tp->min_nchannels = 1;
     tp->ll_bytes = (mask & PROTO_BIT_LL) ? (uint32_t)ll_bytes : 0;
     tp->dev_mode = comm->dev && eccl_param_p2p_disable() == 0
-                       ? (int)kern_dev_mem_pick(comm->cuda_dev, eccl_param_cumem_enable() != 0)
+                       ? (int)kern_dev_mem_pick(comm->cuda_dev, core_cumem_enabled())
                        : KERN_DEV_MEM_NONE;
     if (comm->dev)
         INFO(ECCL_LOG_INIT, "rank %d: GPU connectors between local ranks: %s", comm->rank,

@@ -873,11 +873,16 @@ ecclResult_t kern_dev_copy(struct kern_dev *d, void *dst, const void *src, size_
         return ecclSuccess; /* the plan's path says what is wrong, or runs it on the host */
     int prev;
     ECCL_TRY(dev_enter(d, &prev));
-    cudaError_t e;
-    if (bytes <= KERN_DEV_COPY_KERNEL_MAX)
-        e = (cudaError_t)kern_dev_cu_copy(dst, src, bytes, stream);
-    else
-        e = cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToDevice, (cudaStream_t)stream);
+    /* Captured into a graph, a memcpy node: its replay costs less than a kernel node's (the
+     * host cost of queuing either does not matter there). */
+    enum cudaStreamCaptureStatus cap = cudaStreamCaptureStatusNone;
+    cudaError_t e = cudaStreamIsCapturing((cudaStream_t)stream, &cap);
+    if (e == cudaSuccess) {
+        if (bytes <= KERN_DEV_COPY_KERNEL_MAX && cap == cudaStreamCaptureStatusNone)
+            e = (cudaError_t)kern_dev_cu_copy(dst, src, bytes, stream);
+        else
+            e = cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToDevice, (cudaStream_t)stream);
+    }
     if (e != cudaSuccess)
         res = cuda_fail("the copy of a one-rank collective", e);
     dev_leave(d, prev);

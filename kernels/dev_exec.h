@@ -58,7 +58,8 @@ ecclResult_t kern_dev_launch(struct kern_dev *d, struct kern_chan *const *chans,
 
 /* A one-rank collective that moves its input unchanged: `bytes` from src to dst queued on
  * `stream` as one copy: a small kernel up to KERN_DEV_COPY_KERNEL_MAX bytes (kern_dev_cu_copy,
- * kernels/dev_copy.cu), a device-to-device cudaMemcpyAsync above; a node when captured.
+ * kernels/dev_copy.cu), a device-to-device cudaMemcpyAsync above and under capture (a memcpy
+ * node).
  * *done = false, and nothing queued, unless both buffers are memory of this executor's device:
  * the caller then takes the plan's path. An error when an earlier kernel failed or CUDA refuses
  * the copy. */

@@ -167,12 +167,14 @@ static ecclResult_t cumem_map(struct kern_dev_mem *m, CUdevice dev)
     return ecclSuccess;
 }
 
-ecclResult_t kern_dev_mem_create(int cuda_dev, enum kern_dev_mem_mode mode, size_t bytes,
-                                 struct kern_dev_mem **out)
+/* Connector memory is zeroed (the counters and LL flags start at 0); a user's is not, as cudaMalloc's
+ * is not, and its allocation must not wait for the work running on the device. */
+static ecclResult_t mem_create(int cuda_dev, enum kern_dev_mem_mode mode, size_t bytes, bool zero,
+                               struct kern_dev_mem **out)
 {
     ecclResult_t res = ecclSuccess;
     *out = NULL;
-    ECCL_ARG_CHECK(bytes > 0, "device connector memory of 0 bytes");
+    ECCL_ARG_CHECK(bytes > 0, "device memory of 0 bytes");
     struct kern_dev_mem *m = eccl_calloc(1, sizeof(*m), "kern-dev-mem");
     if (!m)
         return ecclSystemError;
@@ -202,6 +204,11 @@ ecclResult_t kern_dev_mem_create(int cuda_dev, enum kern_dev_mem_mode mode, size
             res = cu_fail("cuMemGetAllocationGranularity", r);
             goto err_device;
         }
+        if (bytes > SIZE_MAX - gran) {
+            WARN("device memory of %zu bytes: more than the address space holds", bytes);
+            res = ecclInvalidArgument;
+            goto err_device;
+        }
         m->size = (bytes + gran - 1) / gran * gran;
         r = drv.create(&m->handle, m->size, &prop, 0);
         if (r != CUDA_SUCCESS) {
@@ -214,10 +221,15 @@ ecclResult_t kern_dev_mem_create(int cuda_dev, enum kern_dev_mem_mode mode, size
             goto err_device;
         }
     } else if (mode == KERN_DEV_MEM_IPC) {
+        if (bytes > SIZE_MAX - 4095) {
+            WARN("device memory of %zu bytes: more than the address space holds", bytes);
+            res = ecclInvalidArgument;
+            goto err_device;
+        }
         m->size = (bytes + 4095) & ~(size_t)4095;
         e = cudaMalloc(&m->ptr, m->size);
         if (e != cudaSuccess) {
-            res = rt_fail("cudaMalloc of connector memory", e);
+            res = rt_fail(zero ? "cudaMalloc of connector memory" : "cudaMalloc", e);
             goto err_device;
         }
     } else {
@@ -225,9 +237,11 @@ ecclResult_t kern_dev_mem_create(int cuda_dev, enum kern_dev_mem_mode mode, size
         res = ecclInternalError;
         goto err_device;
     }
-    e = cudaMemset(m->ptr, 0, m->size);
-    if (e == cudaSuccess)
-        e = cudaDeviceSynchronize();
+    if (zero) {
+        e = cudaMemset(m->ptr, 0, m->size);
+        if (e == cudaSuccess)
+            e = cudaDeviceSynchronize();
+    }
     cudaSetDevice(prev);
     if (e != cudaSuccess) {
         rt_fail("cudaMemset of connector memory", e);
@@ -240,6 +254,36 @@ err_device:
     cudaSetDevice(prev);
 err_free:
     eccl_free(m);
+    return res;
+}
+
+ecclResult_t kern_dev_mem_create(int cuda_dev, enum kern_dev_mem_mode mode, size_t bytes,
+                                 struct kern_dev_mem **out)
+{
+    return mem_create(cuda_dev, mode, bytes, true, out);
+}
+
+ecclResult_t kern_dev_mem_create_user(int cuda_dev, enum kern_dev_mem_mode mode, size_t bytes,
+                                      struct kern_dev_mem **out)
+{
+    return mem_create(cuda_dev, mode, bytes, false, out);
+}
+
+ecclResult_t kern_dev_mem_free_user(struct kern_dev_mem *m)
+{
+    if (!m)
+        return ecclSuccess;
+    int prev = -1;
+    ecclResult_t res = device_enter(m->cuda_dev, &prev);
+    if (res == ecclSuccess) {
+        cudaError_t e = cudaDeviceSynchronize();
+        cudaSetDevice(prev);
+        if (e != cudaSuccess)
+            res = rt_fail("cudaDeviceSynchronize before freeing device memory", e);
+    }
+    /* A device that failed (a sticky error) frees nothing by waiting: the memory is released
+     * all the same, as cudaFree does. */
+    kern_dev_mem_free(m);
     return res;
 }
 
@@ -395,6 +439,18 @@ ecclResult_t kern_dev_mem_create(int cuda_dev, enum kern_dev_mem_mode mode, size
     *out = NULL;
     WARN("device memory: this build of eccl has no CUDA support");
     return ecclInvalidUsage;
+}
+
+ecclResult_t kern_dev_mem_create_user(int cuda_dev, enum kern_dev_mem_mode mode, size_t bytes,
+                                      struct kern_dev_mem **out)
+{
+    return kern_dev_mem_create(cuda_dev, mode, bytes, out);
+}
+
+ecclResult_t kern_dev_mem_free_user(struct kern_dev_mem *m)
+{
+    (void)m;
+    return ecclSuccess;
 }
 
 ecclResult_t kern_dev_mem_export(const struct kern_dev_mem *m, int *fd,

@@ -39,6 +39,13 @@ enum kern_dev_mem_mode kern_dev_mem_pick(int cuda_dev, bool cumem);
 ecclResult_t kern_dev_mem_create(int cuda_dev, enum kern_dev_mem_mode mode, size_t bytes,
                                  struct kern_dev_mem **out);
 
+/* The same for a user's buffer (ecclMemAlloc): not zeroed, and without waiting for the device. */
+ecclResult_t kern_dev_mem_create_user(int cuda_dev, enum kern_dev_mem_mode mode, size_t bytes,
+                                      struct kern_dev_mem **out);
+/* Frees a user's buffer as cudaFree does: after the work queued on its device ended. The memory
+ * is freed even when that wait fails (its error is returned). */
+ecclResult_t kern_dev_mem_free_user(struct kern_dev_mem *m);
+
 /* What a peer needs to map `m`: a new file descriptor (cuMem; the caller owns it) or the IPC
  * handle (legacy; *fd = -1). */
 ecclResult_t kern_dev_mem_export(const struct kern_dev_mem *m, int *fd,
