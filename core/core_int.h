@@ -270,6 +270,11 @@ ecclResult_t core_transport_init(struct ecclComm *comm);
  * ones listed, "^a,b" all but those (names in any case). ecclInvalidArgument, with a WARN, for a
  * name that is not a protocol. */
 ecclResult_t core_proto_parse(const char *s, uint32_t *mask);
+/* Slot size of ring and tree connectors when ECCL_SHM_SLOT_BYTES is not set: host communicators
+ * keep a step in the caches of 2-core machines; CUDA communicators amortize the hand-over of a
+ * step (docs/bench-gpu.md). */
+#define CORE_HOST_SLOT_BYTES (128u * 1024)
+#define CORE_CUDA_SLOT_BYTES (512u * 1024)
 /* Whether exportable device memory may use cuMem (ECCL_CUMEM_ENABLE). */
 bool core_cumem_enabled(void);
 /* clean: a destroy, not an abort: first let posted network sends leave (bounded). */

@@ -35,7 +35,7 @@
 #include "kernels/dev_mem.h"
 
 ECCL_PARAM_INT(shm_slots, "ECCL_SHM_SLOTS", 8)
-ECCL_PARAM_INT(shm_slot_bytes, "ECCL_SHM_SLOT_BYTES", 128 * 1024)
+ECCL_PARAM_INT(shm_slot_bytes, "ECCL_SHM_SLOT_BYTES", 0)
 ECCL_PARAM_INT(p2p_slot_bytes, "ECCL_P2P_SLOT_BYTES", 128 * 1024)
 ECCL_PARAM_INT(shm_disable, "ECCL_SHM_DISABLE", 0)
 ECCL_PARAM_INT(p2p_disable, "ECCL_P2P_DISABLE", 0)
@@ -463,6 +463,32 @@ static ecclResult_t connect_wants(struct ecclComm *comm, struct conn_want *wants
     return ecclSuccess;
 }
 
+/* The ranks use the smallest slot size any of them asks for (by ECCL_SHM_SLOT_BYTES, or by being a
+ * CUDA communicator): ring and tree steps are cut to it, and a step must be the same size on
+ * both sides of a connector. */
+static ecclResult_t slot_bytes_agree(struct ecclComm *comm)
+{
+    uint32_t *v = eccl_calloc((size_t)comm->nranks, sizeof(*v), "slot-votes");
+    if (!v)
+        return ecclSystemError;
+    v[comm->rank] = comm->tp.slot_bytes;
+    ecclResult_t res = core_bootstrap_allgather(&comm->bs, v, sizeof(*v));
+    if (res == ecclSuccess) {
+        uint32_t least = comm->tp.slot_bytes;
+        for (int r = 0; r < comm->nranks; r++)
+            if (v[r] >= 4096 && v[r] < least)
+                least = v[r];
+        if (least != comm->tp.slot_bytes)
+            INFO(ECCL_LOG_INIT,
+                 "rank %d: slots of %u bytes, the smallest another rank asks for "
+                 "(this one: %u)",
+                 comm->rank, least, comm->tp.slot_bytes);
+        comm->tp.slot_bytes = least;
+    }
+    eccl_free(v);
+    return res;
+}
+
 bool core_cumem_enabled(void)
 {
     return eccl_param_cumem_enable() != 0;
@@ -476,6 +502,8 @@ ecclResult_t core_transport_init(struct ecclComm *comm)
     int64_t slots = eccl_param_shm_slots();
     int64_t slot_bytes = eccl_param_shm_slot_bytes();
     int64_t p2p_bytes = eccl_param_p2p_slot_bytes();
+    if (slot_bytes == 0) /* automatic */
+        slot_bytes = comm->dev ? CORE_CUDA_SLOT_BYTES : CORE_HOST_SLOT_BYTES;
     if (slots < 2 || slots > ECCL_CONN_MAX_SLOTS || slot_bytes < 4096 || slot_bytes > (64 << 20) ||
         p2p_bytes < 4096 || p2p_bytes > (64 << 20)) {
         WARN("ECCL_SHM_SLOTS must be 2..%d and ECCL_SHM_SLOT_BYTES, ECCL_P2P_SLOT_BYTES "
@@ -517,8 +545,9 @@ ecclResult_t core_transport_init(struct ecclComm *comm)
                               .nranks = comm->nranks,
                               .abort = &comm->abort};
     ECCL_TRY(proxy_create(&tp->proxy, &pp));
-    /* Every rank's sockets must exist before anyone sends to them. */
-    ECCL_TRY(core_bootstrap_barrier(&comm->bs));
+    /* Every rank's sockets must exist before anyone sends to them: the exchange of slot sizes
+     * is also the barrier that waits for them. */
+    ECCL_TRY(slot_bytes_agree(comm));
     if (comm->nranks == 1)
         return ecclSuccess;
 

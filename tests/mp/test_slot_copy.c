@@ -8,7 +8,8 @@
  * (128 KiB, one step) the results are exact; Broadcast from every root. The same with the slots
  * and the output buffers written by streaming stores (ECCL_HOST_STREAM=1,
  * ECCL_HOST_STREAM_OUT_BYTES=1: kern_copy2_stream, kern_copy_stream), and with the even ranks
- * streaming into the slots and the odd ones not (the choice is each sender's own). Then a rank
+ * streaming into the slots and the odd ones not (the choice is each sender's own), and with ranks
+ * that ask for different slot sizes (ECCL_SHM_SLOT_BYTES: they agree on the smallest). Then a rank
  * SIGKILLed in the middle of a 24 MiB AllGather and Broadcast on 3 ranks: the survivors' calls
  * return ecclRemoteError within 5 s.
  */
@@ -101,16 +102,20 @@ static int run_one_count(int rank, int nranks, ecclComm_t comm, uint8_t *send, u
 }
 
 /* arg: NULL, or ECCL_HOST_STREAM for the even ranks and the odd ones, and
- * ECCL_HOST_STREAM_OUT_BYTES for all (NULL: the default). */
+ * ECCL_HOST_STREAM_OUT_BYTES for all (NULL: the default); slots: NULL, or ECCL_SHM_SLOT_BYTES
+ * for rank r in slots[r % 3] (NULL: unset). */
 struct stream_arg {
     const char *even, *odd, *out;
+    const char *const *slots;
 };
 
 static int sizes_rank(int rank, int nranks, const ecclUniqueId *id, void *arg)
 {
     const struct stream_arg *st = arg;
-    if (st)
+    if (st && st->even)
         setenv("ECCL_HOST_STREAM", rank % 2 ? st->odd : st->even, 1);
+    if (st && st->slots && st->slots[rank % 3])
+        setenv("ECCL_SHM_SLOT_BYTES", st->slots[rank % 3], 1);
     if (st && st->out)
         setenv("ECCL_HOST_STREAM_OUT_BYTES", st->out, 1);
     /* Odd offsets: the vector loops meet misaligned sources and destinations. */
@@ -148,11 +153,21 @@ static void test_sizes(void **state)
 static void test_sizes_streamed(void **state)
 {
     (void)state;
-    struct stream_arg all = {"1", "1", "1"}, half = {"1", "0", NULL};
+    struct stream_arg all = {"1", "1", "1", NULL}, half = {"1", "0", NULL, NULL};
     for (int n = 2; n <= 4; n++) {
         assert_int_equal(mp_run(n, sizes_rank, &all, 60000), 0);
         assert_int_equal(mp_run(n, sizes_rank, &half, 60000), 0);
     }
+}
+
+/* Ranks that ask for different slot sizes use the smallest: every rank cuts the same steps. */
+static void test_slot_sizes_differ(void **state)
+{
+    (void)state;
+    static const char *const slots[3] = {"65536", "262144", NULL};
+    struct stream_arg differ = {.slots = slots};
+    for (int n = 2; n <= 4; n++)
+        assert_int_equal(mp_run(n, sizes_rank, &differ, 60000), 0);
 }
 
 /* --- a killed peer ------------------------------------------------------------------------ */
@@ -254,6 +269,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_sizes),
         cmocka_unit_test(test_sizes_streamed),
+        cmocka_unit_test(test_slot_sizes_differ),
         cmocka_unit_test(test_kill_allgather),
         cmocka_unit_test(test_kill_broadcast),
     };
