@@ -191,7 +191,11 @@ typedef enum {
     ecclScalarHostImmediate = 1
 } ecclScalarResidence_t;
 
-/* Memory. */
+/* Memory. ecclMemAlloc: `size` bytes (rounded up to the allocation granularity) of the current
+ * CUDA device, a cuMem allocation exportable as a POSIX file descriptor (cudaMalloc memory with
+ * ECCL_CUMEM_ENABLE=0); ecclInvalidUsage without a device. ecclMemFree waits for the device's
+ * work, as cudaFree does, then frees; ecclInvalidArgument for a pointer that did not come from
+ * ecclMemAlloc or was freed already. */
 ECCL_API ecclResult_t ecclMemAlloc(void **ptr, size_t size);
 ECCL_API ecclResult_t ecclMemFree(void *ptr);
 
