@@ -29,6 +29,7 @@ namespace eccl_dev
 
 struct blk {
     const kern_dev_chan *ch;
+    const int32_t *ring; /* the ring order, in shared memory up to KERN_DEV_RING_SHARED ranks */
     volatile uint32_t *abort;
     kern_dev_status *status;
     uint64_t timeout_ns;
@@ -560,15 +561,9 @@ template <typename OP> struct algo {
     {
         ll = w.proto == ECCL_PROTO_LL && b.ll_bytes != 0;
         const kern_dev_chan *ch = b.ch;
-        int n = ch->nranks;
-        const int32_t *ring = (const int32_t *)ch->ring;
-        io = step_io_of(ch->ring_recv, ch->ring_recv_data, ring[(ch->ring_index + n - 1) % n],
-                        ch->ring_send, ch->ring_send_data, ring[(ch->ring_index + 1) % n]);
-        uint32_t slot = 0xffffffffu;
-        if (io.from.ctrl)
-            slot = *word(io.from.ctrl, ECCL_CONN_OFF_SLOT_BYTES);
-        if (io.to.ctrl && *word(io.to.ctrl, ECCL_CONN_OFF_SLOT_BYTES) < slot)
-            slot = *word(io.to.ctrl, ECCL_CONN_OFF_SLOT_BYTES);
+        io = step_io_of(ch->ring_recv, ch->ring_recv_data, ch->ring_prev, ch->ring_send,
+                        ch->ring_send_data, ch->ring_next);
+        uint32_t slot = ch->ring_slot_bytes;
         if (ll)
             slot = b.ll_bytes / 2; /* the payload of a slot's lines */
         chunk = slot / ts;
@@ -650,7 +645,7 @@ template <typename OP> struct algo {
         size_t cnt = w.chan_count, block = w.count * ts;
         if (n == 1)
             return single(true);
-        const int32_t *ring = (const int32_t *)b.ch->ring;
+        const int32_t *ring = b.ring;
         const char *in = (const char *)at(w.sendbuff, 0);
         T *out = at(w.recvbuff, 0);
         for (size_t loop = 0; loop < cnt; loop += chunk) {
@@ -675,7 +670,7 @@ template <typename OP> struct algo {
     {
         int n = b.ch->nranks, idx = b.ch->ring_index;
         size_t cnt = w.chan_count, block = w.count * ts;
-        const int32_t *ring = (const int32_t *)b.ch->ring;
+        const int32_t *ring = b.ring;
         const T *in = at(w.sendbuff, 0);
         char *out = (char *)at(w.recvbuff, 0);
         if (n == 1) {
@@ -711,7 +706,7 @@ template <typename OP> struct algo {
         size_t cnt = w.chan_count;
         if (n == 1)
             return single(reduces);
-        const int32_t *ring = (const int32_t *)b.ch->ring;
+        const int32_t *ring = b.ring;
         int root_idx = 0;
         for (int i = 0; i < n; i++)
             if (ring[i] == w.root)
@@ -874,16 +869,7 @@ template <typename OP> struct algo {
             return single(true);
         int nchild = (ch->tree_child[0] >= 0) + (ch->tree_child[1] >= 0);
         bool has_parent = ch->tree_parent >= 0;
-        size_t tchunk = ~(size_t)0;
-        for (int i = 0; i < nchild; i++) {
-            tchunk = min(tchunk, (size_t)*word(ch->tree_up_recv[i], ECCL_CONN_OFF_SLOT_BYTES) / ts);
-            tchunk =
-                min(tchunk, (size_t)*word(ch->tree_down_send[i], ECCL_CONN_OFF_SLOT_BYTES) / ts);
-        }
-        if (has_parent) {
-            tchunk = min(tchunk, (size_t)*word(ch->tree_up_send, ECCL_CONN_OFF_SLOT_BYTES) / ts);
-            tchunk = min(tchunk, (size_t)*word(ch->tree_down_recv, ECCL_CONN_OFF_SLOT_BYTES) / ts);
-        }
+        size_t tchunk = (size_t)ch->tree_slot_bytes / ts;
         if (ll)
             tchunk = b.ll_bytes / 2 / ts;
         const T *in = at(w.sendbuff, 0);
@@ -1150,13 +1136,26 @@ __device__ __forceinline__ void block_load(void *dst, const void *src, size_t by
 
 static_assert(sizeof(kern_dev_chan) % 8 == 0, "kern_dev_chan is loaded in 8-byte words");
 
-/* The block's channel descriptor, in shared memory. */
+#define KERN_DEV_RING_SHARED 1024 /* ranks whose ring order a block keeps in shared memory */
+
+/* The block's channel descriptor and ring order, in shared memory: the steps look them up
+ * often, and mapped host memory costs a bus round trip per look. */
 __device__ __forceinline__ bool blk_init(blk &b, const kern_dev_args &a, kern_dev_chan *s_ch)
 {
+    __shared__ int32_t s_ring[KERN_DEV_RING_SHARED];
     if ((int)blockIdx.x >= a.nchan)
         return false;
     block_load(s_ch, (const kern_dev_chan *)a.chans + blockIdx.x, sizeof(*s_ch));
     __syncthreads();
+    int n = s_ch->nranks;
+    const int32_t *ring = (const int32_t *)s_ch->ring;
+    if (s_ch->nwork > 0 && n > 0 && n <= KERN_DEV_RING_SHARED) {
+        for (int i = threadIdx.x; i < n; i += blockDim.x)
+            s_ring[i] = ring[i];
+        __syncthreads();
+        ring = s_ring;
+    }
+    b.ring = ring;
     b.ch = s_ch;
     b.abort = (volatile uint32_t *)a.abort;
     b.status = (kern_dev_status *)a.status;

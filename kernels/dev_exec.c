@@ -571,6 +571,16 @@ static ecclResult_t graph_block_get(struct kern_dev *d, size_t need, void *strea
 
 /* Fills one channel's descriptor and tables at host address `at` (device address `at_dev`);
  * returns the bytes used, or 0 on error (*res set). */
+/* The smallest slot of the connectors given (NULL ones skipped); 0xffffffff: none. */
+static uint32_t least_slot(const struct eccl_conn_ctrl *const *c, int n)
+{
+    uint32_t least = 0xffffffffu;
+    for (int i = 0; i < n; i++)
+        if (c[i] && c[i]->slot_bytes < least)
+            least = c[i]->slot_bytes;
+    return least;
+}
+
 static size_t fill_chan(struct kern_dev *d, struct kern_chan *kc, struct kern_dev_chan *dc,
                         const struct eccl_work *w, int nw, char *at, uint64_t at_dev,
                         ecclResult_t *res)
@@ -601,6 +611,14 @@ static size_t fill_chan(struct kern_dev *d, struct kern_chan *kc, struct kern_de
             reg_conn(d, kc->tree_down_send[i], &dc->tree_down_send[i], &dc->tree_down_send_data[i]),
             *res, fail);
     }
+    dc->ring_prev = kc->ring[(kc->ring_index + kc->nranks - 1) % kc->nranks];
+    dc->ring_next = kc->ring[(kc->ring_index + 1) % kc->nranks];
+    const struct eccl_conn_ctrl *ring_conns[] = {kc->ring_recv, kc->ring_send};
+    const struct eccl_conn_ctrl *tree_conns[] = {kc->tree_up_recv[0],   kc->tree_up_recv[1],
+                                                 kc->tree_down_send[0], kc->tree_down_send[1],
+                                                 kc->tree_up_send,      kc->tree_down_recv};
+    dc->ring_slot_bytes = least_slot(ring_conns, 2);
+    dc->tree_slot_bytes = least_slot(tree_conns, 6);
     /* Ring order. */
     int32_t *ring = (int32_t *)at;
     for (int i = 0; i < kc->nranks; i++)

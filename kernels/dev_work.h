@@ -46,6 +46,13 @@ struct kern_dev_chan {
     int32_t tree_parent;
     int32_t tree_child[2];
     int32_t nwork;
+    /* Filled by the host so that no thread reads them from mapped host memory: the ring's
+     * neighbours, and the smallest slot of the ring's and of the tree's connectors (bytes;
+     * 0xffffffff where the channel has none). */
+    int32_t ring_prev;
+    int32_t ring_next;
+    uint32_t ring_slot_bytes;
+    uint32_t tree_slot_bytes;
     /* Device addresses of connectors (0: none). */
     uint64_t ring_recv;
     uint64_t ring_send;
@@ -60,7 +67,7 @@ struct kern_dev_chan {
     uint64_t tree_up_send_data;
     uint64_t tree_down_recv_data;
     uint64_t tree_down_send_data[2];
-    uint64_t ring;     /* int32_t[nranks] */
+    uint64_t ring;     /* int32_t[nranks]; each block copies it to shared memory first */
     uint64_t p2p_send; /* uint64_t[nranks]: connector per peer, 0 where none */
     uint64_t p2p_recv;
     uint64_t p2p_send_data; /* uint64_t[nranks]: their device slots, 0 where none */
