@@ -1143,7 +1143,7 @@ static_assert(sizeof(kern_dev_chan) % 8 == 0, "kern_dev_chan is loaded in 8-byte
 __device__ __forceinline__ bool blk_init(blk &b, const kern_dev_args &a, kern_dev_chan *s_ch)
 {
     __shared__ int32_t s_ring[KERN_DEV_RING_SHARED];
-    if ((int)blockIdx.x >= a.nchan)
+    if ((int)blockIdx.x >= a.nchan || !((a.active >> blockIdx.x) & 1))
         return false;
     block_load(s_ch, (const kern_dev_chan *)a.chans + blockIdx.x, sizeof(*s_ch));
     __syncthreads();

@@ -784,10 +784,15 @@ static ecclResult_t launch_seg(struct kern_dev *d, struct kern_chan *const *chan
             return res;
         off += used;
     }
+    uint64_t active = 0;
+    for (int c = 0; c < nch; c++)
+        if (cnt[c] > 0)
+            active |= 1ull << c;
     struct kern_dev_args a = {.chans = (uint64_t)(uintptr_t)dev,
                               .status = (uint64_t)(uintptr_t)d->ctl_dev,
                               .abort = (uint64_t)(uintptr_t)d->ctl_dev + 256,
                               .timeout_ns = d->timeout_ns,
+                              .active = active,
                               .nchan = nch,
                               .ll_bytes = d->ll_bytes};
     int e = kern_dev_cu_launch(kernel, &a, stream);

@@ -80,6 +80,7 @@ struct kern_dev_args {
     uint64_t status; /* struct kern_dev_status */
     uint64_t abort;  /* uint32_t: nonzero stops every wait */
     uint64_t timeout_ns;
+    uint64_t active; /* bit c: channel c has work (the others exit without reading) */
     int32_t nchan;
     uint32_t ll_bytes; /* LL lines per slot after each connector's device slots; 0: no LL */
 };
