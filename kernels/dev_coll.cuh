@@ -29,7 +29,9 @@ namespace eccl_dev
 
 struct blk {
     const kern_dev_chan *ch;
-    const int32_t *ring; /* the ring order, in shared memory up to KERN_DEV_RING_SHARED ranks */
+    const int32_t *ring; /* the ring order: in shared memory after blk_ring (up to
+                            KERN_DEV_RING_SHARED ranks), else mapped host memory */
+    bool ring_shared;
     volatile uint32_t *abort;
     kern_dev_status *status;
     uint64_t timeout_ns;
@@ -1138,24 +1140,18 @@ static_assert(sizeof(kern_dev_chan) % 8 == 0, "kern_dev_chan is loaded in 8-byte
 
 #define KERN_DEV_RING_SHARED 1024 /* ranks whose ring order a block keeps in shared memory */
 
-/* The block's channel descriptor and ring order, in shared memory: the steps look them up
- * often, and mapped host memory costs a bus round trip per look. */
-__device__ __forceinline__ bool blk_init(blk &b, const kern_dev_args &a, kern_dev_chan *s_ch)
+/* The block's channel descriptor and its first work, in shared memory, loaded together (one bus
+ * round trip: the work's place comes in the launch's parameters). */
+__device__ __forceinline__ bool blk_init(blk &b, const kern_dev_args &a, kern_dev_chan *s_ch,
+                                         eccl_work *s_w0)
 {
-    __shared__ int32_t s_ring[KERN_DEV_RING_SHARED];
     if ((int)blockIdx.x >= a.nchan || !((a.active >> blockIdx.x) & 1))
         return false;
     block_load(s_ch, (const kern_dev_chan *)a.chans + blockIdx.x, sizeof(*s_ch));
+    block_load(s_w0, (const char *)a.chans + a.work0[blockIdx.x], sizeof(*s_w0));
     __syncthreads();
-    int n = s_ch->nranks;
-    const int32_t *ring = (const int32_t *)s_ch->ring;
-    if (s_ch->nwork > 0 && n > 0 && n <= KERN_DEV_RING_SHARED) {
-        for (int i = threadIdx.x; i < n; i += blockDim.x)
-            s_ring[i] = ring[i];
-        __syncthreads();
-        ring = s_ring;
-    }
-    b.ring = ring;
+    b.ring = (const int32_t *)s_ch->ring;
+    b.ring_shared = false;
     b.ch = s_ch;
     b.abort = (volatile uint32_t *)a.abort;
     b.status = (kern_dev_status *)a.status;
@@ -1163,6 +1159,32 @@ __device__ __forceinline__ bool blk_init(blk &b, const kern_dev_args &a, kern_de
     b.func = 0;
     b.ll_bytes = a.ll_bytes;
     return true;
+}
+
+/* The ring order in shared memory, for the algorithms that look it up at every step (AllGather,
+ * ReduceScatter, the chains), once per launch. The whole block calls it. */
+__device__ __forceinline__ void blk_ring(blk &b)
+{
+    __shared__ int32_t s_ring[KERN_DEV_RING_SHARED];
+    int n = b.ch->nranks;
+    if (b.ring_shared || n <= 0 || n > KERN_DEV_RING_SHARED)
+        return;
+    __syncthreads();
+    for (int i = threadIdx.x; i < n; i += blockDim.x)
+        s_ring[i] = b.ring[i];
+    __syncthreads();
+    b.ring = s_ring;
+    b.ring_shared = true;
+}
+
+/* Work i of the block's channel in s_w (work 0 is there from blk_init). */
+__device__ __forceinline__ void blk_work(const blk &b, int i, eccl_work *s_w)
+{
+    if (i == 0)
+        return;
+    __syncthreads(); /* everyone is done with the previous work */
+    block_load(s_w, (const eccl_work *)b.ch->works + i, sizeof(*s_w));
+    __syncthreads();
 }
 
 #define KERN_DEV_P2P_SHARED 128 /* point-to-point works staged in shared memory (8 KiB) */
@@ -1174,16 +1196,15 @@ __global__ void __launch_bounds__(KERN_DEV_THREADS) coll_kernel(kern_dev_args a)
     blk b;
     __shared__ kern_dev_chan s_ch;
     __shared__ eccl_work s_w;
-    if (!blk_init(b, a, &s_ch))
+    if (!blk_init(b, a, &s_ch, &s_w))
         return;
     typedef redop<DTYPE, KIND> op_t;
-    const eccl_work *works = (const eccl_work *)b.ch->works;
     for (int i = 0; i < b.ch->nwork; i++) {
-        __syncthreads(); /* everyone is done with the previous work */
-        block_load(&s_w, &works[i], sizeof(s_w));
-        __syncthreads();
+        blk_work(b, i, &s_w);
         const eccl_work &w = s_w;
         b.func = w.func;
+        if (w.func != ECCL_FUNC_ALLREDUCE)
+            blk_ring(b);
         /* ecclScalarDevice: the multiplier is read now, after the work before it on the
          * stream (a replayed graph reads its current value). */
         const op_t op(w.flags & ECCL_WORK_FLAG_SCALAR_PTR
@@ -1223,19 +1244,18 @@ __global__ void __launch_bounds__(KERN_DEV_THREADS) copy_kernel(kern_dev_args a)
     blk b;
     __shared__ kern_dev_chan s_ch;
     __shared__ eccl_work s_w;
-    if (!blk_init(b, a, &s_ch))
+    if (!blk_init(b, a, &s_ch, &s_w))
         return;
     const eccl_work *works = (const eccl_work *)b.ch->works;
     const copy_op op;
     int i = 0;
     for (; i < b.ch->nwork; i++) {
-        __syncthreads(); /* everyone is done with the previous work */
-        block_load(&s_w, &works[i], sizeof(s_w));
-        __syncthreads();
+        blk_work(b, i, &s_w);
         const eccl_work &w = s_w;
         if (w.func == ECCL_FUNC_SEND || w.func == ECCL_FUNC_RECV)
             break;
         b.func = w.func;
+        blk_ring(b);
         size_t ts = dtype_bytes(w.dtype);
         if (ts == 0) { /* before algo, which divides by it */
             if (threadIdx.x == 0)

@@ -740,7 +740,11 @@ static ecclResult_t launch_seg(struct kern_dev *d, struct kern_chan *const *chan
                                bool capturing)
 {
     int nch = d->nchannels;
-    int lo[64], cnt[64];
+    int lo[KERN_DEV_MAX_CHANNELS], cnt[KERN_DEV_MAX_CHANNELS];
+    if (nch < 1 || nch > KERN_DEV_MAX_CHANNELS) {
+        WARN("GPU executor: %d channels (1..%d)", nch, KERN_DEV_MAX_CHANNELS);
+        return ecclInternalError;
+    }
     size_t need = (size_t)nch * sizeof(struct kern_dev_chan);
     for (int c = 0; c < nch; c++) {
         int i = 0;
@@ -784,17 +788,18 @@ static ecclResult_t launch_seg(struct kern_dev *d, struct kern_chan *const *chan
             return res;
         off += used;
     }
-    uint64_t active = 0;
-    for (int c = 0; c < nch; c++)
-        if (cnt[c] > 0)
-            active |= 1ull << c;
     struct kern_dev_args a = {.chans = (uint64_t)(uintptr_t)dev,
                               .status = (uint64_t)(uintptr_t)d->ctl_dev,
                               .abort = (uint64_t)(uintptr_t)d->ctl_dev + 256,
                               .timeout_ns = d->timeout_ns,
-                              .active = active,
                               .nchan = nch,
                               .ll_bytes = d->ll_bytes};
+    for (int c = 0; c < nch; c++) {
+        if (cnt[c] == 0)
+            continue;
+        a.active |= 1ull << c;
+        a.work0[c] = (uint32_t)(dcs[c].works - (uint64_t)(uintptr_t)dev);
+    }
     int e = kern_dev_cu_launch(kernel, &a, stream);
     if (e != 0)
         return cuda_fail("the collective kernel's launch", (cudaError_t)e);

@@ -14,7 +14,8 @@
 
 #include <stdint.h>
 
-#define KERN_DEV_THREADS 512 /* threads per block (one block per channel) */
+#define KERN_DEV_THREADS      512 /* threads per block (one block per channel) */
+#define KERN_DEV_MAX_CHANNELS 16  /* channels (blocks) of one launch */
 
 /* Why a kernel stopped early (kern_dev_status.code). */
 enum kern_dev_code {
@@ -81,6 +82,7 @@ struct kern_dev_args {
     uint64_t abort;  /* uint32_t: nonzero stops every wait */
     uint64_t timeout_ns;
     uint64_t active; /* bit c: channel c has work (the others exit without reading) */
+    uint32_t work0[KERN_DEV_MAX_CHANNELS]; /* channel c's first work: byte offset from chans */
     int32_t nchan;
     uint32_t ll_bytes; /* LL lines per slot after each connector's device slots; 0: no LL */
 };
