@@ -4,6 +4,7 @@
 #                           build/lib/libnccl.so.2 (the NCCL drop-in, with the link libnccl.so)
 #   make test               every test a machine without a GPU can run (tests/run.sh)
 #   make test-gpu           the GPU tests (skip cleanly where no GPU is present)
+#   make memcheck-gpu       a reduced set of them under compute-sanitizer memcheck
 #   make test-fault         the fault-injection tests, in a FAULT=1 build under build/fault
 #   make fuzz               the libFuzzer targets (tests/fuzz/), FUZZ_SECONDS each (default 60)
 #   make torture            allocation and system-call torture (tests/torture.sh; TORTURE=pattern),
@@ -129,7 +130,7 @@ EXAMPLE_CUDA := -DECCL_HAVE_CUDA -I$(CUDA_HOME)/include
 EXAMPLE_CUDA_LIBS := -L$(CUDA_HOME)/lib64 -lcudart_static -ldl -lrt -lpthread
 endif
 
-.PHONY: all lib tools tests test test-fault torture test-tsan fuzz test-gpu check check-layers check-env-docs format clean bench demo \
+.PHONY: all lib tools tests test test-fault torture test-tsan fuzz test-gpu memcheck-gpu check check-layers check-env-docs format clean bench demo \
 	examples
 all: lib tools examples
 
@@ -265,6 +266,9 @@ fuzz:
 
 test-gpu: all tests
 	$(Q)ECCL_BUILD=$(BUILD) tests/gpu/run.sh
+
+memcheck-gpu: all tests
+	$(Q)ECCL_BUILD=$(BUILD) tests/gpu/memcheck.sh
 
 check-layers:
 	$(Q)tools/check-layers.sh
