@@ -2,14 +2,16 @@
  * test_mem.c - ecclMemAlloc and ecclMemFree (core/mem.c).
  *
  * With a CUDA device: allocations of several sizes are device memory of the current device, hold
- * what is copied into them, and serve as the buffers of collectives on a one-rank communicator;
- * the same with ECCL_CUMEM_ENABLE=0 (cudaMalloc memory); a pointer that did not come from
+ * what is copied into them, are cuMem memory (the legacy IPC API refuses them) and serve as the
+ * buffers of collectives on a one-rank communicator; with ECCL_CUMEM_ENABLE=0 they are cudaMalloc
+ * memory (the legacy IPC API takes them); a pointer that did not come from
  * ecclMemAlloc, or was freed already, is refused and leaves the allocator usable; threads
  * allocate and free at once.
  *
  * Without one (or in a build without CUDA), exits 77 after checking that the calls fail cleanly.
  */
 #include <pthread.h>
+#include <stdbool.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -20,7 +22,9 @@
 
 #include <stdio.h>
 
+#include "common/param.h"
 #include "eccl.h"
+#include "kernels/dev_mem.h"
 #include "kernels/reduce_dev.h"
 
 #ifdef ECCL_HAVE_CUDA
@@ -50,13 +54,22 @@ static void check_buffer(void *ptr, size_t size)
     free(back);
 }
 
-static void alloc_sizes(void)
+/* cumem: the allocations are cuMem memory, which the legacy IPC API refuses; else cudaMalloc
+ * memory, which it takes. */
+static void alloc_sizes(bool cumem)
 {
     for (size_t i = 0; i < sizeof(sizes) / sizeof(sizes[0]); i++) {
         void *p = NULL;
         assert_int_equal(ecclMemAlloc(&p, sizes[i]), ecclSuccess);
         assert_non_null(p);
         check_buffer(p, sizes[i]);
+        cudaIpcMemHandle_t h;
+        cudaError_t e = cudaIpcGetMemHandle(&h, p);
+        (void)cudaGetLastError();
+        if (cumem)
+            assert_int_not_equal(e, cudaSuccess);
+        else
+            assert_int_equal(e, cudaSuccess);
         assert_int_equal(ecclMemFree(p), ecclSuccess);
     }
 }
@@ -64,15 +77,20 @@ static void alloc_sizes(void)
 static void test_alloc_cumem(void **state)
 {
     (void)state;
-    alloc_sizes();
+    int dev = 0;
+    assert_int_equal(cudaGetDevice(&dev), cudaSuccess);
+    /* cuMem where the device exports file descriptors (the H100s it ran on do). */
+    alloc_sizes(kern_dev_mem_pick(dev, true) == KERN_DEV_MEM_CUMEM);
 }
 
 static void test_alloc_cudamalloc(void **state)
 {
     (void)state;
     setenv("ECCL_CUMEM_ENABLE", "0", 1);
-    alloc_sizes();
+    eccl_param_reset(); /* values are read once and kept */
+    alloc_sizes(false);
     unsetenv("ECCL_CUMEM_ENABLE");
+    eccl_param_reset();
 }
 
 /* AllReduce, AllGather and Broadcast of 1 Mi floats between ecclMemAlloc buffers on a one-rank
