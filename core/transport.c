@@ -475,8 +475,9 @@ static ecclResult_t slot_bytes_agree(struct ecclComm *comm)
     ecclResult_t res = core_bootstrap_allgather(&comm->bs, v, sizeof(*v));
     if (res == ecclSuccess) {
         uint32_t least = comm->tp.slot_bytes;
+        /* Another rank's vote counts only if it is a size this rank would accept itself. */
         for (int r = 0; r < comm->nranks; r++)
-            if (v[r] >= 4096 && v[r] < least)
+            if (v[r] >= 4096 && v[r] % 64 == 0 && v[r] < least)
                 least = v[r];
         if (least != comm->tp.slot_bytes)
             INFO(ECCL_LOG_INIT,

@@ -569,8 +569,6 @@ static ecclResult_t graph_block_get(struct kern_dev *d, size_t need, void *strea
     return ecclSuccess;
 }
 
-/* Fills one channel's descriptor and tables at host address `at` (device address `at_dev`);
- * returns the bytes used, or 0 on error (*res set). */
 /* The smallest slot of the connectors given (NULL ones skipped); 0xffffffff: none. */
 static uint32_t least_slot(const struct eccl_conn_ctrl *const *c, int n)
 {
@@ -581,6 +579,8 @@ static uint32_t least_slot(const struct eccl_conn_ctrl *const *c, int n)
     return least;
 }
 
+/* Fills one channel's descriptor and tables at host address `at` (device address `at_dev`);
+ * returns the bytes used, or 0 on error (*res set). */
 static size_t fill_chan(struct kern_dev *d, struct kern_chan *kc, struct kern_dev_chan *dc,
                         const struct eccl_work *w, int nw, char *at, uint64_t at_dev,
                         ecclResult_t *res)
