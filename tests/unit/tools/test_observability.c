@@ -170,6 +170,43 @@ static bool wait_status(int port, const char *path, int code, int timeout_ms)
     return false;
 }
 
+/* Starts ecclrun (argv, with portarg among its arguments) on a free port and waits until its
+ * /healthz answers 200; returns the port. The port free_port() found may be taken again before
+ * ecclrun binds it (by the embedded store's own bind to port 0, or any other process): then
+ * ecclrun exits saying it cannot listen, and the start is tried again on another port. Any other
+ * early exit or a silent server fails the test with ecclrun's stderr. */
+static int start_ecclrun(const char *const *argv, const char *const *envs, char *portarg,
+                         size_t portsz)
+{
+    for (int attempt = 0; attempt < 3; attempt++) {
+        int port = free_port();
+        snprintf(portarg, portsz, "%d", port);
+        live = spawn(argv, envs, "ecclrun");
+        uint64_t dl = eccl_deadline_ms(20000);
+        bool retry = false;
+        while (!retry) {
+            if (status_of(get(port, "/healthz")) == 200)
+                return port;
+            int st;
+            if (waitpid(live, &st, WNOHANG) == live) {
+                live = 0;
+                const char *err = read_file("ecclrun.err", NULL);
+                if (!err || !strstr(err, "cannot listen"))
+                    fail_msg("ecclrun exited before /healthz answered:\n%s", err ? err : "");
+                printf("port %d was taken before ecclrun bound it: trying another\n", port);
+                retry = true;
+                continue;
+            }
+            if (eccl_deadline_passed(dl))
+                fail_msg("/healthz on port %d did not answer 200 in 20 s; ecclrun's stderr:\n%s",
+                         port, read_file("ecclrun.err", NULL));
+            eccl_sleep_us(20000);
+        }
+    }
+    fail_msg("no free port ecclrun could listen on in 3 tries");
+    return -1;
+}
+
 /* Index of the first event after `from` matching event name and (when not NULL) string field
  * `key` == `val`; -1 if none. */
 static int find_event(json_t *evs, int from, const char *event, const char *key, const char *val)
@@ -190,11 +227,9 @@ static void metrics_events_timeline(void **state)
 {
     (void)state;
     make_dir();
-    int port = free_port();
     char ecclrun[300], train[300], portarg[16], evlog[400], ev_env[420];
     snprintf(ecclrun, sizeof(ecclrun), "%s/bin/ecclrun", build);
     snprintf(train, sizeof(train), "%s/examples/elastic_train", build);
-    snprintf(portarg, sizeof(portarg), "%d", port);
     snprintf(evlog, sizeof(evlog), "%s/events.jsonl", dir);
     snprintf(ev_env, sizeof(ev_env), "ECCL_EVENT_LOG=%s", evlog);
     const char *argv[] = {ecclrun,     "--nproc-per-node",
@@ -208,9 +243,7 @@ static void metrics_events_timeline(void **state)
                           "1",         "--kill-step",
                           "200",       NULL};
     const char *envs[] = {ev_env, "ECCL_SOCKET_IFNAME=lo", NULL};
-    live = spawn(argv, envs, "ecclrun");
-
-    assert_true(wait_status(port, "/healthz", 200, 10000));
+    int port = start_ecclrun(argv, envs, portarg, sizeof(portarg));
     assert_true(wait_status(port, "/readyz", 200, 20000));
     const char *m = get(port, "/metrics");
     assert_int_equal(status_of(m), 200);
@@ -404,10 +437,8 @@ static void metrics_untrusted_page(void **state)
                "put(16, '<Q', 10)\n"
                "time.sleep(30)\n");
     fclose(f);
-    int port = free_port();
     char ecclrun[300], portarg[16];
     snprintf(ecclrun, sizeof(ecclrun), "%s/bin/ecclrun", build);
-    snprintf(portarg, sizeof(portarg), "%d", port);
     const char *argv[] = {ecclrun,
                           "--metrics-port",
                           portarg,
@@ -422,8 +453,7 @@ static void metrics_untrusted_page(void **state)
                           "python3",
                           script,
                           NULL};
-    live = spawn(argv, NULL, "ecclrun");
-    assert_true(wait_status(port, "/healthz", 200, 10000));
+    int port = start_ecclrun(argv, NULL, portarg, sizeof(portarg));
     uint64_t dl = eccl_deadline_ms(15000);
     const char *m = NULL;
     for (;;) {
