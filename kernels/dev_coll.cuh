@@ -92,8 +92,9 @@ struct conn_end {
     int peer;
     uint32_t nslots;
     uint32_t slot_bytes;
-    uint32_t mine;  /* receive: head; send: tail */
-    uint32_t other; /* send: the last head seen */
+    uint32_t mine;   /* receive: head; send: tail */
+    uint32_t other;  /* send: the last head seen */
+    uint32_t posted; /* send: the tail last written to the control block (LL defers it) */
     bool loaded;
 };
 
@@ -103,7 +104,7 @@ __device__ __forceinline__ conn_end conn_end_of(uint64_t ctrl, uint64_t data, in
     e.ctrl = ctrl;
     e.data = data;
     e.peer = peer;
-    e.nslots = e.slot_bytes = e.mine = e.other = 0;
+    e.nslots = e.slot_bytes = e.mine = e.other = e.posted = 0;
     e.loaded = false;
     return e;
 }
@@ -118,7 +119,7 @@ __device__ inline void conn_load(conn_end &e, bool send)
     if (e.nslots == 0)
         e.nslots = 1; /* never divide by zero on a corrupt block: the size check fails it */
     if (send) {
-        e.mine = *word(e.ctrl, ECCL_CONN_OFF_TAIL);
+        e.mine = e.posted = *word(e.ctrl, ECCL_CONN_OFF_TAIL);
         e.other = *word(e.ctrl, ECCL_CONN_OFF_HEAD);
     } else {
         e.mine = *word(e.ctrl, ECCL_CONN_OFF_HEAD);
@@ -164,11 +165,28 @@ __device__ inline uint32_t wait_data(const blk &b, const conn_end &e)
     return KERN_DEV_OK;
 }
 
-/* Until the next slot is free. Thread 0 only. */
+/* Writes the tail that LL steps deferred (post_send_ll): with system-scope release, after the
+ * steps' lines and size words. Thread 0 only, after the block's barrier. */
+__device__ inline void conn_publish(conn_end &e)
+{
+    if (!e.loaded || e.posted == e.mine)
+        return;
+    asm volatile("st.release.sys.global.u32 [%0], %1;" ::"l"(word(e.ctrl, ECCL_CONN_OFF_TAIL)),
+                 "r"(e.mine)
+                 : "memory");
+    e.posted = e.mine;
+}
+
+/* Until the next slot is free. A sender that has to wait writes its deferred tail first: a
+ * receiver that does not run LL (ranks that made different calls) then sees the steps and
+ * their LL-flagged size words, and fails the call instead of waiting for this one. Thread 0
+ * only. */
 __device__ inline uint32_t wait_space(const blk &b, conn_end &e)
 {
     uint64_t start = 0;
     for (uint32_t spins = 0; !conn_has_space(e); spins++) {
+        if (spins == 0)
+            conn_publish(e);
         if ((spins & 63) == 63) {
             uint32_t r = wait_check(b, e.ctrl, &start);
             if (r)
@@ -206,7 +224,7 @@ __device__ inline void post_send(conn_end &e, size_t bytes)
         (uint32_t)bytes | (e.data ? ECCL_CONN_SIZE_DEVDATA : 0u);
     __threadfence_system();
     *word(e.ctrl, ECCL_CONN_OFF_TAIL) = t + 1;
-    e.mine = t + 1;
+    e.mine = e.posted = t + 1;
 }
 
 /* Frees the consumed slot: head + 1. Thread 0, after the block read the step and met at a
@@ -311,7 +329,10 @@ __device__ inline uint32_t do_step(const blk &b, step_io &io, const OP &op, step
  * it, and the receiver needs no counter from the sender: no hand-over through host memory and no
  * system-wide fence on the way. Every thread waits for its own lines. Counters still move as for
  * Simple (head paces the sender; tail and the size word, flagged ECCL_CONN_SIZE_LL, keep the
- * connector's state for the next launch and for a receiver that does not run LL). */
+ * connector's state for the next launch and for a receiver that does not run LL), but the
+ * sender writes tail only at the end of the work or before it waits for room (conn_publish):
+ * one system-scope release per work instead of one per step, which cost about 2 us each on the
+ * ring's critical path. */
 
 /* A line's 8 data bytes as elements. Converted to and from the 8-byte word with memcpy, never
  * through a union or a cast pointer: the compiler may assume those do not alias. */
@@ -402,15 +423,13 @@ __device__ __forceinline__ void ll_out(T *p, size_t l, size_t nelem, const line8
         p[first + j] = x.e[j];
 }
 
-/* Publishes an LL step for the connector's bookkeeping. Thread 0, after the block's barrier. */
+/* Records an LL step for the connector's bookkeeping: its size word now, tail later
+ * (conn_publish). Thread 0, after the block's barrier. */
 __device__ inline void post_send_ll(conn_end &e, size_t bytes)
 {
     uint32_t t = e.mine;
     *word(e.ctrl, ECCL_CONN_OFF_SIZES + 4 * (int)(t % e.nslots)) =
         (uint32_t)bytes | ECCL_CONN_SIZE_DEVDATA | ECCL_CONN_SIZE_LL;
-    asm volatile("st.release.sys.global.u32 [%0], %1;" ::"l"(word(e.ctrl, ECCL_CONN_OFF_TAIL)),
-                 "r"(t + 1)
-                 : "memory");
     e.mine = t + 1;
 }
 
@@ -587,6 +606,14 @@ template <typename OP> struct algo {
     __device__ uint32_t step(step_kind k, const T *in, T *out, size_t ne)
     {
         return step_on(io, k, in, out, ne);
+    }
+
+    /* The end of the work: the ring's deferred tail (conn_publish). The tree publishes its own
+     * connectors. */
+    __device__ void finish()
+    {
+        if (threadIdx.x == 0)
+            conn_publish(io.to);
     }
 
     __device__ uint32_t single(bool reduces)
@@ -902,6 +929,11 @@ template <typename OP> struct algo {
             for (int i = 0; i < nchild; i++)
                 if ((e = step_on(sio[i], STEP_COPY_SEND, res, nullptr, ne)))
                     return e;
+        }
+        if (threadIdx.x == 0) {
+            conn_publish(pio.to);
+            for (int i = 0; i < 2; i++)
+                conn_publish(sio[i].to);
         }
         return KERN_DEV_OK;
     }
@@ -1234,6 +1266,7 @@ __global__ void __launch_bounds__(KERN_DEV_THREADS) coll_kernel(kern_dev_args a)
         }
         if (e)
             return;
+        al.finish();
     }
 }
 
@@ -1283,6 +1316,7 @@ __global__ void __launch_bounds__(KERN_DEV_THREADS) copy_kernel(kern_dev_args a)
         }
         if (e)
             return;
+        al.finish();
     }
     if (i < b.ch->nwork) {
         /* The point-to-point scheduler scans its works again and again: from shared memory when

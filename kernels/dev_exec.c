@@ -97,7 +97,12 @@ int kern_dev_split(struct eccl_work *const *works, const int *nwork, int nchanne
 
 #include <cuda_runtime_api.h>
 
-#define KERN_DEV_SLOTS      32
+#define KERN_DEV_SLOTS 32
+/* Each argument block's first size, carved out of one allocation at create: a cudaHostAlloc
+ * takes 1.5 to 2.5 ms under MPS (H100), which the launch that first used each block paid when
+ * they were allocated on first use. A launch that needs more gets a block of its own. */
+#define KERN_DEV_SLOT_BYTES 65536
+#define KERN_DEV_CTL_BYTES  4096
 #define KERN_DEV_MAX_SEGS   64
 #define KERN_DEV_WATCH_US   1000
 #define KERN_DEV_DESTROY_MS 10000
@@ -116,6 +121,7 @@ struct dev_slot {
     size_t cap;
     cudaEvent_t ev;
     bool inflight;
+    bool owned; /* mem is an allocation of its own (else a part of the executor's ctl block) */
 };
 
 struct kern_dev {
@@ -128,7 +134,8 @@ struct kern_dev {
     kern_dev_error_fn on_error;
     void *arg;
 
-    /* Mapped host memory: the status, then the abort word. */
+    /* Mapped host memory: the status, then the abort word; after KERN_DEV_CTL_BYTES, the
+     * argument blocks' first KERN_DEV_SLOT_BYTES each. */
     void *ctl;
     void *ctl_dev;
     volatile struct kern_dev_status *status;
@@ -295,12 +302,19 @@ ecclResult_t kern_dev_create(const struct kern_dev_opts *opts, struct kern_dev *
     pthread_mutex_init(&d->graph_lock, NULL);
     CUDA_TRY_GOTO(cudaGetDevice(&prev), res, fail_free);
     CUDA_TRY_GOTO(cudaSetDevice(d->cuda_dev), res, fail_free);
-    CUDA_TRY_GOTO(cudaHostAlloc(&d->ctl, 4096, cudaHostAllocMapped | cudaHostAllocPortable), res,
-                  fail_device);
-    memset(d->ctl, 0, 4096);
+    CUDA_TRY_GOTO(cudaHostAlloc(&d->ctl, KERN_DEV_CTL_BYTES + KERN_DEV_SLOTS * KERN_DEV_SLOT_BYTES,
+                                cudaHostAllocMapped | cudaHostAllocPortable),
+                  res, fail_device);
+    memset(d->ctl, 0, KERN_DEV_CTL_BYTES);
     CUDA_TRY_GOTO(cudaHostGetDevicePointer(&d->ctl_dev, d->ctl, 0), res, fail_ctl);
     d->status = (volatile struct kern_dev_status *)d->ctl;
     d->abort = (volatile uint32_t *)((char *)d->ctl + 256);
+    for (int i = 0; i < KERN_DEV_SLOTS; i++) {
+        size_t off = KERN_DEV_CTL_BYTES + (size_t)i * KERN_DEV_SLOT_BYTES;
+        d->slots[i].mem = (char *)d->ctl + off;
+        d->slots[i].dev = (char *)d->ctl_dev + off;
+        d->slots[i].cap = KERN_DEV_SLOT_BYTES;
+    }
     for (int i = 0; i < KERN_DEV_SLOTS; i++) {
         cudaError_t e = cudaEventCreateWithFlags(&d->slots[i].ev, cudaEventDisableTiming);
         if (e != cudaSuccess) {
@@ -463,7 +477,7 @@ static ecclResult_t slot_get(struct kern_dev *d, size_t need, struct dev_slot **
     d->next_slot = (d->next_slot + 1) % KERN_DEV_SLOTS;
     ECCL_TRY(slot_wait(d, s, 0, true));
     if (s->cap < need) {
-        size_t cap = need < 65536 ? 65536 : need * 2;
+        size_t cap = need * 2;
         void *mem = NULL, *dev = NULL;
         cudaError_t e = cudaHostAlloc(&mem, cap, cudaHostAllocMapped | cudaHostAllocPortable);
         if (e != cudaSuccess)
@@ -473,11 +487,12 @@ static ecclResult_t slot_get(struct kern_dev *d, size_t need, struct dev_slot **
             cudaFreeHost(mem);
             return cuda_fail("cudaHostGetDevicePointer of launch arguments", e);
         }
-        if (s->mem)
+        if (s->owned)
             cudaFreeHost(s->mem);
         s->mem = mem;
         s->dev = dev;
         s->cap = cap;
+        s->owned = true;
     }
     *out = s;
     return ecclSuccess;
@@ -967,7 +982,7 @@ void kern_dev_destroy(struct kern_dev *d)
             kern_dev_mem_free(d->regs[i].mem);
         }
         for (int i = 0; i < KERN_DEV_SLOTS; i++) {
-            if (d->slots[i].mem)
+            if (d->slots[i].owned)
                 cudaFreeHost(d->slots[i].mem);
             cudaEventDestroy(d->slots[i].ev);
         }
