@@ -92,9 +92,8 @@ struct conn_end {
     int peer;
     uint32_t nslots;
     uint32_t slot_bytes;
-    uint32_t mine;   /* receive: head; send: tail */
-    uint32_t other;  /* send: the last head seen */
-    uint32_t posted; /* send: the tail last written to the control block (LL defers it) */
+    uint32_t mine;  /* receive: head; send: tail */
+    uint32_t other; /* send: the last head seen */
     bool loaded;
 };
 
@@ -104,7 +103,7 @@ __device__ __forceinline__ conn_end conn_end_of(uint64_t ctrl, uint64_t data, in
     e.ctrl = ctrl;
     e.data = data;
     e.peer = peer;
-    e.nslots = e.slot_bytes = e.mine = e.other = e.posted = 0;
+    e.nslots = e.slot_bytes = e.mine = e.other = 0;
     e.loaded = false;
     return e;
 }
@@ -119,7 +118,7 @@ __device__ inline void conn_load(conn_end &e, bool send)
     if (e.nslots == 0)
         e.nslots = 1; /* never divide by zero on a corrupt block: the size check fails it */
     if (send) {
-        e.mine = e.posted = *word(e.ctrl, ECCL_CONN_OFF_TAIL);
+        e.mine = *word(e.ctrl, ECCL_CONN_OFF_TAIL);
         e.other = *word(e.ctrl, ECCL_CONN_OFF_HEAD);
     } else {
         e.mine = *word(e.ctrl, ECCL_CONN_OFF_HEAD);
@@ -165,28 +164,62 @@ __device__ inline uint32_t wait_data(const blk &b, const conn_end &e)
     return KERN_DEV_OK;
 }
 
-/* Writes the tail that LL steps deferred (post_send_ll): with system-scope release, after the
- * steps' lines and size words. Thread 0 only, after the block's barrier. */
-__device__ inline void conn_publish(conn_end &e)
+/* The tails that LL steps deferred (post_send_ll), per block, kept by thread 0: a ring has one
+ * sending connector, a tree three. Written with system-scope release, after the steps' lines
+ * and size words, at the end of the work or as soon as the block has to wait (for room, or for
+ * lines that do not come): a receiver that does not run LL (ranks that made different calls)
+ * then sees the steps and their LL-flagged size words and fails the call, instead of waiting
+ * for this block while it waits for that receiver. */
+struct tail_pend {
+    uint64_t ctrl;
+    uint32_t tail;
+};
+#define KERN_DEV_TAILS_PENDING 4
+static __shared__ tail_pend s_pend[KERN_DEV_TAILS_PENDING];
+static __shared__ int s_npend;
+
+__device__ __forceinline__ void tail_release(uint64_t ctrl, uint32_t tail)
 {
-    if (!e.loaded || e.posted == e.mine)
-        return;
-    asm volatile("st.release.sys.global.u32 [%0], %1;" ::"l"(word(e.ctrl, ECCL_CONN_OFF_TAIL)),
-                 "r"(e.mine)
+    asm volatile("st.release.sys.global.u32 [%0], %1;" ::"l"(word(ctrl, ECCL_CONN_OFF_TAIL)),
+                 "r"(tail)
                  : "memory");
-    e.posted = e.mine;
 }
 
-/* Until the next slot is free. A sender that has to wait writes its deferred tail first: a
- * receiver that does not run LL (ranks that made different calls) then sees the steps and
- * their LL-flagged size words, and fails the call instead of waiting for this one. Thread 0
- * only. */
+/* Thread 0, after the block's barrier. Out of line: inlined into the wait loops it made nvcc
+ * keep the steps' connector state in local memory (a 272-byte stack frame against 112), which
+ * cost 4-7 us per call with 4 and 8 ranks; it runs once per work and on long waits only. */
+static __device__ __noinline__ void tails_flush()
+{
+    for (int i = 0; i < s_npend; i++)
+        tail_release(s_pend[i].ctrl, s_pend[i].tail);
+    s_npend = 0;
+}
+
+/* Thread 0: connector `ctrl`'s tail is now `tail`, written later. */
+__device__ inline void tails_defer(uint64_t ctrl, uint32_t tail)
+{
+    for (int i = 0; i < s_npend; i++) {
+        if (s_pend[i].ctrl == ctrl) {
+            s_pend[i].tail = tail;
+            return;
+        }
+    }
+    if (s_npend == KERN_DEV_TAILS_PENDING) {
+        tail_release(ctrl, tail);
+        return;
+    }
+    s_pend[s_npend].ctrl = ctrl;
+    s_pend[s_npend].tail = tail;
+    s_npend++;
+}
+
+/* Until the next slot is free; deferred tails are written before the wait. Thread 0 only. */
 __device__ inline uint32_t wait_space(const blk &b, conn_end &e)
 {
     uint64_t start = 0;
     for (uint32_t spins = 0; !conn_has_space(e); spins++) {
         if (spins == 0)
-            conn_publish(e);
+            tails_flush();
         if ((spins & 63) == 63) {
             uint32_t r = wait_check(b, e.ctrl, &start);
             if (r)
@@ -224,7 +257,7 @@ __device__ inline void post_send(conn_end &e, size_t bytes)
         (uint32_t)bytes | (e.data ? ECCL_CONN_SIZE_DEVDATA : 0u);
     __threadfence_system();
     *word(e.ctrl, ECCL_CONN_OFF_TAIL) = t + 1;
-    e.mine = e.posted = t + 1;
+    e.mine = t + 1;
 }
 
 /* Frees the consumed slot: head + 1. Thread 0, after the block read the step and met at a
@@ -330,7 +363,7 @@ __device__ inline uint32_t do_step(const blk &b, step_io &io, const OP &op, step
  * system-wide fence on the way. Every thread waits for its own lines. Counters still move as for
  * Simple (head paces the sender; tail and the size word, flagged ECCL_CONN_SIZE_LL, keep the
  * connector's state for the next launch and for a receiver that does not run LL), but the
- * sender writes tail only at the end of the work or before it waits for room (conn_publish):
+ * sender writes tail only at the end of the work or when it has to wait (tails_defer):
  * one system-scope release per work instead of one per step, which cost about 2 us each on the
  * ring's critical path. */
 
@@ -384,6 +417,10 @@ __device__ inline bool ll_load(const blk &b, uint64_t conn, int peer, const char
             return true;
         }
         if ((spins & 1023) == 1023) {
+            /* Waiting long (16384 polls; ordinary waits end well before): a receiver that
+             * does not run LL may be what this block waits for, so it sees the steps now. */
+            if (threadIdx.x == 0 && (spins & 16383) == 16383)
+                tails_flush();
             if (*(volatile uint32_t *)s_err)
                 return false;
             uint32_t r = wait_check(b, conn, &start);
@@ -424,12 +461,13 @@ __device__ __forceinline__ void ll_out(T *p, size_t l, size_t nelem, const line8
 }
 
 /* Records an LL step for the connector's bookkeeping: its size word now, tail later
- * (conn_publish). Thread 0, after the block's barrier. */
+ * (tails_defer). Thread 0, after the block's barrier. */
 __device__ inline void post_send_ll(conn_end &e, size_t bytes)
 {
     uint32_t t = e.mine;
     *word(e.ctrl, ECCL_CONN_OFF_SIZES + 4 * (int)(t % e.nslots)) =
         (uint32_t)bytes | ECCL_CONN_SIZE_DEVDATA | ECCL_CONN_SIZE_LL;
+    tails_defer(e.ctrl, t + 1);
     e.mine = t + 1;
 }
 
@@ -608,12 +646,11 @@ template <typename OP> struct algo {
         return step_on(io, k, in, out, ne);
     }
 
-    /* The end of the work: the ring's deferred tail (conn_publish). The tree publishes its own
-     * connectors. */
+    /* The end of the work: the deferred tails (tails_defer). */
     __device__ void finish()
     {
         if (threadIdx.x == 0)
-            conn_publish(io.to);
+            tails_flush();
     }
 
     __device__ uint32_t single(bool reduces)
@@ -930,11 +967,6 @@ template <typename OP> struct algo {
                 if ((e = step_on(sio[i], STEP_COPY_SEND, res, nullptr, ne)))
                     return e;
         }
-        if (threadIdx.x == 0) {
-            conn_publish(pio.to);
-            for (int i = 0; i < 2; i++)
-                conn_publish(sio[i].to);
-        }
         return KERN_DEV_OK;
     }
 };
@@ -1190,6 +1222,8 @@ __device__ __forceinline__ bool blk_init(blk &b, const kern_dev_args &a, kern_de
     b.timeout_ns = a.timeout_ns;
     b.func = 0;
     b.ll_bytes = a.ll_bytes;
+    if (threadIdx.x == 0)
+        s_npend = 0;
     return true;
 }
 

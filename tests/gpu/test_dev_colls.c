@@ -571,6 +571,54 @@ static void test_dev_colls_net(void **state)
     unsetenv("ECCL_SHM_DISABLE");
 }
 
+/* Ranks that make different calls: rank 0 an AllReduce of 4000 bytes (LL), rank 1 one of 4 MiB
+ * (Simple). Both calls must fail, through the size word's LL flag that rank 1's Simple receiver
+ * meets, well before the watchdog (set far away here). LL senders write their tail late
+ * (kernels/dev_coll.cuh, tails_defer): this checks that a sender waiting for lines that never
+ * come writes it. */
+static int mismatch_main(int rank, int nranks, const ecclUniqueId *id, void *arg)
+{
+    (void)arg;
+    if (cudaSetDevice(0) != cudaSuccess)
+        return 1;
+    ecclConfig_t cfg = ECCL_CONFIG_INITIALIZER;
+    cfg.deviceKind = ECCL_DEVICE_CUDA;
+    cfg.timeoutMs = 120000;
+    ecclComm_t comm = NULL;
+    if (ecclCommInitRankConfig(&comm, nranks, *id, rank, &cfg) != ecclSuccess) {
+        printf("rank %d: CUDA communicator: %s\n", rank, ecclGetLastError(NULL));
+        return 1;
+    }
+    const size_t large = (size_t)1 << 20, small = 1000; /* floats */
+    size_t count = rank == 0 ? small : large;
+    float *buf = NULL;
+    cudaStream_t st = NULL;
+    int bad = cudaMalloc((void **)&buf, large * sizeof(float)) != cudaSuccess ||
+              cudaMemset(buf, 0, large * sizeof(float)) != cudaSuccess ||
+              cudaStreamCreateWithFlags(&st, cudaStreamNonBlocking) != cudaSuccess;
+    if (!bad) {
+        double t0 = mp_now_ms();
+        ecclResult_t r = ecclAllReduce(buf, buf, count, ecclFloat32, ecclSum, comm, st);
+        if (r == ecclSuccess)
+            r = gpu_stream_wait(comm, st, 60000);
+        double ms = mp_now_ms() - t0;
+        printf("rank %d: AllReduce of %zu floats (the other rank: %zu): %s after %.0f ms\n", rank,
+               count, rank == 0 ? large : small, ecclGetErrorString(r), ms);
+        bad = r == ecclSuccess || ms > 20000;
+    }
+    ecclCommAbort(comm);
+    if (st)
+        cudaStreamDestroy(st);
+    cudaFree(buf);
+    return bad;
+}
+
+static void test_dev_mismatch(void **state)
+{
+    (void)state;
+    assert_int_equal(mp_run(2, mismatch_main, NULL, 120000), 0);
+}
+
 #endif /* ECCL_HAVE_CUDA */
 
 int main(void)
@@ -589,7 +637,8 @@ int main(void)
     quick =
         getenv("ECCL_TEST_GPU_QUICK") != NULL && strcmp(getenv("ECCL_TEST_GPU_QUICK"), "0") != 0;
     const struct CMUnitTest tests[] = {cmocka_unit_test(test_dev_colls),
-                                       cmocka_unit_test(test_dev_colls_net)};
+                                       cmocka_unit_test(test_dev_colls_net),
+                                       cmocka_unit_test(test_dev_mismatch)};
     return cmocka_run_group_tests(tests, NULL, NULL);
 #else
     return 77;
