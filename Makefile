@@ -92,7 +92,8 @@ LIB_OBJS += $(CU_SRCS:%.cu=$(CU_OBJ)/%.cu.o)
 GEN := $(CU_OBJ)/gen
 GEN_TYPES := ecclInt8 ecclUint8 ecclInt32 ecclUint32 ecclInt64 ecclUint64 ecclFloat16 \
 	ecclFloat32 ecclFloat64 ecclBfloat16 ecclFloat8e4m3 ecclFloat8e5m2
-GEN_CU := $(GEN_TYPES:%=$(GEN)/kernels/dev_coll_%.cu) $(GEN)/kernels/dev_coll_table.cu
+GEN_CU := $(GEN_TYPES:%=$(GEN)/kernels/dev_coll_%.cu) $(GEN_TYPES:%=$(GEN)/kernels/dev_coll_ll128_%.cu) \
+	$(GEN)/kernels/dev_coll_table.cu
 LIB_OBJS += $(GEN_CU:$(GEN)/%.cu=$(CU_OBJ)/gen/%.cu.o)
 endif
 

@@ -124,7 +124,12 @@ struct core_transport {
     bool ll_ok;
     bool simple_ok;        /* false: ECCL_PROTO excluded Simple on every rank (LL for every size) */
     uint64_t ll_threshold; /* UINT64_MAX: ECCL_LL_THRESHOLD unset, the planner's default */
-    int min_nchannels;     /* ECCL_MIN_NCHANNELS, the largest any rank asked for */
+    /* LL128 needs every ring connector of every rank in device memory with LL128 lines of
+     * ll128_bytes after LL lines of ll_bytes; ring algorithms only. */
+    uint32_t ll128_bytes; /* LL128 lines per slot (a Simple slot's payload), 0: none */
+    bool ll128_ok;
+    uint64_t ll128_threshold; /* UINT64_MAX: ECCL_LL128_THRESHOLD unset, the default */
+    int min_nchannels;        /* ECCL_MIN_NCHANNELS, the largest any rank asked for */
 };
 
 /* LL serves operations up to this many bytes (per rank's buffer) when ECCL_LL_THRESHOLD is
@@ -135,6 +140,16 @@ static inline uint64_t core_ll_default_threshold(int nranks, uint32_t ll_bytes)
 {
     return (uint64_t)nranks * (ll_bytes / 2);
 }
+
+/* LL128 lines (128 bytes, 120 of data) that hold `slot_bytes` of data. */
+static inline uint32_t core_ll128_slot_bytes(uint32_t slot_bytes)
+{
+    return (uint32_t)(((uint64_t)slot_bytes + 119) / 120 * 128);
+}
+
+/* LL128 serves operations above LL's threshold up to this many bytes (per rank's buffer) when
+ * ECCL_LL128_THRESHOLD is unset; Simple above. */
+#define CORE_LL128_DEFAULT_THRESHOLD (UINT64_C(64) << 20)
 
 /* --- tasks and plans (core/enqueue.c, core/planner.c) --- */
 

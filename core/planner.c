@@ -91,19 +91,32 @@ int core_p2p_channel(const struct ecclComm *comm, int peer)
     return m % comm->nchannels;
 }
 
-/* LL (flag-in-data lines, no hand-over through host memory) for the latency-bound sizes of
- * collectives whose ranks all agreed on it at init; Simple otherwise. */
-static int pick_proto(const struct ecclComm *comm, size_t bytes)
+/* LL (flag-in-data lines, no hand-over through host memory) for the latency-bound sizes, LL128
+ * (128-byte lines, ring algorithms only) above them, Simple above LL128's threshold: each where
+ * the ranks all agreed on it at init. With Simple excluded (ECCL_PROTO), LL up to its threshold
+ * and LL128 above, or whichever of the two is there. */
+static int pick_proto(const struct ecclComm *comm, size_t bytes, int algo)
 {
     const struct core_transport *tp = &comm->tp;
-    if (!tp->ll_ok)
+    bool ll = tp->ll_ok, ll128 = tp->ll128_ok && algo == ECCL_ALGO_RING;
+    if (!ll && !ll128)
         return ECCL_PROTO_SIMPLE;
-    if (!tp->simple_ok)
-        return ECCL_PROTO_LL;
     uint64_t limit = tp->ll_threshold;
     if (limit == UINT64_MAX) /* ECCL_LL_THRESHOLD unset */
         limit = core_ll_default_threshold(comm->nranks, tp->ll_bytes);
-    return bytes <= limit ? ECCL_PROTO_LL : ECCL_PROTO_SIMPLE;
+    uint64_t limit128 = tp->ll128_threshold;
+    if (limit128 == UINT64_MAX) /* ECCL_LL128_THRESHOLD unset */
+        limit128 = CORE_LL128_DEFAULT_THRESHOLD;
+    if (!tp->simple_ok) {
+        if (ll && (!ll128 || bytes <= limit))
+            return ECCL_PROTO_LL;
+        return ll128 ? ECCL_PROTO_LL128 : ECCL_PROTO_SIMPLE;
+    }
+    if (ll && bytes <= limit)
+        return ECCL_PROTO_LL;
+    if (ll128 && bytes <= limit128)
+        return ECCL_PROTO_LL128;
+    return ECCL_PROTO_SIMPLE;
 }
 
 const char *core_plan_algo(void)
@@ -188,9 +201,11 @@ static ecclResult_t plan_coll(struct plan_builder *b, const struct core_task *t)
     struct ecclComm *comm = b->comm;
     size_t ts = eccl_dtype_size(t->dtype);
     size_t bytes = t->count * ts;
-    int proto = pick_proto(comm, bytes);
-    /* The same split for both protocols: with LL lines holding at least half a Simple step of an
-     * operation up to the LL threshold, an element meets the same ranks in the same order. */
+    int algo = pick_algo(comm, t, bytes);
+    int proto = pick_proto(comm, bytes, algo);
+    /* The same split for every protocol: with LL lines holding at least half a Simple step of an
+     * operation up to the LL threshold, and LL128 lines a whole one, an element meets the same
+     * ranks in the same order. */
     size_t min_bytes = (size_t)ECCL_MAX(plan_params_get()->min_chan_bytes, 4096);
     size_t nparts = ECCL_MAX((size_t)1, bytes / min_bytes);
     nparts = ECCL_MAX(nparts, (size_t)comm->tp.min_nchannels);
@@ -201,7 +216,7 @@ static ecclResult_t plan_coll(struct plan_builder *b, const struct core_task *t)
     struct eccl_work w;
     memset(&w, 0, sizeof(w));
     w.func = t->func;
-    w.algo = (uint8_t)pick_algo(comm, t, bytes);
+    w.algo = (uint8_t)algo;
     w.proto = (uint8_t)proto;
     w.dtype = t->dtype;
     w.redop = t->op.kind;

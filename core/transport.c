@@ -42,6 +42,7 @@ ECCL_PARAM_INT(p2p_disable, "ECCL_P2P_DISABLE", 0)
 ECCL_PARAM_INT(cumem_enable, "ECCL_CUMEM_ENABLE", 1)
 ECCL_PARAM_INT(ll_slot_bytes, "ECCL_LL_SLOT_BYTES", 64 * 1024)
 ECCL_PARAM_INT(ll_threshold, "ECCL_LL_THRESHOLD", -1)
+ECCL_PARAM_INT(ll128_threshold, "ECCL_LL128_THRESHOLD", -1)
 ECCL_PARAM_STR(proto, "ECCL_PROTO", NULL)
 ECCL_PARAM_INT(min_nchannels, "ECCL_MIN_NCHANNELS", 1)
 
@@ -68,9 +69,9 @@ struct conn_desc {
     uint32_t tag;
     uint32_t nslots;
     uint32_t slot_bytes;
-    uint32_t pad;
-    uint64_t handle; /* shm: the segment, in the receiver's proxy */
-    uint64_t size;   /* shm: segment bytes */
+    uint32_t ll128_bytes; /* bytes of each slot's LL128 lines after the LL lines (0: none) */
+    uint64_t handle;      /* shm: the segment, in the receiver's proxy */
+    uint64_t size;        /* shm: segment bytes */
     uint8_t net_handle[ECCL_NET_HANDLE_BYTES];
     /* shm between CUDA ranks: the slots in the receiver's device memory */
     uint32_t dev_mode;   /* enum kern_dev_mem_mode; KERN_DEV_MEM_NONE: host slots only */
@@ -89,10 +90,12 @@ struct conn_want {
     struct eccl_conn_ctrl **out;
     int transport;
     int conn;
-    uint64_t op;  /* the Connect in flight, 0: none */
-    int dev_mode; /* the connector has device slots (enum kern_dev_mem_mode) */
-    bool ll_want; /* ring and tree connectors: device slots get LL lines too */
-    bool ll;      /* they have them, of the communicator's size, on both sides */
+    uint64_t op;     /* the Connect in flight, 0: none */
+    int dev_mode;    /* the connector has device slots (enum kern_dev_mem_mode) */
+    bool ll_want;    /* ring and tree connectors: device slots get LL lines too */
+    bool ll128_want; /* ring connectors: and LL128 lines after those */
+    bool ll;         /* they have them, of the communicator's size, on both sides */
+    bool ll128;
 };
 
 static bool use_shm(const struct ecclComm *comm, int peer)
@@ -171,8 +174,10 @@ static ecclResult_t offer(struct ecclComm *comm, struct conn_want *w)
     memset(&d, 0, sizeof(d));
     int dev_fd = -1;
     uint32_t ll_bytes = w->ll_want ? tp->ll_bytes : 0;
+    uint32_t ll128_bytes = w->ll128_want ? tp->ll128_bytes : 0;
     struct kern_dev_mem *mem = dev_slots_create(
-        comm, w, (size_t)tp->nslots * ((size_t)w->slot_bytes + ll_bytes), &dev_fd, d.dev_ipc);
+        comm, w, (size_t)tp->nslots * ((size_t)w->slot_bytes + ll_bytes + ll128_bytes), &dev_fd,
+        d.dev_ipc);
     struct proxy_setup_req sreq = {.dev_fd = dev_fd};
     struct proxy_setup_resp setup;
     /* The proxy takes dev_fd in every case. */
@@ -187,8 +192,10 @@ static ecclResult_t offer(struct ecclComm *comm, struct conn_want *w)
         d.dev_size = kern_dev_mem_size(mem);
         d.dev_handle = setup.dev_handle;
         d.ll_bytes = ll_bytes;
+        d.ll128_bytes = ll128_bytes;
         w->dev_mode = (int)d.dev_mode;
         w->ll = ll_bytes != 0;
+        w->ll128 = ll128_bytes != 0;
         ECCL_TRY(kern_dev_conn_attach(comm->dev, setup.ctrl, mem)); /* takes mem */
     }
     d.magic = DESC_MAGIC;
@@ -210,7 +217,7 @@ static void dev_slots_map(struct ecclComm *comm, struct conn_want *w, const stru
 {
     if (d->dev_mode == KERN_DEV_MEM_NONE || !comm->dev || comm->tp.dev_mode == KERN_DEV_MEM_NONE)
         return;
-    size_t need = (size_t)d->nslots * ((size_t)d->slot_bytes + d->ll_bytes);
+    size_t need = (size_t)d->nslots * ((size_t)d->slot_bytes + d->ll_bytes + d->ll128_bytes);
     const char *why = NULL;
     if (d->dev_mode != KERN_DEV_MEM_CUMEM && d->dev_mode != KERN_DEV_MEM_IPC)
         why = "an unknown sharing mode";
@@ -220,6 +227,8 @@ static void dev_slots_map(struct ecclComm *comm, struct conn_want *w, const stru
         why = "no descriptor";
     else if (d->ll_bytes % 64 != 0 || d->ll_bytes > (1u << 20))
         why = "LL lines of a bad size";
+    else if (d->ll128_bytes % 128 != 0 || d->ll128_bytes > core_ll128_slot_bytes(64u << 20))
+        why = "LL128 lines of a bad size";
     if (why) {
         WARN("rank %d offers device slots with %s (connector 0x%x): host memory serves", w->peer,
              why, (unsigned)w->tag);
@@ -245,8 +254,11 @@ static void dev_slots_map(struct ecclComm *comm, struct conn_want *w, const stru
         return;
     }
     w->dev_mode = (int)d->dev_mode;
-    /* LL steps need lines of the size this rank's kernels assume. */
+    /* LL steps need lines of the size this rank's kernels assume, LL128 steps theirs after LL
+     * lines of that size. */
     w->ll = d->ll_bytes != 0 && d->ll_bytes == comm->tp.ll_bytes;
+    w->ll128 = d->ll128_bytes != 0 && d->ll128_bytes == comm->tp.ll128_bytes &&
+               d->ll_bytes == comm->tp.ll_bytes;
 }
 
 /* Sending side: takes the receiver's descriptor; shm connects at once, the network handshake
@@ -295,7 +307,11 @@ static ecclResult_t take(struct ecclComm *comm, struct conn_want *w)
                          sizeof(struct proxy_connect_resp), &w->op);
 }
 
-enum { PROTO_BIT_SIMPLE = 1 << ECCL_PROTO_SIMPLE, PROTO_BIT_LL = 1 << ECCL_PROTO_LL };
+enum {
+    PROTO_BIT_SIMPLE = 1 << ECCL_PROTO_SIMPLE,
+    PROTO_BIT_LL = 1 << ECCL_PROTO_LL,
+    PROTO_BIT_LL128 = 1 << ECCL_PROTO_LL128,
+};
 
 /* ECCL_PROTO as NCCL_PROTO reads: a comma-separated list of the protocols allowed, or, after a
  * leading '^', of those excluded; names in any case. Unset: all. */
@@ -331,6 +347,9 @@ struct proto_vote {
     uint64_t ll_threshold;
     uint32_t ll_capable; /* every ring and tree connector has LL lines, both ways */
     int32_t min_nchannels;
+    uint32_t ll128_bytes;
+    uint32_t ll128_capable; /* every ring connector has LL128 lines, both ways */
+    uint64_t ll128_threshold;
 };
 
 /* Every rank's planner must pick the same protocol for the same call: the ranks agree on what
@@ -339,7 +358,7 @@ static ecclResult_t proto_agree(struct ecclComm *comm, const struct conn_want *w
                                 uint32_t mask)
 {
     struct core_transport *tp = &comm->tp;
-    int64_t thr = eccl_param_ll_threshold();
+    int64_t thr = eccl_param_ll_threshold(), thr128 = eccl_param_ll128_threshold();
     struct proto_vote *v = eccl_calloc((size_t)comm->nranks, sizeof(*v), "proto-votes");
     if (!v)
         return ecclSystemError;
@@ -349,14 +368,20 @@ static ecclResult_t proto_agree(struct ecclComm *comm, const struct conn_want *w
     mine->ll_threshold = thr < 0 ? UINT64_MAX : (uint64_t)thr;
     mine->ll_capable = tp->ll_bytes != 0;
     mine->min_nchannels = (int32_t)ECCL_MIN(ECCL_MAX(eccl_param_min_nchannels(), 1), 64);
-    for (int i = 0; i < n; i++)
+    mine->ll128_bytes = tp->ll128_bytes;
+    mine->ll128_threshold = thr128 < 0 ? UINT64_MAX : (uint64_t)thr128;
+    mine->ll128_capable = tp->ll128_bytes != 0;
+    for (int i = 0; i < n; i++) {
         mine->ll_capable &= wants[i].ll;
+        if (wants[i].tag >> 16 == KIND_RING)
+            mine->ll128_capable &= wants[i].ll128;
+    }
     ecclResult_t res = core_bootstrap_allgather(&comm->bs, v, sizeof(*v));
     if (res != ecclSuccess)
         goto out;
     uint32_t all = ~0u;
-    bool capable = true;
-    uint64_t threshold = UINT64_MAX;
+    bool capable = true, capable128 = true;
+    uint64_t threshold = UINT64_MAX, threshold128 = UINT64_MAX;
     tp->min_nchannels = 1;
     for (int r = 0; r < comm->nranks; r++) {
         if (v[r].min_nchannels > tp->min_nchannels && v[r].min_nchannels <= 64)
@@ -364,18 +389,27 @@ static ecclResult_t proto_agree(struct ecclComm *comm, const struct conn_want *w
         all &= v[r].mask;
         capable &= v[r].ll_capable && v[r].ll_bytes == tp->ll_bytes;
         threshold = v[r].ll_threshold < threshold ? v[r].ll_threshold : threshold;
+        capable128 &= v[r].ll128_capable && v[r].ll128_bytes == tp->ll128_bytes &&
+                      v[r].ll_bytes == tp->ll_bytes;
+        threshold128 = ECCL_MIN(v[r].ll128_threshold, threshold128);
     }
     tp->ll_ok = capable && (all & PROTO_BIT_LL);
-    tp->simple_ok = (all & PROTO_BIT_SIMPLE) || !tp->ll_ok;
+    tp->ll128_ok = capable128 && (all & PROTO_BIT_LL128);
+    tp->simple_ok = (all & PROTO_BIT_SIMPLE) || (!tp->ll_ok && !tp->ll128_ok);
     tp->ll_threshold = threshold;
+    tp->ll128_threshold = threshold128;
     if (comm->dev)
-        INFO(ECCL_LOG_INIT, "rank %d: protocols Simple%s%s", comm->rank, tp->ll_ok ? ", LL" : "",
-             !tp->ll_ok && capable     ? " (LL excluded by ECCL_PROTO)"
-             : !tp->ll_ok && comm->dev ? " (LL needs P2P connectors in device memory on every rank)"
-                                       : "");
-    if (!(all & PROTO_BIT_SIMPLE) && !tp->ll_ok)
+        INFO(ECCL_LOG_INIT, "rank %d: protocols Simple%s%s%s", comm->rank, tp->ll_ok ? ", LL" : "",
+             tp->ll128_ok ? ", LL128" : "",
+             !tp->ll_ok && !tp->ll128_ok && (capable || capable128)
+                 ? " (LL and LL128 excluded by ECCL_PROTO)"
+             : !tp->ll_ok && !tp->ll128_ok
+                 ? " (LL and LL128 need P2P connectors in device memory on every rank)"
+                 : "");
+    if (!(all & PROTO_BIT_SIMPLE) && !tp->ll_ok && !tp->ll128_ok)
         INFO(ECCL_LOG_INIT,
-             "ECCL_PROTO excludes Simple, but LL cannot be used here: Simple serves");
+             "ECCL_PROTO excludes Simple, but neither LL nor LL128 can be used here: Simple "
+             "serves");
 out:
     eccl_free(v);
     return res;
@@ -405,6 +439,7 @@ static ecclResult_t connect_wants(struct ecclComm *comm, struct conn_want *wants
         wants[i].op = 0;
         wants[i].dev_mode = KERN_DEV_MEM_NONE;
         wants[i].ll = false;
+        wants[i].ll128 = false;
         if (wants[i].transport == PROXY_TRANSPORT_NET)
             ECCL_TRY(shared_init(comm));
     }
@@ -525,10 +560,15 @@ ecclResult_t core_transport_init(struct ecclComm *comm)
         return ecclInvalidArgument;
     }
     tp->ll_ok = false;
+    tp->ll128_ok = false;
     tp->simple_ok = true;
     tp->ll_threshold = 0;
+    tp->ll128_threshold = 0;
     tp->min_nchannels = 1;
     tp->ll_bytes = (mask & PROTO_BIT_LL) ? (uint32_t)ll_bytes : 0;
+    /* LL128 lines hold a Simple slot's worth, so both split an operation alike (CUDA only). */
+    tp->ll128_bytes =
+        comm->dev && (mask & PROTO_BIT_LL128) ? core_ll128_slot_bytes(tp->slot_bytes) : 0;
     tp->dev_mode = comm->dev && eccl_param_p2p_disable() == 0
                        ? (int)kern_dev_mem_pick(comm->cuda_dev, core_cumem_enabled())
                        : KERN_DEV_MEM_NONE;
@@ -569,6 +609,7 @@ ecclResult_t core_transport_init(struct ecclComm *comm)
                                         .tag = conn_tag(KIND_RING, c, 0),
                                         .slot_bytes = tp->slot_bytes,
                                         .ll_want = true,
+                                        .ll128_want = true,
                                         .out = &kc->ring_recv};
         wants[k++] = (struct conn_want){
             .peer = next, .tag = conn_tag(KIND_RING, c, 0), .send = true, .out = &kc->ring_send};
@@ -602,7 +643,8 @@ ecclResult_t core_transport_init(struct ecclComm *comm)
     if (res == ecclSuccess)
         res = proto_agree(comm, wants, k, mask);
     if (res == ecclSuccess && comm->dev)
-        kern_dev_set_ll(comm->dev, tp->ll_ok ? tp->ll_bytes : 0);
+        kern_dev_set_ll(comm->dev, tp->ll_ok ? tp->ll_bytes : 0, tp->ll_bytes,
+                        tp->ll128_ok ? tp->ll128_bytes : 0);
     eccl_free(wants);
     if (res == ecclSuccess)
         INFO(ECCL_LOG_INIT, "rank %d: %d channels connected (%u slots of %u bytes)", comm->rank,

@@ -23,6 +23,10 @@
  * size it does not expect. */
 #define ECCL_CONN_SIZE_LL 0x40000000u
 
+/* Set instead of ECCL_CONN_SIZE_LL when the step went as LL128 lines: only a GPU receiver that
+ * runs the same operation in LL128 reads it. */
+#define ECCL_CONN_SIZE_LL128 0x10000000u
+
 /* Set by a host sender whose step went into the slot with streaming stores (kernels/host_copy.h):
  * only where the receiver asked for them through the connector's stream word, so only a host
  * receiver meets it. */

@@ -35,8 +35,10 @@ struct blk {
     volatile uint32_t *abort;
     kern_dev_status *status;
     uint64_t timeout_ns;
-    uint32_t func;     /* of the work being run, for the status */
-    uint32_t ll_bytes; /* LL lines per slot after the device slots (0: no LL) */
+    uint32_t func;        /* of the work being run, for the status */
+    uint32_t ll_bytes;    /* LL lines per slot after the device slots (0: no LL) */
+    uint32_t ll_span;     /* bytes of LL lines per slot in ring connectors' device memory */
+    uint32_t ll128_bytes; /* LL128 lines per slot after those (0: no LL128) */
 };
 
 __device__ __forceinline__ uint64_t now_ns()
@@ -400,10 +402,28 @@ __device__ __forceinline__ void ll_store(char *lines, size_t l, uint64_t v, uint
                  : "memory");
 }
 
+/* For a wait for lines that lasts: when the sender has posted step `step` (its tail, which LL
+ * and LL128 senders write late, is past it) with a size word other than `want`, the ranks made
+ * different calls (another size, or another protocol): the step fails with KERN_DEV_MISMATCH
+ * instead of waiting for lines that will not come. */
+__device__ inline uint32_t ll_posted_check(const blk &b, uint64_t conn, int peer, uint32_t step,
+                                           uint32_t want)
+{
+    if (!conn || (int32_t)(*word(conn, ECCL_CONN_OFF_TAIL) - step) <= 0)
+        return KERN_DEV_OK;
+    uint32_t nslots = *word(conn, ECCL_CONN_OFF_NSLOTS);
+    uint32_t got = *word(conn, ECCL_CONN_OFF_SIZES + 4 * (int)(step % (nslots ? nslots : 1)));
+    if (got == want)
+        return KERN_DEV_OK;
+    fail(b, KERN_DEV_MISMATCH, peer, want, got);
+    return KERN_DEV_MISMATCH;
+}
+
 /* Line l once its flags say `flag`; false when the step is given up (abort, a failure seen by
- * another thread or block, the peer closed the connector, the watchdog). */
+ * another thread or block, the peer closed the connector, the watchdog, a size word other than
+ * `want`). */
 __device__ inline bool ll_load(const blk &b, uint64_t conn, int peer, const char *lines, size_t l,
-                               uint32_t flag, uint64_t *v, uint32_t *s_err)
+                               uint32_t flag, uint32_t want, uint64_t *v, uint32_t *s_err)
 {
     uint64_t start = 0;
     for (uint32_t spins = 0;; spins++) {
@@ -423,7 +443,13 @@ __device__ inline bool ll_load(const blk &b, uint64_t conn, int peer, const char
                 tails_flush();
             if (*(volatile uint32_t *)s_err)
                 return false;
-            uint32_t r = wait_check(b, conn, &start);
+            uint32_t r = KERN_DEV_OK;
+            if ((spins & 16383) == 16383 &&
+                (r = ll_posted_check(b, conn, peer, flag - 1, want)) != KERN_DEV_OK) {
+                atomicCAS(s_err, 0u, r);
+                return false;
+            }
+            r = wait_check(b, conn, &start);
             if (r) {
                 if (r != KERN_DEV_ABORTED)
                     fail(b, r, peer);
@@ -462,11 +488,11 @@ __device__ __forceinline__ void ll_out(T *p, size_t l, size_t nelem, const line8
 
 /* Records an LL step for the connector's bookkeeping: its size word now, tail later
  * (tails_defer). Thread 0, after the block's barrier. */
-__device__ inline void post_send_ll(conn_end &e, size_t bytes)
+__device__ inline void post_send_ll(conn_end &e, size_t bytes, uint32_t proto_flag)
 {
     uint32_t t = e.mine;
     *word(e.ctrl, ECCL_CONN_OFF_SIZES + 4 * (int)(t % e.nslots)) =
-        (uint32_t)bytes | ECCL_CONN_SIZE_DEVDATA | ECCL_CONN_SIZE_LL;
+        (uint32_t)bytes | ECCL_CONN_SIZE_DEVDATA | proto_flag;
     tails_defer(e.ctrl, t + 1);
     e.mine = t + 1;
 }
@@ -475,8 +501,8 @@ __device__ inline void post_send_ll(conn_end &e, size_t bytes)
 template <typename OP, int KIND>
 __device__ inline void ll_run(const blk &b, const conn_end &from, const OP &op,
                               const typename OP::T *in, const char *prev, uint32_t rflag,
-                              typename OP::T *out, char *slot, uint32_t sflag, size_t nelem,
-                              uint32_t *s_err)
+                              uint32_t want, typename OP::T *out, char *slot, uint32_t sflag,
+                              size_t nelem, uint32_t *s_err)
 {
     typedef typename OP::T T;
     typedef step_traits<KIND> tr;
@@ -488,7 +514,7 @@ __device__ inline void ll_run(const blk &b, const conn_end &from, const OP &op,
     for (size_t l = threadIdx.x; l < nl; l += blockDim.x) {
         line8<T> x = tr::in ? ll_in(in, l, nelem) : ll_unpack<T>(0);
         uint64_t yw = 0;
-        if (tr::prev && !ll_load(b, from.ctrl, from.peer, prev, l, rflag, &yw, s_err))
+        if (tr::prev && !ll_load(b, from.ctrl, from.peer, prev, l, rflag, want, &yw, s_err))
             return;
         line8<T> y = ll_unpack<T>(yw), r;
 #pragma unroll
@@ -501,6 +527,193 @@ __device__ inline void ll_run(const blk &b, const conn_end &from, const OP &op,
     }
 }
 
+/* ---- LL128: 128-byte lines, one flag word each ------------------------------------------------ */
+
+/* A step in LL128 travels as 128-byte lines in the receiver's device memory, after the
+ * connector's LL lines (b.ll_span per slot), b.ll128_bytes per slot: 120 bytes of data and an
+ * 8-byte flag (the step's number + 1) in the last word. Eight lanes of a warp own a line, 16
+ * bytes each, lane 7 its last 8 data bytes and the flag; the warp writes its lines with one
+ * 16-byte store per lane after __syncwarp, so a line's data and its flag travel in one
+ * instruction, and a receiving warp reads its lines the same way and reads them again until
+ * every flag lane of the warp sees the step's flag. That a 128-byte line written by one warp
+ * store is seen whole or not at all is what NCCL's LL128 relies on too (on NVLink and within a
+ * GPU, not over PCIe); tests/gpu/test_dev_colls checks every step's bits against the host
+ * executor. Data is 120/128 of the lines (LL: half), the step needs no fence and no counter
+ * from the sender, and a slot carries a whole Simple step, so LL128 splits an operation as
+ * Simple does and gives the same bits. The counters move as in LL (tails_defer). */
+
+#define KERN_DEV_LL128_LINE   128
+#define KERN_DEV_LL128_DATA   120
+#define KERN_DEV_LL128_UNROLL 2 /* line groups (4 lines) a warp has in flight */
+
+__device__ __forceinline__ char *ll128_lines(const blk &b, const conn_end &e, uint32_t step)
+{
+    return (char *)e.data + (size_t)e.nslots * ((size_t)e.slot_bytes + b.ll_span) +
+           (size_t)(step % e.nslots) * b.ll128_bytes;
+}
+
+/* A lane's 16 bytes of a line as elements (lane 7: the first 8 only). */
+template <typename T> struct word16 {
+    T e[16 / sizeof(T)];
+};
+
+template <typename T> __device__ __forceinline__ word16<T> w16_unpack(uint64_t lo, uint64_t hi)
+{
+    word16<T> x;
+    memcpy(&x.e[0], &lo, 8);
+    memcpy(&x.e[8 / sizeof(T)], &hi, 8);
+    return x;
+}
+
+template <typename T>
+__device__ __forceinline__ void w16_pack(const word16<T> &x, uint64_t *lo, uint64_t *hi)
+{
+    memcpy(lo, &x.e[0], 8);
+    memcpy(hi, &x.e[8 / sizeof(T)], 8);
+}
+
+/* Bytes [off, off + len) of the step's elements p[0, nelem) (len 8 or 16); past nelem: 0. */
+template <typename T>
+__device__ __forceinline__ word16<T> w16_in(const T *p, size_t off, int len, size_t nelem)
+{
+    size_t first = off / sizeof(T);
+    int n = len / (int)sizeof(T);
+    if (first + n <= nelem && ((uintptr_t)(p + first) & 7) == 0) {
+        const uint64_t *q = (const uint64_t *)(p + first);
+        return w16_unpack<T>(q[0], len == 16 ? q[1] : 0);
+    }
+    word16<T> x = w16_unpack<T>(0, 0);
+    for (int j = 0; j < n && first + j < nelem; j++)
+        x.e[j] = p[first + j];
+    return x;
+}
+
+template <typename T>
+__device__ __forceinline__ void w16_out(T *p, size_t off, int len, size_t nelem, const word16<T> &x)
+{
+    size_t first = off / sizeof(T);
+    int n = len / (int)sizeof(T);
+    if (first + n <= nelem && ((uintptr_t)(p + first) & 7) == 0) {
+        uint64_t lo, hi;
+        w16_pack(x, &lo, &hi);
+        uint64_t *q = (uint64_t *)(p + first);
+        q[0] = lo;
+        if (len == 16)
+            q[1] = hi;
+        return;
+    }
+    for (int j = 0; j < n && first + j < nelem; j++)
+        p[first + j] = x.e[j];
+}
+
+/* The warp's U line groups from `lines` (lane's 16 bytes at lines + 16 * lane of each group) once
+ * every flag lane sees `flag`; false (for the whole warp) when the step is given up. Every lane
+ * of the warp calls it, converged. */
+template <int U>
+__device__ __forceinline__ bool ll128_load(const blk &b, uint64_t conn, int peer, const char *lines,
+                                           const bool *act, uint64_t flag, uint32_t want_size,
+                                           uint64_t *lo, uint64_t *hi, uint32_t *s_err)
+{
+    const unsigned lane = threadIdx.x & 31;
+    const bool flag_lane = (lane & 7) == 7;
+    uint64_t start = 0;
+    for (uint32_t spins = 0;; spins++) {
+        bool bad = false;
+#pragma unroll
+        for (int u = 0; u < U; u++) {
+            if (act[u]) {
+                asm volatile("ld.volatile.global.v2.u64 {%0, %1}, [%2];"
+                             : "=l"(lo[u]), "=l"(hi[u])
+                             : "l"(lines + (size_t)u * 4 * KERN_DEV_LL128_LINE + 16 * lane)
+                             : "memory");
+                bad |= flag_lane && hi[u] != flag;
+            }
+        }
+        if (!__any_sync(0xffffffffu, bad))
+            return true;
+        if ((spins & 1023) == 1023) {
+            uint32_t r = KERN_DEV_OK;
+            if (lane == 0) {
+                if (threadIdx.x == 0 && (spins & 16383) == 16383)
+                    tails_flush();
+                if (*(volatile uint32_t *)s_err)
+                    r = KERN_DEV_ABORTED;
+                else if ((spins & 16383) == 16383)
+                    r = ll_posted_check(b, conn, peer, (uint32_t)flag - 1, want_size);
+                if (r == KERN_DEV_OK && (r = wait_check(b, conn, &start)) != KERN_DEV_OK)
+                    if (r != KERN_DEV_ABORTED)
+                        fail(b, r, peer);
+                if (r != KERN_DEV_OK)
+                    atomicCAS(s_err, 0u, r);
+            }
+            if (__shfl_sync(0xffffffffu, r, 0) != KERN_DEV_OK)
+                return false;
+        }
+    }
+}
+
+/* The block's share of an LL128 step: each warp U line groups of 4 lines at a time. */
+template <typename OP, int KIND>
+__device__ __forceinline__ void ll128_run(const blk &b, uint64_t from_ctrl, int from_peer,
+                                          const OP &op, const typename OP::T *in, const char *prev,
+                                          uint32_t rflag, uint32_t want_size, typename OP::T *out,
+                                          char *slot, uint32_t sflag, size_t nelem, uint32_t *s_err)
+{
+    typedef typename OP::T T;
+    typedef step_traits<KIND> tr;
+    constexpr int U = KERN_DEV_LL128_UNROLL;
+    constexpr int N = 16 / sizeof(T);
+    const unsigned lane = threadIdx.x & 31, warp = threadIdx.x >> 5, nwarps = blockDim.x >> 5;
+    const int j = (int)(lane & 7), len = j < 7 ? 16 : 8;
+    bool write_out = tr::out && out != nullptr && !(KIND == STEP_COPY_SEND && out == in);
+    size_t bytes = nelem * sizeof(T);
+    /* An empty step still moves one line (see ll_run). */
+    size_t nl = bytes ? (bytes + KERN_DEV_LL128_DATA - 1) / KERN_DEV_LL128_DATA : 1;
+    for (size_t g0 = (size_t)warp * 4 * U; g0 < nl; g0 += (size_t)nwarps * 4 * U) {
+        bool act[U];
+        size_t line[U];
+        word16<T> x[U];
+#pragma unroll
+        for (int u = 0; u < U; u++) {
+            line[u] = g0 + (size_t)u * 4 + (lane >> 3);
+            act[u] = line[u] < nl;
+            x[u] = tr::in && act[u] ? w16_in(in, line[u] * KERN_DEV_LL128_DATA + 16 * j, len, nelem)
+                                    : w16_unpack<T>(0, 0);
+        }
+        uint64_t ylo[U], yhi[U];
+#pragma unroll
+        for (int u = 0; u < U; u++)
+            ylo[u] = yhi[u] = 0;
+        __syncwarp();
+        if (tr::prev && !ll128_load<U>(b, from_ctrl, from_peer, prev + g0 * KERN_DEV_LL128_LINE,
+                                       act, rflag, want_size, ylo, yhi, s_err))
+            return;
+        uint64_t rlo[U], rhi[U];
+#pragma unroll
+        for (int u = 0; u < U; u++) {
+            word16<T> y = w16_unpack<T>(ylo[u], yhi[u]), r;
+#pragma unroll
+            for (int k = 0; k < N; k++)
+                r.e[k] = step_elem<OP, KIND>(op, x[u].e[k], y.e[k]);
+            if (write_out && act[u])
+                w16_out(out, line[u] * KERN_DEV_LL128_DATA + 16 * j, len, nelem, r);
+            w16_pack(r, &rlo[u], &rhi[u]);
+            if (j == 7)
+                rhi[u] = sflag;
+        }
+        if (tr::slot) {
+            __syncwarp(); /* a line's eight lanes store together: its data and flag in one go */
+#pragma unroll
+            for (int u = 0; u < U; u++)
+                if (act[u])
+                    asm volatile("st.volatile.global.v2.u64 [%0], {%1, %2};" ::"l"(
+                                     slot + line[u] * KERN_DEV_LL128_LINE + 16 * j),
+                                 "l"(rlo[u]), "l"(rhi[u])
+                                 : "memory");
+        }
+    }
+}
+
 struct ll_shared {
     const char *prev;
     char *slot;
@@ -509,15 +722,17 @@ struct ll_shared {
     uint32_t err;
 };
 
-/* do_step in LL. The connectors have device slots with LL lines (the planner chose LL only
- * where every rank's do). */
-template <typename OP>
+/* do_step in LL (L128 false) or LL128. The connectors have device slots with lines of that
+ * kind (the planner chose the protocol only where every rank's do). */
+template <typename OP, bool L128>
 __device__ inline uint32_t do_step_ll(const blk &b, step_io &io, const OP &op, step_kind kind,
                                       const typename OP::T *in, typename OP::T *out, size_t nelem)
 {
     typedef typename OP::T T;
     __shared__ ll_shared sh;
     size_t bytes = nelem * sizeof(T);
+    const uint32_t proto_flag = L128 ? ECCL_CONN_SIZE_LL128 : ECCL_CONN_SIZE_LL;
+    const uint32_t want = (uint32_t)bytes | ECCL_CONN_SIZE_DEVDATA | proto_flag;
     bool recv = kind != STEP_SEND && kind != STEP_COPY_SEND;
     bool send = kind != STEP_RECV && kind != STEP_RECV_REDUCE_COPY;
     if (threadIdx.x == 0) {
@@ -528,7 +743,8 @@ __device__ inline uint32_t do_step_ll(const blk &b, step_io &io, const OP &op, s
                 fail(b, KERN_DEV_NO_DEVDATA, io.from.peer);
                 e = KERN_DEV_NO_DEVDATA;
             }
-            sh.prev = ll_lines(b, io.from, io.from.mine);
+            sh.prev =
+                L128 ? ll128_lines(b, io.from, io.from.mine) : ll_lines(b, io.from, io.from.mine);
             sh.rflag = io.from.mine + 1;
         }
         if (e == KERN_DEV_OK && send) {
@@ -541,7 +757,7 @@ __device__ inline uint32_t do_step_ll(const blk &b, step_io &io, const OP &op, s
                 if (e != KERN_DEV_OK && e != KERN_DEV_ABORTED)
                     fail(b, e, io.to.peer);
             }
-            sh.slot = ll_lines(b, io.to, io.to.mine);
+            sh.slot = L128 ? ll128_lines(b, io.to, io.to.mine) : ll_lines(b, io.to, io.to.mine);
             sh.sflag = io.to.mine + 1;
         }
         sh.err = e;
@@ -556,9 +772,13 @@ __device__ inline uint32_t do_step_ll(const blk &b, step_io &io, const OP &op, s
     char *slot = sh.slot;
     uint32_t rf = sh.rflag, sf = sh.sflag;
     switch (kind) {
-#define ECCL_LL_CASE(K)                                                             \
-    case K:                                                                         \
-        ll_run<OP, K>(b, io.from, op, in, prev, rf, out, slot, sf, nelem, &sh.err); \
+#define ECCL_LL_CASE(K)                                                                            \
+    case K:                                                                                        \
+        if (L128)                                                                                  \
+            ll128_run<OP, K>(b, io.from.ctrl, io.from.peer, op, in, prev, rf, want, out, slot, sf, \
+                             nelem, &sh.err);                                                      \
+        else                                                                                       \
+            ll_run<OP, K>(b, io.from, op, in, prev, rf, want, out, slot, sf, nelem, &sh.err);      \
         break;
         ECCL_LL_CASE(STEP_SEND)
         ECCL_LL_CASE(STEP_RECV)
@@ -580,7 +800,7 @@ __device__ inline uint32_t do_step_ll(const blk &b, step_io &io, const OP &op, s
         if (recv)
             post_recv(io.from);
         if (send)
-            post_send_ll(io.to, bytes);
+            post_send_ll(io.to, bytes, proto_flag);
     }
     return KERN_DEV_OK;
 }
@@ -605,7 +825,10 @@ struct copy_op {
 
 /* ---- ring and tree algorithms ------------------------------------------------------------------ */
 
-template <typename OP> struct algo {
+/* L128: the kernels that run LL128 works, and only those (kern_dev_kernel_of): LL128's registers
+ * kept apart from the other kernels' (in one kernel they made nvcc spill its state to a 624-736
+ * byte stack frame against 112), and no tree or point-to-point code in them. */
+template <typename OP, bool L128 = false> struct algo {
     typedef typename OP::T T;
     const blk &b;
     const OP &op;
@@ -614,17 +837,24 @@ template <typename OP> struct algo {
     size_t chunk; /* elements per step */
     size_t ts;    /* bytes per element: sizeof(T) for reductions, the dtype's size for copies */
     bool ll;      /* the work's protocol is LL */
+    bool ll128;   /* LL128: ring connectors only (the planner never pairs it with the tree) */
 
     __device__ algo(const blk &b_, const OP &op_, const eccl_work &w_, size_t ts_)
         : b(b_), op(op_), w(w_), ts(ts_)
     {
-        ll = w.proto == ECCL_PROTO_LL && b.ll_bytes != 0;
+        ll = !L128 && w.proto == ECCL_PROTO_LL && b.ll_bytes != 0;
+        ll128 = L128 && w.proto == ECCL_PROTO_LL128 && b.ll128_bytes != 0;
         const kern_dev_chan *ch = b.ch;
         io = step_io_of(ch->ring_recv, ch->ring_recv_data, ch->ring_prev, ch->ring_send,
                         ch->ring_send_data, ch->ring_next);
         uint32_t slot = ch->ring_slot_bytes;
         if (ll)
             slot = b.ll_bytes / 2; /* the payload of a slot's lines */
+        if (ll128)                 /* a Simple slot's worth: the lines are sized for it */
+            slot = min(slot, b.ll128_bytes / KERN_DEV_LL128_LINE * KERN_DEV_LL128_DATA);
+        /* A work in the wrong kind of kernel (or LL128 without lines): chunk 0 fails it. */
+        if (L128 != (w.proto == ECCL_PROTO_LL128) || (L128 && !ll128))
+            slot = 0;
         chunk = slot / ts;
     }
 
@@ -638,7 +868,11 @@ template <typename OP> struct algo {
     __device__ uint32_t step_on(step_io &via, step_kind k, const T *in, T *out, size_t ne)
     {
         size_t n = ne * ts / sizeof(T);
-        return ll ? do_step_ll(b, via, op, k, in, out, n) : do_step(b, via, op, k, in, out, n);
+        if constexpr (L128)
+            return do_step_ll<OP, true>(b, via, op, k, in, out, n);
+        else
+            return ll ? do_step_ll<OP, false>(b, via, op, k, in, out, n)
+                      : do_step(b, via, op, k, in, out, n);
     }
 
     __device__ uint32_t step(step_kind k, const T *in, T *out, size_t ne)
@@ -889,14 +1123,15 @@ template <typename OP> struct algo {
         }
         constexpr int N = 8 / sizeof(T);
         size_t nl = ne ? (ne + N - 1) / N : 1; /* at least one line, as in ll_run */
+        uint32_t want = (uint32_t)(ne * sizeof(T)) | ECCL_CONN_SIZE_DEVDATA | ECCL_CONN_SIZE_LL;
         for (size_t l = threadIdx.x; l < nl; l += blockDim.x) {
             line8<T> x = ll_in(src, l, ne), r;
             uint64_t w0 = 0, w1 = 0;
             if (nchild > 0 && !ll_load(b, cio[0].from.ctrl, cio[0].from.peer, s_in[0], l,
-                                       s_inflag[0], &w0, &s_err))
+                                       s_inflag[0], want, &w0, &s_err))
                 break;
             if (nchild > 1 && !ll_load(b, cio[1].from.ctrl, cio[1].from.peer, s_in[1], l,
-                                       s_inflag[1], &w1, &s_err))
+                                       s_inflag[1], want, &w1, &s_err))
                 break;
             line8<T> y0 = ll_unpack<T>(w0), y1 = ll_unpack<T>(w1);
 #pragma unroll
@@ -922,7 +1157,7 @@ template <typename OP> struct algo {
             for (int i = 0; i < nchild; i++)
                 post_recv(cio[i].from);
             if (has_parent)
-                post_send_ll(pio.to, ne * sizeof(T));
+                post_send_ll(pio.to, ne * sizeof(T), ECCL_CONN_SIZE_LL);
         }
         return KERN_DEV_OK;
     }
@@ -1222,6 +1457,8 @@ __device__ __forceinline__ bool blk_init(blk &b, const kern_dev_args &a, kern_de
     b.timeout_ns = a.timeout_ns;
     b.func = 0;
     b.ll_bytes = a.ll_bytes;
+    b.ll_span = a.ll_span;
+    b.ll128_bytes = a.ll128_bytes;
     if (threadIdx.x == 0)
         s_npend = 0;
     return true;
@@ -1256,7 +1493,7 @@ __device__ __forceinline__ void blk_work(const blk &b, int i, eccl_work *s_w)
 #define KERN_DEV_P2P_SHARED 128 /* point-to-point works staged in shared memory (8 KiB) */
 
 /* Reducing collectives of one data type and reduction. */
-template <int DTYPE, int KIND>
+template <int DTYPE, int KIND, bool L128 = false>
 __global__ void __launch_bounds__(KERN_DEV_THREADS) coll_kernel(kern_dev_args a)
 {
     blk b;
@@ -1276,7 +1513,7 @@ __global__ void __launch_bounds__(KERN_DEV_THREADS) coll_kernel(kern_dev_args a)
         const op_t op(w.flags & ECCL_WORK_FLAG_SCALAR_PTR
                           ? op_t::ops::scalar_bits((const typename op_t::T *)(uintptr_t)w.scalar)
                           : w.scalar);
-        algo<op_t> al(b, op, w, sizeof(typename op_t::T));
+        algo<op_t, L128> al(b, op, w, sizeof(typename op_t::T));
         uint32_t e;
         if (b.ch->nranks > 1 && al.chunk == 0) {
             if (threadIdx.x == 0)
@@ -1285,7 +1522,10 @@ __global__ void __launch_bounds__(KERN_DEV_THREADS) coll_kernel(kern_dev_args a)
         }
         switch (w.func) {
         case ECCL_FUNC_ALLREDUCE:
-            e = w.algo == ECCL_ALGO_TREE ? al.tree_allreduce() : al.ring_allreduce();
+            if constexpr (L128) /* kern_dev_kernel_of never sends it a tree */
+                e = al.ring_allreduce();
+            else
+                e = w.algo == ECCL_ALGO_TREE ? al.tree_allreduce() : al.ring_allreduce();
             break;
         case ECCL_FUNC_REDUCESCATTER:
             e = al.ring_reducescatter();
@@ -1305,7 +1545,9 @@ __global__ void __launch_bounds__(KERN_DEV_THREADS) coll_kernel(kern_dev_args a)
 }
 
 #ifdef ECCL_DEV_COPY_KERNEL /* defined by the one file that instantiates it */
-/* AllGather, Broadcast, Send and Recv: bytes, whatever the type. */
+/* AllGather, Broadcast, Send and Recv: bytes, whatever the type. L128: AllGather and Broadcast
+ * in LL128 only. */
+template <bool L128 = false>
 __global__ void __launch_bounds__(KERN_DEV_THREADS) copy_kernel(kern_dev_args a)
 {
     blk b;
@@ -1329,7 +1571,7 @@ __global__ void __launch_bounds__(KERN_DEV_THREADS) copy_kernel(kern_dev_args a)
                 fail(b, KERN_DEV_BAD_WORK, -1);
             return;
         }
-        algo<copy_op> al(b, op, w, ts);
+        algo<copy_op, L128> al(b, op, w, ts);
         if (b.ch->nranks > 1 && al.chunk == 0) {
             if (threadIdx.x == 0)
                 fail(b, KERN_DEV_BAD_WORK, -1);
@@ -1352,7 +1594,10 @@ __global__ void __launch_bounds__(KERN_DEV_THREADS) copy_kernel(kern_dev_args a)
             return;
         al.finish();
     }
-    if (i < b.ch->nwork) {
+    if constexpr (L128) {
+        if (i < b.ch->nwork && threadIdx.x == 0)
+            fail(b, KERN_DEV_BAD_WORK, -1); /* point-to-point works never run LL128 */
+    } else if (i < b.ch->nwork) {
         /* The point-to-point scheduler scans its works again and again: from shared memory when
          * they fit. */
         __shared__ eccl_work s_p2p[KERN_DEV_P2P_SHARED];

@@ -22,18 +22,22 @@
 
 int kern_dev_kernel_of(const struct eccl_work *w)
 {
+    bool l128 = w->proto == ECCL_PROTO_LL128;
+    int base = l128 ? KERN_DEV_NKERNELS : 0;
     switch (w->func) {
-    case ECCL_FUNC_ALLGATHER:
-    case ECCL_FUNC_BROADCAST:
     case ECCL_FUNC_SEND:
     case ECCL_FUNC_RECV:
-        return 0;
+        return l128 ? -1 : 0;
+    case ECCL_FUNC_ALLGATHER:
+    case ECCL_FUNC_BROADCAST:
+        return base;
     case ECCL_FUNC_ALLREDUCE:
     case ECCL_FUNC_REDUCESCATTER:
     case ECCL_FUNC_REDUCE:
-        if (w->dtype >= ecclNumTypes || w->redop >= ECCL_RED_COUNT)
+        if (w->dtype >= ecclNumTypes || w->redop >= ECCL_RED_COUNT ||
+            (l128 && w->algo != ECCL_ALGO_RING))
             return -1;
-        return 1 + w->dtype * ECCL_RED_COUNT + w->redop;
+        return base + 1 + w->dtype * ECCL_RED_COUNT + w->redop;
     default:
         return -1;
     }
@@ -130,6 +134,8 @@ struct kern_dev {
     int nchannels;
     uint64_t timeout_ns;
     uint32_t ll_bytes; /* kern_dev_set_ll */
+    uint32_t ll_span;
+    uint32_t ll128_bytes;
     const _Atomic uint32_t *abort_src;
     kern_dev_error_fn on_error;
     void *arg;
@@ -198,6 +204,18 @@ static ecclResult_t code_result(uint32_t code)
     }
 }
 
+/* A connector's size word (kernels/conn_layout.h): the step's bytes, and its protocol. */
+static uint32_t step_bytes(uint32_t w)
+{
+    return w & ~(ECCL_CONN_SIZE_DEVDATA | ECCL_CONN_SIZE_LL | ECCL_CONN_SIZE_LL128 |
+                 ECCL_CONN_SIZE_STREAM);
+}
+
+static const char *step_proto(uint32_t w)
+{
+    return (w & ECCL_CONN_SIZE_LL128) ? "LL128" : (w & ECCL_CONN_SIZE_LL) ? "LL" : "Simple";
+}
+
 static void describe(const struct kern_dev *d, const struct kern_dev_status *st, char *buf,
                      size_t len)
 {
@@ -212,9 +230,10 @@ static void describe(const struct kern_dev *d, const struct kern_dev_status *st,
         break;
     case KERN_DEV_MISMATCH:
         snprintf(buf, len,
-                 "rank %d sent a step of %u bytes where %u were expected: the ranks called "
-                 "different operations or counts",
-                 st->peer, st->got, st->expect);
+                 "rank %d sent a step of %u bytes in %s where %u bytes in %s were expected: the "
+                 "ranks called different operations or counts",
+                 st->peer, step_bytes(st->got), step_proto(st->got), step_bytes(st->expect),
+                 step_proto(st->expect));
         break;
     case KERN_DEV_NO_DEVDATA:
         snprintf(buf, len,
@@ -808,7 +827,9 @@ static ecclResult_t launch_seg(struct kern_dev *d, struct kern_chan *const *chan
                               .abort = (uint64_t)(uintptr_t)d->ctl_dev + 256,
                               .timeout_ns = d->timeout_ns,
                               .nchan = nch,
-                              .ll_bytes = d->ll_bytes};
+                              .ll_bytes = d->ll_bytes,
+                              .ll_span = d->ll_span,
+                              .ll128_bytes = d->ll128_bytes};
     for (int c = 0; c < nch; c++) {
         if (cnt[c] == 0)
             continue;
@@ -933,9 +954,11 @@ ecclResult_t kern_dev_copy(struct kern_dev *d, void *dst, const void *src, size_
     return res;
 }
 
-void kern_dev_set_ll(struct kern_dev *d, uint32_t ll_bytes)
+void kern_dev_set_ll(struct kern_dev *d, uint32_t ll_bytes, uint32_t ll_span, uint32_t ll128_bytes)
 {
     d->ll_bytes = ll_bytes;
+    d->ll_span = ll_span;
+    d->ll128_bytes = ll128_bytes;
 }
 
 ecclResult_t kern_dev_status(struct kern_dev *d)
@@ -1021,9 +1044,9 @@ ecclResult_t kern_dev_copy(struct kern_dev *d, void *dst, const void *src, size_
     return ecclInvalidUsage;
 }
 
-void kern_dev_set_ll(struct kern_dev *d, uint32_t ll_bytes)
+void kern_dev_set_ll(struct kern_dev *d, uint32_t ll_bytes, uint32_t ll_span, uint32_t ll128_bytes)
 {
-    (void)d, (void)ll_bytes;
+    (void)d, (void)ll_bytes, (void)ll_span, (void)ll128_bytes;
 }
 
 ecclResult_t kern_dev_status(struct kern_dev *d)

@@ -90,9 +90,11 @@ struct kern_dev_mem;
 ecclResult_t kern_dev_conn_attach(struct kern_dev *d, const struct eccl_conn_ctrl *c,
                                   struct kern_dev_mem *mem);
 
-/* The connectors' device slots are followed by LL lines of `ll_bytes` per slot (the
- * communicator agreed on LL: kernels/dev_coll.cuh); 0: no LL. */
-void kern_dev_set_ll(struct kern_dev *d, uint32_t ll_bytes);
+/* The protocols' lines in connectors' device memory (kernels/dev_coll.cuh): after the slots,
+ * `ll_span` bytes of LL lines per slot (every ring and tree connector), then, in ring connectors,
+ * `ll128_bytes` of LL128 lines per slot. `ll_bytes` is ll_span where the communicator agreed on
+ * LL, 0 otherwise; `ll128_bytes` is 0 where it did not agree on LL128. */
+void kern_dev_set_ll(struct kern_dev *d, uint32_t ll_bytes, uint32_t ll_span, uint32_t ll128_bytes);
 
 /* The first failure a kernel reported (ecclSuccess: none). */
 ecclResult_t kern_dev_status(struct kern_dev *d);
@@ -116,7 +118,10 @@ int kern_dev_split(struct eccl_work *const *works, const int *nwork, int nchanne
                    uint32_t *first_op, uint32_t *end_op, int *kernel, int max);
 
 /* The kernel index a work descriptor runs in: 1 + dtype * ECCL_RED_COUNT + redop for reducing
- * collectives, 0 (the byte-moving kernel) for the others. */
+ * collectives, 0 (the byte-moving kernel) for the others; KERN_DEV_NKERNELS more for collectives
+ * in LL128, which run in kernels of their own (ring algorithms only: a tree in LL128 is -1, a
+ * bad descriptor, as is point-to-point work in LL128). */
+#define KERN_DEV_NKERNELS (1 + ecclNumTypes * ECCL_RED_COUNT)
 int kern_dev_kernel_of(const struct eccl_work *w);
 
 #ifdef __cplusplus

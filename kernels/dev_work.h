@@ -84,7 +84,9 @@ struct kern_dev_args {
     uint64_t active; /* bit c: channel c has work (the others exit without reading) */
     uint32_t work0[KERN_DEV_MAX_CHANNELS]; /* channel c's first work: byte offset from chans */
     int32_t nchan;
-    uint32_t ll_bytes; /* LL lines per slot after each connector's device slots; 0: no LL */
+    uint32_t ll_bytes;    /* LL lines per slot after each connector's device slots; 0: no LL */
+    uint32_t ll_span;     /* LL lines per slot as laid out in ring connectors' device memory */
+    uint32_t ll128_bytes; /* LL128 lines per slot after those of LL (ring); 0: no LL128 */
 };
 
 #ifdef __cplusplus

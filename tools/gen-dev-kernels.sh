@@ -1,7 +1,8 @@
 #!/bin/sh
-# Writes the instantiations of the collective kernels (kernels/dev_coll.cuh) into DIR: one file
-# per data type (its six reductions), so that make compiles them in parallel, and the launch
-# table (kern_dev_cu_launch) that maps a kernel index (kern_dev_kernel_of) to its kernel.
+# Writes the instantiations of the collective kernels (kernels/dev_coll.cuh) into DIR: two files
+# per data type (its six reductions; dev_coll_ll128_*.cu: the kernels of LL128 works), so that
+# make compiles them in parallel, and the launch table (kern_dev_cu_launch) that maps a kernel
+# index (kern_dev_kernel_of) to its kernel.
 #
 #   tools/gen-dev-kernels.sh DIR
 set -eu
@@ -27,16 +28,20 @@ emit() {
 
 t=0
 for ty in $types; do
-    {
-        header
-        printf '#include "kernels/dev_coll.cuh"\n\n'
-        printf 'typedef void (*kern_dev_fn)(kern_dev_args);\n\n'
-        printf 'kern_dev_fn kern_dev_fns_%s[%d] = {\n' "$ty" "$nkinds"
-        for k in $kinds; do
-            printf '    eccl_dev::coll_kernel<%s, %s>,\n' "$ty" "$k"
-        done
-        printf '};\n'
-    } | emit "$dir/dev_coll_$ty.cu"
+    for v in "" ll128_; do
+        l128=false
+        [ -n "$v" ] && l128=true
+        {
+            header
+            printf '#include "kernels/dev_coll.cuh"\n\n'
+            printf 'typedef void (*kern_dev_fn)(kern_dev_args);\n\n'
+            printf 'kern_dev_fn kern_dev_fns_%s%s[%d] = {\n' "$v" "$ty" "$nkinds"
+            for k in $kinds; do
+                printf '    eccl_dev::coll_kernel<%s, %s, %s>,\n' "$ty" "$k" "$l128"
+            done
+            printf '};\n'
+        } | emit "$dir/dev_coll_$v$ty.cu"
+    done
     t=$((t + 1))
 done
 
@@ -44,22 +49,33 @@ done
     header
     printf '#include <cuda_runtime.h>\n\n#define ECCL_DEV_COPY_KERNEL\n#include "kernels/dev_coll.cuh"\n\n'
     printf 'typedef void (*kern_dev_fn)(kern_dev_args);\n\n'
-    for ty in $types; do
-        printf 'extern kern_dev_fn kern_dev_fns_%s[%d];\n' "$ty" "$nkinds"
+    for v in "" ll128_; do
+        for ty in $types; do
+            printf 'extern kern_dev_fn kern_dev_fns_%s%s[%d];\n' "$v" "$ty" "$nkinds"
+        done
     done
-    printf '\nstatic kern_dev_fn *const tables[%d] = {\n' "$t"
-    for ty in $types; do
-        printf '    kern_dev_fns_%s,\n' "$ty"
+    for v in "" ll128_; do
+        name=simple
+        [ -n "$v" ] && name=ll128
+        printf '\nstatic kern_dev_fn *const tables_%s[%d] = {\n' "$name" "$t"
+        for ty in $types; do
+            printf '    kern_dev_fns_%s%s,\n' "$v" "$ty"
+        done
+        printf '};\n'
     done
-    printf '};\n\n'
+    printf '\n#define NCOLL %d\n\n' $((t * nkinds))
     cat <<'EOT'
+/* 0: the byte-moving kernel, 1..NCOLL: the reducing ones; the same again from NCOLL + 1 for
+ * LL128 works (kern_dev_kernel_of). */
 extern "C" int kern_dev_cu_launch(int kernel, const struct kern_dev_args *args, void *stream)
 {
     kern_dev_fn fn;
-    if (kernel == 0)
-        fn = eccl_dev::copy_kernel;
-    else if (kernel > 0 && kernel <= (int)(sizeof(tables) / sizeof(tables[0])) * 6)
-        fn = tables[(kernel - 1) / 6][(kernel - 1) % 6];
+    bool l128 = kernel > NCOLL;
+    int k = l128 ? kernel - (NCOLL + 1) : kernel;
+    if (k == 0)
+        fn = l128 ? eccl_dev::copy_kernel<true> : eccl_dev::copy_kernel<false>;
+    else if (k > 0 && k <= NCOLL)
+        fn = (l128 ? tables_ll128 : tables_simple)[(k - 1) / 6][(k - 1) % 6];
     else
         return (int)cudaErrorInvalidValue;
     if (args->nchan <= 0)

@@ -571,14 +571,43 @@ static void test_dev_colls_net(void **state)
     unsetenv("ECCL_SHM_DISABLE");
 }
 
-/* Ranks that make different calls: rank 0 an AllReduce of 4000 bytes (LL), rank 1 one of 4 MiB
- * (Simple). Both calls must fail, through the size word's LL flag that rank 1's Simple receiver
- * meets, well before the watchdog (set far away here). LL senders write their tail late
- * (kernels/dev_coll.cuh, tails_defer): this checks that a sender waiting for lines that never
- * come writes it. */
+/* Each protocol alone at every size (ECCL_PROTO): LL128 with 2 ranks on the whole set and the
+ * 64 MiB AllReduce (several slot rounds per channel), with 4 on the reduced set (the 4-rank
+ * tree AllReduces of up to 64 KiB go Simple: the planner never pairs LL128 with the tree);
+ * Simple with 2 on the reduced set (by default the sizes above go LL and LL128). */
+static void test_dev_colls_protos(void **state)
+{
+    (void)state;
+    bool was_quick = quick, was_big = big;
+    setenv("ECCL_PROTO", "LL128", 1);
+    big = true;
+    run_ranks(2);
+    big = was_big;
+    quick = true;
+    run_ranks(4);
+    setenv("ECCL_PROTO", "Simple", 1);
+    run_ranks(2);
+    unsetenv("ECCL_PROTO");
+    quick = was_quick;
+}
+
+/* Ranks that make different calls: rank 0 an AllReduce of count0 floats, rank 1 one of count1,
+ * so that each side's protocol differs (LL, LL128, Simple). Both calls must fail well before the
+ * watchdog (set far away here), and some rank must say which protocols met: a Simple receiver
+ * sees the LL or LL128 flag in the size word; an LL or LL128 receiver that waits long for lines
+ * looks at the size word of a step already posted. LL and LL128 senders write their tail late
+ * (kernels/dev_coll.cuh, tails_defer): this also checks that a sender waiting for lines that
+ * never come writes it. */
+struct mismatch {
+    size_t count0, count1;
+    const char *env, *value; /* set on every rank before init (NULL: none) */
+    const char *want[2];     /* what some rank's error text names: both substrings */
+    char text[2][256];       /* each rank's error text (shared) */
+};
+
 static int mismatch_main(int rank, int nranks, const ecclUniqueId *id, void *arg)
 {
-    (void)arg;
+    struct mismatch *m = arg;
     if (cudaSetDevice(0) != cudaSuccess)
         return 1;
     ecclConfig_t cfg = ECCL_CONFIG_INITIALIZER;
@@ -589,12 +618,12 @@ static int mismatch_main(int rank, int nranks, const ecclUniqueId *id, void *arg
         printf("rank %d: CUDA communicator: %s\n", rank, ecclGetLastError(NULL));
         return 1;
     }
-    const size_t large = (size_t)1 << 20, small = 1000; /* floats */
-    size_t count = rank == 0 ? small : large;
+    size_t count = rank == 0 ? m->count0 : m->count1;
+    size_t most = m->count0 > m->count1 ? m->count0 : m->count1;
     float *buf = NULL;
     cudaStream_t st = NULL;
-    int bad = cudaMalloc((void **)&buf, large * sizeof(float)) != cudaSuccess ||
-              cudaMemset(buf, 0, large * sizeof(float)) != cudaSuccess ||
+    int bad = cudaMalloc((void **)&buf, most * sizeof(float)) != cudaSuccess ||
+              cudaMemset(buf, 0, most * sizeof(float)) != cudaSuccess ||
               cudaStreamCreateWithFlags(&st, cudaStreamNonBlocking) != cudaSuccess;
     if (!bad) {
         double t0 = mp_now_ms();
@@ -602,8 +631,10 @@ static int mismatch_main(int rank, int nranks, const ecclUniqueId *id, void *arg
         if (r == ecclSuccess)
             r = gpu_stream_wait(comm, st, 60000);
         double ms = mp_now_ms() - t0;
-        printf("rank %d: AllReduce of %zu floats (the other rank: %zu): %s after %.0f ms\n", rank,
-               count, rank == 0 ? large : small, ecclGetErrorString(r), ms);
+        snprintf(m->text[rank], sizeof(m->text[rank]), "%s", ecclGetLastError(comm));
+        printf("rank %d: AllReduce of %zu floats (the other rank: %zu): %s after %.0f ms: %s\n",
+               rank, count, rank == 0 ? m->count1 : m->count0, ecclGetErrorString(r), ms,
+               m->text[rank]);
         bad = r == ecclSuccess || ms > 20000;
     }
     ecclCommAbort(comm);
@@ -613,10 +644,36 @@ static int mismatch_main(int rank, int nranks, const ecclUniqueId *id, void *arg
     return bad;
 }
 
+static void run_mismatch(size_t count0, size_t count1, const char *env, const char *value,
+                         const char *want0, const char *want1)
+{
+    struct mismatch *m = mp_shm_alloc(sizeof(*m));
+    assert_non_null(m);
+    *m = (struct mismatch){count0, count1, env, value, {want0, want1}, {"", ""}};
+    if (env)
+        setenv(env, value, 1);
+    int rc = mp_run(2, mismatch_main, m, 120000);
+    if (env)
+        unsetenv(env);
+    bool named = false;
+    for (int r = 0; r < 2; r++)
+        named |= strstr(m->text[r], want0) != NULL && strstr(m->text[r], want1) != NULL;
+    if (!named)
+        printf("no rank's error names \"%s\" and \"%s\"\n", want0, want1);
+    mp_shm_free(m, sizeof(*m));
+    assert_int_equal(rc, 0);
+    assert_true(named);
+}
+
 static void test_dev_mismatch(void **state)
 {
     (void)state;
-    assert_int_equal(mp_run(2, mismatch_main, NULL, 120000), 0);
+    /* 4000 bytes (LL) against 4 MiB (LL128). */
+    run_mismatch(1000, 1 << 20, NULL, NULL, " in LL w", " in LL128 ");
+    /* Without LL128: 4000 bytes (LL) against 4 MiB (Simple). */
+    run_mismatch(1000, 1 << 20, "ECCL_PROTO", "^LL128", " in LL w", " in Simple ");
+    /* LL128 up to 8 MiB: 4 MiB (LL128) against 16 MiB (Simple). */
+    run_mismatch(1 << 20, 4 << 20, "ECCL_LL128_THRESHOLD", "8388608", " in LL128 ", " in Simple ");
 }
 
 #endif /* ECCL_HAVE_CUDA */
@@ -636,9 +693,9 @@ int main(void)
     big = getenv("ECCL_TEST_GPU_BIG") != NULL && strcmp(getenv("ECCL_TEST_GPU_BIG"), "0") != 0;
     quick =
         getenv("ECCL_TEST_GPU_QUICK") != NULL && strcmp(getenv("ECCL_TEST_GPU_QUICK"), "0") != 0;
-    const struct CMUnitTest tests[] = {cmocka_unit_test(test_dev_colls),
-                                       cmocka_unit_test(test_dev_colls_net),
-                                       cmocka_unit_test(test_dev_mismatch)};
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_dev_colls), cmocka_unit_test(test_dev_colls_net),
+        cmocka_unit_test(test_dev_colls_protos), cmocka_unit_test(test_dev_mismatch)};
     return cmocka_run_group_tests(tests, NULL, NULL);
 #else
     return 77;

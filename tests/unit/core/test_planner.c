@@ -307,6 +307,31 @@ static void test_protocol_choice(void **state)
     tp.simple_ok = false;
     assert_int_equal(plan_one(&tp, 1 << 20, &n), ECCL_PROTO_LL);
     assert_int_equal(n, 8);
+    /* LL128 agreed too: LL up to LL's threshold, LL128 above it up to LL128's (default
+     * CORE_LL128_DEFAULT_THRESHOLD), Simple above. */
+    tp.simple_ok = true;
+    tp.ll_threshold = UINT64_MAX;
+    tp.ll128_ok = true;
+    tp.ll128_threshold = UINT64_MAX;
+    assert_int_equal(plan_one(&tp, 4 * 32768 / 4, &n), ECCL_PROTO_LL);
+    assert_int_equal(plan_one(&tp, 4 * 32768 / 4 + 1, &n), ECCL_PROTO_LL128);
+    assert_int_equal(plan_one(&tp, CORE_LL128_DEFAULT_THRESHOLD / 4, &n), ECCL_PROTO_LL128);
+    assert_int_equal(plan_one(&tp, CORE_LL128_DEFAULT_THRESHOLD / 4 + 1, &n), ECCL_PROTO_SIMPLE);
+    /* ECCL_LL128_THRESHOLD agreed at 1 MiB. */
+    tp.ll128_threshold = 1 << 20;
+    assert_int_equal(plan_one(&tp, (1 << 20) / 4, &n), ECCL_PROTO_LL128);
+    assert_int_equal(plan_one(&tp, (1 << 20) / 4 + 1, &n), ECCL_PROTO_SIMPLE);
+    /* Without LL: LL128 from the smallest size, but never with the tree (AllReduce of 4 ranks
+     * up to ECCL_TREE_THRESHOLD, 64 KiB): Simple there. */
+    tp.ll_ok = false;
+    assert_int_equal(plan_one(&tp, 2, &n), ECCL_PROTO_SIMPLE);
+    assert_int_equal(plan_one(&tp, 65536 / 4 + 1, &n), ECCL_PROTO_LL128);
+    /* Simple excluded: LL up to its threshold, LL128 above at every size. */
+    tp.ll_ok = true;
+    tp.simple_ok = false;
+    assert_int_equal(plan_one(&tp, 4 * 32768 / 4, &n), ECCL_PROTO_LL);
+    assert_int_equal(plan_one(&tp, (64 << 20) / 4, &n), ECCL_PROTO_LL128);
+    tp.ll128_ok = false;
     /* ECCL_MIN_NCHANNELS: at least that many pieces, at most the communicator's channels. */
     tp.ll_ok = false;
     tp.simple_ok = true;

@@ -50,6 +50,20 @@ static void test_kernel_of(void **state)
             assert_int_equal(kern_dev_kernel_of(&w), idx);
         }
     }
+    /* LL128 works: kernels of their own, KERN_DEV_NKERNELS further on; no tree and no
+     * point-to-point work there. */
+    w = coll(ECCL_FUNC_ALLGATHER, 0, ecclFloat32, ECCL_RED_SUM);
+    w.proto = ECCL_PROTO_LL128;
+    assert_int_equal(kern_dev_kernel_of(&w), KERN_DEV_NKERNELS);
+    w = coll(ECCL_FUNC_ALLREDUCE, 0, ecclBfloat16, ECCL_RED_MAX);
+    int simple = kern_dev_kernel_of(&w);
+    w.proto = ECCL_PROTO_LL128;
+    assert_int_equal(kern_dev_kernel_of(&w), KERN_DEV_NKERNELS + simple);
+    w.algo = ECCL_ALGO_TREE;
+    assert_int_equal(kern_dev_kernel_of(&w), -1);
+    w = coll(ECCL_FUNC_SEND, 0, ecclFloat32, ECCL_RED_SUM);
+    w.proto = ECCL_PROTO_LL128;
+    assert_int_equal(kern_dev_kernel_of(&w), -1);
     /* Garbage is refused, not mapped to some kernel. */
     w = coll(ECCL_FUNC_ALLREDUCE, 0, ecclNumTypes, ECCL_RED_SUM);
     assert_int_equal(kern_dev_kernel_of(&w), -1);
