@@ -132,7 +132,16 @@ struct core_transport {
     int min_nchannels;        /* ECCL_MIN_NCHANNELS, the largest any rank asked for */
 };
 
-/* LL serves operations up to this many bytes (per rank's buffer) when ECCL_LL_THRESHOLD is
+/* The bytes of a collective as the protocol thresholds count them: the larger buffer, as
+ * nccl-tests and NCCL's tuning count them (AllGather and ReduceScatter: every rank's block). */
+static inline uint64_t core_proto_bytes(int func, size_t bytes, int nranks)
+{
+    return func == ECCL_FUNC_ALLGATHER || func == ECCL_FUNC_REDUCESCATTER
+               ? (uint64_t)bytes * (uint64_t)nranks
+               : (uint64_t)bytes;
+}
+
+/* LL serves operations up to this many bytes (core_proto_bytes) when ECCL_LL_THRESHOLD is
  * unset: a ring step of LL then holds a whole Simple step (a channel's share divided by the
  * ranks), so both protocols give the same bits, and on an H100 LL is the faster of the two up
  * to about there (docs/bench-gpu.md). */
@@ -147,9 +156,26 @@ static inline uint32_t core_ll128_slot_bytes(uint32_t slot_bytes)
     return (uint32_t)(((uint64_t)slot_bytes + 119) / 120 * 128);
 }
 
-/* LL128 serves operations above LL's threshold up to this many bytes (per rank's buffer) when
- * ECCL_LL128_THRESHOLD is unset; Simple above. */
-#define CORE_LL128_DEFAULT_THRESHOLD (UINT64_C(64) << 20)
+/* LL128 serves operations above LL's threshold up to this many bytes (core_proto_bytes) when
+ * ECCL_LL128_THRESHOLD is unset, Simple above; about where Simple became the faster in the
+ * sweeps of docs/bench-gpu.md (H100, 2 to 8 ranks on one GPU). LL128 saves a hand-over through
+ * host memory per step but moves fewer bytes per thread block: it pays where an operation has
+ * many steps for its size. AllReduce (2 (n - 1) steps per chunk): ranks x 2 MiB, at most
+ * 16 MiB. AllGather and ReduceScatter (n - 1 steps): (n - 1)^2 x 128 KiB. Broadcast and Reduce
+ * (chains, one step per chunk and rank): none. */
+static inline uint64_t core_ll128_default_threshold(int func, int nranks)
+{
+    uint64_t n = nranks > 1 ? (uint64_t)nranks : 1;
+    switch (func) {
+    case ECCL_FUNC_ALLREDUCE:
+        return n <= 8 ? n * (UINT64_C(2) << 20) : UINT64_C(16) << 20;
+    case ECCL_FUNC_ALLGATHER:
+    case ECCL_FUNC_REDUCESCATTER:
+        return (n - 1) * (n - 1) * (UINT64_C(128) << 10);
+    default:
+        return 0;
+    }
+}
 
 /* --- tasks and plans (core/enqueue.c, core/planner.c) --- */
 

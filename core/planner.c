@@ -94,8 +94,8 @@ int core_p2p_channel(const struct ecclComm *comm, int peer)
 /* LL (flag-in-data lines, no hand-over through host memory) for the latency-bound sizes, LL128
  * (128-byte lines, ring algorithms only) above them, Simple above LL128's threshold: each where
  * the ranks all agreed on it at init. With Simple excluded (ECCL_PROTO), LL up to its threshold
- * and LL128 above, or whichever of the two is there. */
-static int pick_proto(const struct ecclComm *comm, size_t bytes, int algo)
+ * and LL128 above, or whichever of the two is there. `bytes`: core_proto_bytes. */
+static int pick_proto(const struct ecclComm *comm, int func, uint64_t bytes, int algo)
 {
     const struct core_transport *tp = &comm->tp;
     bool ll = tp->ll_ok, ll128 = tp->ll128_ok && algo == ECCL_ALGO_RING;
@@ -106,7 +106,7 @@ static int pick_proto(const struct ecclComm *comm, size_t bytes, int algo)
         limit = core_ll_default_threshold(comm->nranks, tp->ll_bytes);
     uint64_t limit128 = tp->ll128_threshold;
     if (limit128 == UINT64_MAX) /* ECCL_LL128_THRESHOLD unset */
-        limit128 = CORE_LL128_DEFAULT_THRESHOLD;
+        limit128 = core_ll128_default_threshold(func, comm->nranks);
     if (!tp->simple_ok) {
         if (ll && (!ll128 || bytes <= limit))
             return ECCL_PROTO_LL;
@@ -202,7 +202,7 @@ static ecclResult_t plan_coll(struct plan_builder *b, const struct core_task *t)
     size_t ts = eccl_dtype_size(t->dtype);
     size_t bytes = t->count * ts;
     int algo = pick_algo(comm, t, bytes);
-    int proto = pick_proto(comm, bytes, algo);
+    int proto = pick_proto(comm, t->func, core_proto_bytes(t->func, bytes, comm->nranks), algo);
     /* The same split for every protocol: with LL lines holding at least half a Simple step of an
      * operation up to the LL threshold, and LL128 lines a whole one, an element meets the same
      * ranks in the same order. */

@@ -307,16 +307,17 @@ static void test_protocol_choice(void **state)
     tp.simple_ok = false;
     assert_int_equal(plan_one(&tp, 1 << 20, &n), ECCL_PROTO_LL);
     assert_int_equal(n, 8);
-    /* LL128 agreed too: LL up to LL's threshold, LL128 above it up to LL128's (default
-     * CORE_LL128_DEFAULT_THRESHOLD), Simple above. */
+    /* LL128 agreed too: LL up to LL's threshold, LL128 above it up to LL128's (by default ranks
+     * x 2 MiB for AllReduce: 8 MiB here), Simple above. */
     tp.simple_ok = true;
     tp.ll_threshold = UINT64_MAX;
     tp.ll128_ok = true;
     tp.ll128_threshold = UINT64_MAX;
+    assert_int_equal(core_ll128_default_threshold(ECCL_FUNC_ALLREDUCE, NRANKS), 8 << 20);
     assert_int_equal(plan_one(&tp, 4 * 32768 / 4, &n), ECCL_PROTO_LL);
     assert_int_equal(plan_one(&tp, 4 * 32768 / 4 + 1, &n), ECCL_PROTO_LL128);
-    assert_int_equal(plan_one(&tp, CORE_LL128_DEFAULT_THRESHOLD / 4, &n), ECCL_PROTO_LL128);
-    assert_int_equal(plan_one(&tp, CORE_LL128_DEFAULT_THRESHOLD / 4 + 1, &n), ECCL_PROTO_SIMPLE);
+    assert_int_equal(plan_one(&tp, (8 << 20) / 4, &n), ECCL_PROTO_LL128);
+    assert_int_equal(plan_one(&tp, (8 << 20) / 4 + 1, &n), ECCL_PROTO_SIMPLE);
     /* ECCL_LL128_THRESHOLD agreed at 1 MiB. */
     tp.ll128_threshold = 1 << 20;
     assert_int_equal(plan_one(&tp, (1 << 20) / 4, &n), ECCL_PROTO_LL128);
@@ -326,6 +327,15 @@ static void test_protocol_choice(void **state)
     tp.ll_ok = false;
     assert_int_equal(plan_one(&tp, 2, &n), ECCL_PROTO_SIMPLE);
     assert_int_equal(plan_one(&tp, 65536 / 4 + 1, &n), ECCL_PROTO_LL128);
+    /* The defaults of the other collectives: AllGather and ReduceScatter count every rank's
+     * block, as nccl-tests does; Broadcast and Reduce (chains) never take LL128 by default. */
+    assert_int_equal(core_proto_bytes(ECCL_FUNC_ALLGATHER, 1000, NRANKS), 4000);
+    assert_int_equal(core_proto_bytes(ECCL_FUNC_REDUCESCATTER, 1000, NRANKS), 4000);
+    assert_int_equal(core_proto_bytes(ECCL_FUNC_BROADCAST, 1000, NRANKS), 1000);
+    assert_int_equal(core_ll128_default_threshold(ECCL_FUNC_ALLGATHER, 2), 128 << 10);
+    assert_int_equal(core_ll128_default_threshold(ECCL_FUNC_REDUCESCATTER, 8), 49 * (128 << 10));
+    assert_int_equal(core_ll128_default_threshold(ECCL_FUNC_BROADCAST, 8), 0);
+    assert_int_equal(core_ll128_default_threshold(ECCL_FUNC_ALLREDUCE, 64), 16 << 20);
     /* Simple excluded: LL up to its threshold, LL128 above at every size. */
     tp.ll_ok = true;
     tp.simple_ok = false;
