@@ -63,6 +63,7 @@ __device__ inline void fail(const blk &b, uint32_t code, int peer, uint32_t expe
         b.status->got = got;
         b.status->func = b.func;
         __threadfence_system();
+        *(volatile uint32_t *)&b.status->ready = 1;
     }
 }
 
@@ -134,10 +135,12 @@ __device__ __forceinline__ char *conn_slot(const conn_end &e, bool dev, uint32_t
     return base + (size_t)(step % e.nslots) * e.slot_bytes;
 }
 
-/* Whether the sender posted the next step (one look). Thread 0 only. */
+/* Whether the sender posted the next step (one look): the tail past this side's head, not
+ * merely off it, since an LL or LL128 sender writes its tail late (tails_defer) and a receiver
+ * that read the lines may be ahead of it when the next work begins. Thread 0 only. */
 __device__ __forceinline__ bool conn_has_data(const conn_end &e)
 {
-    return *word(e.ctrl, ECCL_CONN_OFF_TAIL) != e.mine;
+    return (int32_t)(*word(e.ctrl, ECCL_CONN_OFF_TAIL) - e.mine) > 0;
 }
 
 /* Whether the next slot is free, looking at the receiver's head only when the last value seen

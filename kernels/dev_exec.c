@@ -264,6 +264,11 @@ static ecclResult_t report_status(struct kern_dev *d)
     uint32_t code = d->status->code;
     if (code == KERN_DEV_OK)
         return ecclSuccess;
+    /* The kernel claims the status (code) before it writes why; `ready` follows the fields. It
+     * comes within microseconds; the bound only keeps a kernel that vanished in between from
+     * holding the report. */
+    for (int i = 0; i < 1000 && !d->status->ready; i++)
+        eccl_sleep_us(10);
     __atomic_thread_fence(__ATOMIC_SEQ_CST);
     struct kern_dev_status st;
     memcpy(&st, (const void *)d->status, sizeof(st));

@@ -35,8 +35,8 @@ struct kern_dev_status {
     int32_t peer;
     uint32_t expect; /* KERN_DEV_MISMATCH: bytes expected, and got */
     uint32_t got;
-    uint32_t func; /* the work's function */
-    uint32_t pad;
+    uint32_t func;  /* the work's function */
+    uint32_t ready; /* written last, after the fields above: the watcher reads them then */
 };
 
 struct kern_dev_chan {

@@ -138,10 +138,13 @@ static inline bool spin_done(uint32_t i, uint64_t *t0)
     return now - *t0 > SPIN_MAX_NS;
 }
 
-/* Whether the watched word of a step wait, at value v, lets the waiter go on (wait_step). */
+/* Whether the watched word of a step wait, at value v, lets the waiter go on (wait_step). A
+ * receiver needs the tail past its head, not merely off it: a GPU sender writes the tail of LL
+ * and LL128 steps late (kernels/dev_coll.cuh, tails_defer), so right after such a work the tail
+ * may still be behind the head its receiver reached by reading the lines. */
 static inline bool step_ready(bool data, uint32_t v, uint32_t mine, uint32_t nslots)
 {
-    return data ? v != mine : mine - v < nslots;
+    return data ? (int32_t)(v - mine) > 0 : mine - v < nslots;
 }
 
 /* Waits for one step of connector c. With `data` (the receiver; mine: its head) until the
