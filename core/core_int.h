@@ -128,6 +128,7 @@ struct core_transport {
      * ll128_bytes after LL lines of ll_bytes; ring algorithms only. */
     uint32_t ll128_bytes; /* LL128 lines per slot (a Simple slot's payload), 0: none */
     bool ll128_ok;
+    bool ll128_forced;        /* ECCL_PROTO names LL128: also between ranks on different GPUs */
     uint64_t ll128_threshold; /* UINT64_MAX: ECCL_LL128_THRESHOLD unset, the default */
     int min_nchannels;        /* ECCL_MIN_NCHANNELS, the largest any rank asked for */
 };

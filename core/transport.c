@@ -243,6 +243,7 @@ static void dev_slots_map(struct ecclComm *comm, struct conn_want *w, const stru
     if (r == ecclSuccess)
         r = kern_dev_mem_import(comm->cuda_dev, (enum kern_dev_mem_mode)d->dev_mode, fd, d->dev_ipc,
                                 d->dev_size, &mem);
+    int where = mem ? kern_dev_mem_device(mem) : -1;
     if (r == ecclSuccess)
         r = kern_dev_conn_attach(comm->dev, ctrl, mem);
     if (r != ecclSuccess) {
@@ -259,6 +260,16 @@ static void dev_slots_map(struct ecclComm *comm, struct conn_want *w, const stru
     w->ll = d->ll_bytes != 0 && d->ll_bytes == comm->tp.ll_bytes;
     w->ll128 = d->ll128_bytes != 0 && d->ll128_bytes == comm->tp.ll128_bytes &&
                d->ll_bytes == comm->tp.ll_bytes;
+    /* LL128 relies on a warp's 128-byte store reaching the reader whole: checked here between
+     * ranks on one GPU; across GPUs (PCIe does not promise it; NCCL enables LL128 on NVLink
+     * only) just where ECCL_PROTO names LL128, as NCCL_PROTO does. */
+    if (w->ll128 && where != comm->cuda_dev && !comm->tp.ll128_forced) {
+        INFO(ECCL_LOG_SHM,
+             "connector 0x%x to rank %d: its memory is on another GPU: no LL128 unless "
+             "ECCL_PROTO names it",
+             (unsigned)w->tag, w->peer);
+        w->ll128 = false;
+    }
 }
 
 /* Sending side: takes the receiver's descriptor; shm connects at once, the network handshake
@@ -569,6 +580,8 @@ ecclResult_t core_transport_init(struct ecclComm *comm)
     /* LL128 lines hold a Simple slot's worth, so both split an operation alike (CUDA only). */
     tp->ll128_bytes =
         comm->dev && (mask & PROTO_BIT_LL128) ? core_ll128_slot_bytes(tp->slot_bytes) : 0;
+    const char *proto = eccl_param_proto();
+    tp->ll128_forced = proto && proto[0] && proto[0] != '^' && (mask & PROTO_BIT_LL128);
     tp->dev_mode = comm->dev && eccl_param_p2p_disable() == 0
                        ? (int)kern_dev_mem_pick(comm->cuda_dev, core_cumem_enabled())
                        : KERN_DEV_MEM_NONE;

@@ -539,9 +539,10 @@ __device__ inline void ll_run(const blk &b, const conn_end &from, const OP &op,
  * 16-byte store per lane after __syncwarp, so a line's data and its flag travel in one
  * instruction, and a receiving warp reads its lines the same way and reads them again until
  * every flag lane of the warp sees the step's flag. That a 128-byte line written by one warp
- * store is seen whole or not at all is what NCCL's LL128 relies on too (on NVLink and within a
- * GPU, not over PCIe); tests/gpu/test_dev_colls checks every step's bits against the host
- * executor. Data is 120/128 of the lines (LL: half), the step needs no fence and no counter
+ * store is seen whole or not at all is what NCCL's LL128 relies on too (enabled there on NVLink,
+ * not over PCIe); here it is used between ranks on one GPU, where tests/gpu/test_dev_colls
+ * checks every step's bits against the host executor, and across GPUs only on request
+ * (core/transport.c). Data is 120/128 of the lines (LL: half), the step needs no fence and no counter
  * from the sender, and a slot carries a whole Simple step, so LL128 splits an operation as
  * Simple does and gives the same bits. The counters move as in LL (tails_defer). */
 

@@ -411,6 +411,16 @@ void *kern_dev_mem_ptr(const struct kern_dev_mem *m)
     return m->ptr;
 }
 
+int kern_dev_mem_device(const struct kern_dev_mem *m)
+{
+    struct cudaPointerAttributes a;
+    if (!m || !m->ptr || cudaPointerGetAttributes(&a, m->ptr) != cudaSuccess) {
+        (void)cudaGetLastError(); /* not sticky: clear it */
+        return -1;
+    }
+    return a.type == cudaMemoryTypeDevice ? a.device : -1;
+}
+
 size_t kern_dev_mem_size(const struct kern_dev_mem *m)
 {
     return m->size;
@@ -481,6 +491,12 @@ void *kern_dev_mem_ptr(const struct kern_dev_mem *m)
 {
     (void)m;
     return NULL;
+}
+
+int kern_dev_mem_device(const struct kern_dev_mem *m)
+{
+    (void)m;
+    return -1;
 }
 
 size_t kern_dev_mem_size(const struct kern_dev_mem *m)

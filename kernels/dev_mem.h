@@ -59,6 +59,8 @@ ecclResult_t kern_dev_mem_import(int cuda_dev, enum kern_dev_mem_mode mode, int 
                                  struct kern_dev_mem **out);
 
 void *kern_dev_mem_ptr(const struct kern_dev_mem *m);
+/* The device (this process's ordinal) whose memory m is, -1 when CUDA cannot say. */
+int kern_dev_mem_device(const struct kern_dev_mem *m);
 size_t kern_dev_mem_size(const struct kern_dev_mem *m);
 enum kern_dev_mem_mode kern_dev_mem_mode_of(const struct kern_dev_mem *m);
 
