@@ -317,12 +317,6 @@ static int pick_nchannels(const ecclConfig_t *cfg, int nlocal, bool host)
 
 /* A registration of a host buffer: bookkeeping only, since host transports copy through
  * connector memory and gain nothing from pinning. The handle is checked on deregister. */
-struct core_reg {
-    struct core_reg *next;
-    void *buff;
-    size_t size;
-};
-
 static void comm_free(struct ecclComm *comm)
 {
     bool clean = atomic_load(&comm->async_error) == ecclSuccess && !atomic_load(&comm->abort);
@@ -339,11 +333,7 @@ static void comm_free(struct ecclComm *comm)
         eccl_free(comm->channels[c].kc.p2p_send);
         eccl_free(comm->channels[c].kc.p2p_recv);
     }
-    while (comm->regs) {
-        struct core_reg *r = comm->regs;
-        comm->regs = r->next;
-        eccl_free(r);
-    }
+    core_reg_fini(comm);
     eccl_pool_fini(&comm->task_pool);
     eccl_pool_fini(&comm->plan_pool);
     eccl_memstack_fini(&comm->stack);
@@ -956,45 +946,7 @@ ecclResult_t core_comm_schedule(ecclComm_t comm, uint64_t *coll_seq, uint64_t *f
     return ecclSuccess;
 }
 
-/* --- registration and memory -------------------------------------------------------------- */
-
-ECCL_API ecclResult_t ecclCommRegister(const ecclComm_t comm, void *buff, size_t size,
-                                       void **handle)
-{
-    ECCL_TRY(core_comm_check(comm, "ecclCommRegister"));
-    ECCL_ARG_CHECK(handle != NULL, "ecclCommRegister: handle is NULL");
-    ECCL_ARG_CHECK(buff != NULL || size == 0, "ecclCommRegister: buff is NULL");
-    struct core_reg *r = eccl_calloc(1, sizeof(*r), "comm-reg");
-    if (!r)
-        return ecclSystemError;
-    r->buff = buff;
-    r->size = size;
-    pthread_mutex_lock(&comm->reg_lock);
-    r->next = comm->regs;
-    comm->regs = r;
-    pthread_mutex_unlock(&comm->reg_lock);
-    *handle = r;
-    return ecclSuccess;
-}
-
-ECCL_API ecclResult_t ecclCommDeregister(const ecclComm_t comm, void *handle)
-{
-    ECCL_TRY(core_comm_check(comm, "ecclCommDeregister"));
-    pthread_mutex_lock(&comm->reg_lock);
-    struct core_reg **pp = &comm->regs;
-    while (*pp && *pp != handle)
-        pp = &(*pp)->next;
-    struct core_reg *r = *pp;
-    if (r)
-        *pp = r->next;
-    pthread_mutex_unlock(&comm->reg_lock);
-    if (!r) {
-        WARN("ecclCommDeregister: handle %p is not a registration of this communicator", handle);
-        return ecclInvalidArgument;
-    }
-    eccl_free(r);
-    return ecclSuccess;
-}
+/* --- windows -------------------------------------------------------------------------------- */
 
 ECCL_API ecclResult_t ecclCommWindowRegister(ecclComm_t comm, void *buff, size_t size,
                                              ecclWindow_t *win, int winFlags)

@@ -289,9 +289,14 @@ struct ecclComm {
     core_error_fn error_fn; /* protected by error_lock */
     void *error_arg;
 
-    /* Registrations (host: bookkeeping only). */
+    /* Registrations (core/reg.c): a list under reg_lock. Those of ecclMemAlloc memory on a CUDA
+     * communicator carry a key (from 1, never reused) and what each local peer knows of them. */
     struct core_reg *regs;
     pthread_mutex_t reg_lock;
+    uint32_t reg_next_key;
+    _Atomic int reg_zc;          /* registrations with a key: 0 lets the planner skip the lock */
+    _Atomic uint64_t zc_sends;   /* sends planned as zero-copy */
+    _Atomic uint64_t zc_imports; /* peers' registrations mapped here */
 
     /* The flat path's segment (core/flat.c); base NULL on every rank when it is off. */
     struct kern_flat flat;
@@ -305,6 +310,41 @@ ecclResult_t core_comm_create(struct ecclComm **out, int nranks, const ecclUniqu
 ecclResult_t core_comm_create_opts(struct ecclComm **out, int nranks, const ecclUniqueId *id,
                                    int rank, const ecclConfig_t *config,
                                    const struct core_init_opts *opts);
+
+/* mem.c: references on ecclMemAlloc allocations (struct user_mem). core_mem_ref: the one that
+ * holds [p, p + size), NULL when none does; the memory stays allocated until the last reference
+ * (ecclMemFree drops the user's) is dropped. */
+struct user_mem;
+struct user_mem *core_mem_ref(const void *p, size_t size);
+ecclResult_t core_mem_unref(struct user_mem *u);
+struct kern_dev_mem *core_mem_dev(const struct user_mem *u);
+
+/* reg.c: registered buffers; zero-copy sends between GPU ranks of one host. */
+/* Before the plans of a launch are built: the announcements and answers on the point-to-point
+ * connectors that `tasks` use (this rank's registrations offered to receivers, receivers'
+ * answers read, peers' registrations mapped while the GPU is idle). Never fails: what cannot be
+ * done leaves the copies in place. */
+void core_reg_p2p_prepare(struct ecclComm *comm, const struct eccl_queue *tasks);
+/* A send's work: flagged zero-copy (ECCL_WORK_FLAG_ZC) when its buffer is a registration the
+ * receiver has mapped and the message is larger than the connector holds. */
+void core_reg_p2p_work(struct ecclComm *comm, struct eccl_work *w, size_t bytes);
+/* At destroy: every registration (the executor and the proxy are gone). */
+void core_reg_fini(struct ecclComm *comm);
+/* The mailbox of a point-to-point connector (struct eccl_conn_ctrl, zc_*), exposed for the unit
+ * tests. Post: the sender's request; false when ECCL_CONN_ZC_RING requests are unanswered.
+ * Serve: the receiver (`rank`) answers every request of `peer` there: an import with possible
+ * fields gets import()'s slot (-1: refused), one with impossible fields -1, a drop calls drop();
+ * a mailbox whose counters are more than a ring apart is skipped whole (WARN). Returns the
+ * requests answered. */
+/* For the tests: sends planned zero-copy, peers' registrations mapped so far, and mapped now. */
+void core_reg_stats(const struct ecclComm *comm, uint64_t *zc_sends, uint64_t *zc_imports,
+                    int *mapped);
+struct eccl_conn_ctrl;
+struct eccl_conn_zc_req;
+bool core_reg_box_post(struct eccl_conn_ctrl *c, const struct eccl_conn_zc_req *q);
+int core_reg_box_serve(struct eccl_conn_ctrl *c, int rank, int peer,
+                       int (*import)(void *arg, int peer, const struct eccl_conn_zc_req *q),
+                       void (*drop)(void *arg, int peer, uint32_t key), void *arg);
 
 /* transport.c */
 ecclResult_t core_transport_init(struct ecclComm *comm);

@@ -106,8 +106,10 @@ static ecclResult_t comm_launch(struct ecclComm *comm)
         goto out_refused;
     }
     ECCL_TRY_GOTO(eccl_memstack_push(&comm->stack), res, out_drop);
-    if (comm->p2p_tasks.len)
+    if (comm->p2p_tasks.len) {
         ECCL_TRY_GOTO(core_transport_p2p_connect(comm, &comm->p2p_tasks), res, out_pop);
+        core_reg_p2p_prepare(comm, &comm->p2p_tasks);
+    }
     /* Plans and runs them; collectives that take the flat path run in their place. */
     res = core_flat_launch(comm, &plans);
 out_pop:

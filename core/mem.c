@@ -9,7 +9,9 @@
  *
  * Every allocation is kept in a list, so that ecclMemFree knows what it is given: a pointer that
  * did not come from ecclMemAlloc, or was freed already, is refused with an error instead of being
- * unmapped blindly.
+ * unmapped blindly. A registration (core/reg.c) holds a reference on the allocation it lies in:
+ * memory freed while registered is released when the last registration of it goes, so that its
+ * addresses are not reused under a registration peers may have mapped.
  */
 #include <pthread.h>
 #include <stddef.h>
@@ -28,6 +30,7 @@ struct user_mem {
     struct user_mem *next;
     void *ptr;
     struct kern_dev_mem *mem;
+    int refs; /* the user's (until ecclMemFree) and registrations'; under mem_lock */
 };
 
 static pthread_mutex_t mem_lock = PTHREAD_MUTEX_INITIALIZER;
@@ -74,6 +77,7 @@ ECCL_API ecclResult_t ecclMemAlloc(void **ptr, size_t size)
         return res;
     }
     u->ptr = kern_dev_mem_ptr(u->mem);
+    u->refs = 1;
     pthread_mutex_lock(&mem_lock);
     u->next = mem_list;
     mem_list = u;
@@ -99,7 +103,41 @@ ECCL_API ecclResult_t ecclMemFree(void *ptr)
         WARN("ecclMemFree: %p did not come from ecclMemAlloc, or was freed already", ptr);
         return ecclInvalidArgument;
     }
+    return core_mem_unref(u);
+}
+
+struct user_mem *core_mem_ref(const void *p, size_t size)
+{
+    uintptr_t a = (uintptr_t)p;
+    pthread_mutex_lock(&mem_lock);
+    struct user_mem *u = mem_list;
+    for (; u; u = u->next) {
+        uintptr_t base = (uintptr_t)u->ptr;
+        size_t bytes = kern_dev_mem_size(u->mem);
+        if (a >= base && a - base <= bytes && size <= bytes - (a - base))
+            break;
+    }
+    if (u)
+        u->refs++;
+    pthread_mutex_unlock(&mem_lock);
+    return u;
+}
+
+ecclResult_t core_mem_unref(struct user_mem *u)
+{
+    if (!u)
+        return ecclSuccess;
+    pthread_mutex_lock(&mem_lock);
+    bool last = --u->refs == 0;
+    pthread_mutex_unlock(&mem_lock);
+    if (!last)
+        return ecclSuccess;
     ecclResult_t res = kern_dev_mem_free_user(u->mem);
     eccl_free(u);
     return res;
+}
+
+struct kern_dev_mem *core_mem_dev(const struct user_mem *u)
+{
+    return u->mem;
 }

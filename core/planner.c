@@ -308,7 +308,9 @@ static ecclResult_t plan_p2p(struct plan_builder *b, struct eccl_queue *p2p)
             w.recvbuff = (uint64_t)(uintptr_t)t->recvbuff;
             int c = t->root == comm->rank ? 0 : core_p2p_channel(comm, t->root);
             w.channel = (uint8_t)c;
-            add_work(b, c, &w, t->count * eccl_dtype_size(t->dtype));
+            size_t bytes = t->count * eccl_dtype_size(t->dtype);
+            core_reg_p2p_work(comm, &w, bytes);
+            add_work(b, c, &w, bytes);
         }
     }
     return ecclSuccess;

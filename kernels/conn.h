@@ -28,6 +28,22 @@ struct eccl_conn_rate {
     _Atomic uint32_t last; /* read by the other side */
 };
 
+#define ECCL_CONN_ZC_RING   8
+#define ECCL_CONN_ZC_IMPORT 1 /* map registration `key`: its memory is `handle` at the proxy */
+#define ECCL_CONN_ZC_DROP   2 /* registration `key` is gone: unmap it */
+
+struct eccl_conn_zc_req {
+    uint32_t op; /* ECCL_CONN_ZC_IMPORT or ECCL_CONN_ZC_DROP */
+    uint32_t key;
+    uint64_t handle; /* IMPORT: the descriptor's handle at the sender's proxy */
+    uint64_t size;   /* IMPORT: bytes of the allocation */
+};
+
+struct eccl_conn_zc_resp {
+    uint32_t key;
+    int32_t slot; /* IMPORT: where the receiver keeps the mapping (its table), -1: refused */
+};
+
 struct eccl_conn_ctrl {
     /* Written by the sender. */
     _Alignas(64) _Atomic uint32_t tail;
@@ -51,6 +67,17 @@ struct eccl_conn_ctrl {
      * at once, whatever its own failure detection has seen. */
     _Atomic uint32_t closed;
     _Atomic uint32_t sizes[ECCL_CONN_MAX_SLOTS];
+    /* Registered buffers (core/reg.c), on point-to-point connectors between GPU ranks of one
+     * host: the sender announces a registration of its own (`zc_req`, ECCL_CONN_ZC_IMPORT) that
+     * the receiver may map, or withdraws one (ECCL_CONN_ZC_DROP); the receiver answers each
+     * request in `zc_resp`. Rings of ECCL_CONN_ZC_RING entries, counters only grow; the sender
+     * keeps at most ECCL_CONN_ZC_RING requests unanswered, so no answer ever waits for room. */
+    _Alignas(64) _Atomic uint32_t zc_req_tail; /* sender */
+    _Atomic uint32_t zc_resp_head;             /* sender: answers it has read */
+    struct eccl_conn_zc_req zc_req[ECCL_CONN_ZC_RING];
+    _Alignas(64) _Atomic uint32_t zc_req_head; /* receiver: requests it has read */
+    _Atomic uint32_t zc_resp_tail;             /* receiver */
+    struct eccl_conn_zc_resp zc_resp[ECCL_CONN_ZC_RING];
 };
 
 /* The byte offsets of kernels/conn_layout.h are the layout of this struct: */

@@ -12,7 +12,7 @@
 #define ECCL_CONN_OFF_SLOT_BYTES 136 /* uint32_t */
 #define ECCL_CONN_OFF_CLOSED     140 /* uint32_t: nonzero once either side gave up */
 #define ECCL_CONN_OFF_SIZES      144 /* uint32_t[ECCL_CONN_MAX_SLOTS]: bytes of each slot's step */
-#define ECCL_CONN_DATA_OFF       256 /* the first slot */
+#define ECCL_CONN_DATA_OFF       640 /* the first slot */
 
 /* Set in a step's size word when the sender wrote the step into the connector's device-memory
  * slots (GPU to GPU) rather than into the slots after the control block. */
@@ -26,6 +26,14 @@
 /* Set instead of ECCL_CONN_SIZE_LL when the step went as LL128 lines: only a GPU receiver that
  * runs the same operation in LL128 reads it. */
 #define ECCL_CONN_SIZE_LL128 0x10000000u
+
+/* Set when the step is not data but a registered buffer's place (core/reg.c): a GPU receiver
+ * that runs the matching point-to-point receive copies the whole message from the sender's
+ * memory, which it mapped, and frees the step when done. The slot holds three 64-bit words:
+ * the receiver's table slot << 32 | the registration's key, the offset in the registration's
+ * allocation, the message's bytes. */
+#define ECCL_CONN_SIZE_ZC 0x08000000u
+#define ECCL_CONN_ZC_DESC 24u
 
 /* Set by a host sender whose step went into the slot with streaming stores (kernels/host_copy.h):
  * only where the receiver asked for them through the connector's stream word, so only a host

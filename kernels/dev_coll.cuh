@@ -1236,38 +1236,151 @@ __device__ __forceinline__ size_t dtype_bytes(int dtype)
     }
 }
 
-/* Copies n bytes with the whole block: 16-byte words when both sides allow. `vol`: the source is a
- * connector slot (volatile loads). */
+/* One word of a copy: `VOL` loads bypass the L1 cache (a connector's slot, or a peer's memory,
+ * which another agent wrote). */
+template <typename W, bool VOL> __device__ __forceinline__ W copy_ld(const W *p)
+{
+    if constexpr (VOL)
+        return *(const volatile W *)p;
+    else
+        return *p;
+}
+
+template <> __device__ __forceinline__ uint4 copy_ld<uint4, true>(const uint4 *p)
+{
+    uint4 v;
+    asm volatile("ld.volatile.v4.u32 {%0, %1, %2, %3}, [%4];"
+                 : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w)
+                 : "l"(p));
+    return v;
+}
+
+/* n words of W with the whole block, four loads in flight per thread before their stores. */
+template <typename W, bool VOL>
+__device__ __forceinline__ void block_copy_w(W *d, const W *s, size_t n)
+{
+    const size_t st = blockDim.x;
+    size_t i = threadIdx.x;
+    for (; i + 3 * st < n; i += 4 * st) {
+        W v0 = copy_ld<W, VOL>(s + i);
+        W v1 = copy_ld<W, VOL>(s + i + st);
+        W v2 = copy_ld<W, VOL>(s + i + 2 * st);
+        W v3 = copy_ld<W, VOL>(s + i + 3 * st);
+        d[i] = v0;
+        d[i + st] = v1;
+        d[i + 2 * st] = v2;
+        d[i + 3 * st] = v3;
+    }
+    for (; i < n; i += st)
+        d[i] = copy_ld<W, VOL>(s + i);
+}
+
+/* Copies n bytes with the whole block in the widest words both sides allow (16, 8, 4 bytes)
+ * once the destination is aligned to them, bytes before and after. */
+template <bool VOL> __device__ inline void block_copy_t(char *dst, const char *src, size_t n)
+{
+    uintptr_t x = (uintptr_t)dst ^ (uintptr_t)src;
+    size_t w = (x & 15) == 0 ? 16 : (x & 7) == 0 ? 8 : (x & 3) == 0 ? 4 : 1;
+    size_t head = (w - ((uintptr_t)dst & (w - 1))) & (w - 1);
+    if (head > n)
+        head = n;
+    size_t body = (n - head) & ~(w - 1);
+    for (size_t i = threadIdx.x; i < head; i += blockDim.x)
+        dst[i] = copy_ld<char, VOL>(src + i);
+    char *d = dst + head;
+    const char *s = src + head;
+    if (w == 16)
+        block_copy_w<uint4, VOL>((uint4 *)d, (const uint4 *)s, body / 16);
+    else if (w == 8)
+        block_copy_w<uint64_t, VOL>((uint64_t *)d, (const uint64_t *)s, body / 8);
+    else if (w == 4)
+        block_copy_w<uint32_t, VOL>((uint32_t *)d, (const uint32_t *)s, body / 4);
+    else
+        block_copy_w<char, VOL>(d, s, body);
+    for (size_t i = head + body + threadIdx.x; i < n; i += blockDim.x)
+        dst[i] = copy_ld<char, VOL>(src + i);
+}
+
+/* `vol`: the source is a connector slot or a peer's memory (loads that bypass L1). */
 __device__ inline void block_copy(char *dst, const char *src, size_t n, bool vol)
 {
-    if ((((uintptr_t)dst | (uintptr_t)src | n) & 15) == 0) {
-        uint4 *d = (uint4 *)dst;
-        const uint4 *s = (const uint4 *)src;
-        for (size_t i = threadIdx.x; i < n / 16; i += blockDim.x) {
-            uint4 v;
-            if (vol) {
-                const volatile uint4 *vs = (const volatile uint4 *)(s + i);
-                v.x = vs->x;
-                v.y = vs->y;
-                v.z = vs->z;
-                v.w = vs->w;
-            } else {
-                v = s[i];
-            }
-            d[i] = v;
-        }
-        return;
-    }
-    for (size_t i = threadIdx.x; i < n; i += blockDim.x)
-        dst[i] = vol ? vload(src + i) : src[i];
+    if (vol)
+        block_copy_t<true>(dst, src, n);
+    else
+        block_copy_t<false>(dst, src, n);
 }
 
 struct p2p_shared {
     int pick; /* work index, -1: none ready */
     uint32_t err;
-    char *slot;
+    char *slot; /* a receive's source: a slot, or the sender's registered buffer (zc) */
     size_t bytes;
+    bool zc;      /* the picked step is a registered buffer's place (ECCL_CONN_SIZE_ZC) */
+    bool zc_sent; /* this block posted such a step: it waits for the receivers at the end */
 };
+
+/* A zero-copy step's descriptor (kernels/conn_layout.h, ECCL_CONN_SIZE_ZC): checks it against
+ * this rank's table of peers' mapped registrations and the receive's size; *src is where the
+ * message is. `sw` is the step's size word. Thread 0 only. */
+__device__ inline uint32_t recv_zc(const blk &b, const conn_end &e, uint32_t sw, size_t total,
+                                   bool first, const char **src)
+{
+    bool dev = (sw & ECCL_CONN_SIZE_DEVDATA) != 0;
+    if ((sw & ~(ECCL_CONN_SIZE_DEVDATA | ECCL_CONN_SIZE_ZC)) != ECCL_CONN_ZC_DESC || !first) {
+        fail(b, KERN_DEV_MISMATCH, e.peer, (uint32_t)min(total, (size_t)e.slot_bytes), sw);
+        return KERN_DEV_MISMATCH;
+    }
+    if (dev && !e.data) {
+        fail(b, KERN_DEV_NO_DEVDATA, e.peer);
+        return KERN_DEV_NO_DEVDATA;
+    }
+    const volatile uint64_t *d = (const volatile uint64_t *)conn_slot(e, dev, e.mine);
+    uint64_t id = d[0], off = d[1], bytes = d[2];
+    if (bytes != total) {
+        fail(b, KERN_DEV_MISMATCH, e.peer, (uint32_t)total, (uint32_t)bytes);
+        return KERN_DEV_MISMATCH;
+    }
+    uint32_t slot = (uint32_t)(id >> 32), key = (uint32_t)id;
+    const volatile kern_dev_zc *z = (const volatile kern_dev_zc *)b.ch->zc;
+    bool ok = z && slot < KERN_DEV_ZC_MAX && key != 0 && z[slot].key == key;
+    if (ok) {
+        __threadfence_system(); /* the entry's other fields after its key */
+        ok = z[slot].peer == e.peer && off <= z[slot].size && bytes <= z[slot].size - off;
+    }
+    if (!ok) {
+        fail(b, KERN_DEV_BAD_ZC, e.peer, (uint32_t)off, (uint32_t)bytes);
+        return KERN_DEV_BAD_ZC;
+    }
+    *src = (const char *)(uintptr_t)(z[slot].addr + off);
+    return KERN_DEV_OK;
+}
+
+/* After every step is posted: until the receivers of this block's zero-copy sends have copied
+ * them (their heads caught up with the tails), since the sender's buffer is theirs to read until
+ * then. Thread 0 only. */
+__device__ inline uint32_t zc_acks(const blk &b, const eccl_work *works, int n)
+{
+    const uint64_t *sendc = (const uint64_t *)b.ch->p2p_send;
+    for (int i = 0; i < n; i++) {
+        const eccl_work &w = works[i];
+        if (w.func != ECCL_FUNC_SEND || !(w.flags & ECCL_WORK_FLAG_ZC) || w.root == b.ch->rank)
+            continue;
+        uint64_t c = sendc[w.root];
+        uint64_t start = 0;
+        for (uint32_t spins = 0;
+             (int32_t)(*word(c, ECCL_CONN_OFF_TAIL) - *word(c, ECCL_CONN_OFF_HEAD)) > 0; spins++) {
+            if ((spins & 63) == 63) {
+                uint32_t r = wait_check(b, c, &start);
+                if (r) {
+                    if (r != KERN_DEV_ABORTED)
+                        fail(b, r, w.root);
+                    return r;
+                }
+            }
+        }
+    }
+    return KERN_DEV_OK;
+}
 
 /* Runs the channel's point-to-point works (the tail of its list) together, as host_exec.c's
  * p2p_run does: any work whose connector is ready moves one slot, in order per peer and kind. */
@@ -1328,9 +1441,12 @@ __device__ inline uint32_t p2p_run(blk &b, const eccl_work *works, int n)
     __syncthreads();
     uint64_t start = 0;
     conn_end picked = conn_end_of(0, 0, -1); /* thread 0: the connector of the picked work */
+    if (threadIdx.x == 0)
+        sh.zc_sent = false;
     for (;;) {
         if (threadIdx.x == 0) {
             sh.pick = -1;
+            sh.zc = false;
             sh.err = KERN_DEV_OK;
             bool left = false;
             int wait_peer = -1;
@@ -1364,12 +1480,24 @@ __device__ inline uint32_t p2p_run(blk &b, const eccl_work *works, int n)
                         sh.pick = i;
                         sh.slot = conn_slot(ce, ce.data != 0, ce.mine);
                         sh.bytes = bytes;
+                        sh.zc = (w.flags & ECCL_WORK_FLAG_ZC) != 0;
                         picked = ce;
                     }
                 } else if (conn_has_data(ce)) {
                     b.func = w.func;
                     char *slot = nullptr;
-                    uint32_t e = recv_slot(b, ce, bytes, &slot);
+                    uint32_t sw =
+                        *word(ce.ctrl, ECCL_CONN_OFF_SIZES + 4 * (int)(ce.mine % ce.nslots));
+                    uint32_t e;
+                    if (sw & ECCL_CONN_SIZE_ZC) {
+                        const char *src = nullptr;
+                        e = recv_zc(b, ce, sw, total, done[i] == 0, &src);
+                        slot = (char *)src;
+                        bytes = total;
+                        sh.zc = true;
+                    } else {
+                        e = recv_slot(b, ce, bytes, &slot);
+                    }
                     if (e) {
                         sh.err = e;
                         break;
@@ -1402,6 +1530,12 @@ __device__ inline uint32_t p2p_run(blk &b, const eccl_work *works, int n)
         int pick = sh.pick;
         if (err) {
             __syncthreads();
+            if (err == 0xffffffffu && sh.zc_sent) {
+                if (threadIdx.x == 0)
+                    sh.err = zc_acks(b, works, n);
+                __syncthreads();
+                return sh.err;
+            }
             return err == 0xffffffffu ? KERN_DEV_OK : err;
         }
         if (pick < 0) {
@@ -1411,6 +1545,22 @@ __device__ inline uint32_t p2p_run(blk &b, const eccl_work *works, int n)
         const eccl_work &w = works[pick];
         bool is_send = w.func == ECCL_FUNC_SEND;
         size_t off = (size_t)done[pick], bytes = sh.bytes;
+        if (is_send && sh.zc) {
+            /* The whole message as its place: the receiver copies it from here. */
+            if (threadIdx.x == 0) {
+                size_t total = w.chan_count * dtype_bytes(w.dtype);
+                volatile uint64_t *d = (volatile uint64_t *)sh.slot;
+                d[0] = w.scalar;
+                d[1] = w.recvbuff;
+                d[2] = total;
+                __threadfence_system();
+                post_send(picked, ECCL_CONN_ZC_DESC | ECCL_CONN_SIZE_ZC);
+                done[pick] = total;
+                sh.zc_sent = true;
+            }
+            __syncthreads();
+            continue;
+        }
         if (is_send)
             block_copy(sh.slot, (const char *)w.sendbuff + off, bytes, false);
         else

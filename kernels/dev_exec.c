@@ -160,6 +160,13 @@ struct kern_dev {
     struct dev_slot slots[KERN_DEV_SLOTS];
     int next_slot;
 
+    /* Peers' registered buffers mapped here (kern_dev_zc_put): the table the kernels read, in
+     * mapped host memory from the first mapping on, and the mappings. */
+    struct kern_dev_zc *zc;
+    void *zc_dev;
+    struct kern_dev_mem *zc_mem[KERN_DEV_ZC_MAX];
+    int zc_used;
+
     /* Argument blocks of launches captured into CUDA graphs: they live as long as the graph. The
      * graph's destructor (a host callback, which may not call CUDA) moves a block to `dead`;
      * the next launch or the destroy frees it. */
@@ -198,6 +205,7 @@ static ecclResult_t code_result(uint32_t code)
         return ecclRemoteError;
     case KERN_DEV_MISMATCH:
     case KERN_DEV_P2P_SELF:
+    case KERN_DEV_BAD_ZC:
         return ecclInvalidUsage;
     default:
         return ecclInternalError;
@@ -208,12 +216,15 @@ static ecclResult_t code_result(uint32_t code)
 static uint32_t step_bytes(uint32_t w)
 {
     return w & ~(ECCL_CONN_SIZE_DEVDATA | ECCL_CONN_SIZE_LL | ECCL_CONN_SIZE_LL128 |
-                 ECCL_CONN_SIZE_STREAM);
+                 ECCL_CONN_SIZE_STREAM | ECCL_CONN_SIZE_ZC);
 }
 
 static const char *step_proto(uint32_t w)
 {
-    return (w & ECCL_CONN_SIZE_LL128) ? "LL128" : (w & ECCL_CONN_SIZE_LL) ? "LL" : "Simple";
+    return (w & ECCL_CONN_SIZE_ZC)      ? "a registered buffer's place"
+           : (w & ECCL_CONN_SIZE_LL128) ? "LL128"
+           : (w & ECCL_CONN_SIZE_LL)    ? "LL"
+                                        : "Simple";
 }
 
 static void describe(const struct kern_dev *d, const struct kern_dev_status *st, char *buf,
@@ -240,6 +251,13 @@ static void describe(const struct kern_dev *d, const struct kern_dev_status *st,
                  "rank %d wrote a step into device memory that this rank has not mapped (its "
                  "connector setup differs from this rank's)",
                  st->peer);
+        break;
+    case KERN_DEV_BAD_ZC:
+        snprintf(buf, len,
+                 "rank %d named registered memory of %u bytes (from byte %u of its allocation) "
+                 "that this rank has not mapped, or not so large: its registrations and this "
+                 "rank's table disagree",
+                 st->peer, st->got, st->expect);
         break;
     case KERN_DEV_P2P_SELF:
         snprintf(buf, len,
@@ -634,6 +652,7 @@ static size_t fill_chan(struct kern_dev *d, struct kern_chan *kc, struct kern_de
     dc->tree_child[0] = kc->tree_child[0];
     dc->tree_child[1] = kc->tree_child[1];
     dc->nwork = nw;
+    dc->zc = (uint64_t)(uintptr_t)d->zc_dev;
     if (nw == 0)
         return sizeof(uint64_t); /* nothing to run: the block exits at once */
     ECCL_TRY_GOTO(reg_conn(d, kc->ring_recv, &dc->ring_recv, &dc->ring_recv_data), *res, fail);
@@ -733,7 +752,8 @@ ecclResult_t kern_dev_plan_on_host(struct eccl_work *const *works, const int *nw
     for (int c = 0; c < nchannels; c++) {
         for (int i = 0; i < nwork[c]; i++) {
             const struct eccl_work *w = &works[c][i];
-            uint64_t bufs[2] = {w->sendbuff, w->recvbuff};
+            /* A zero-copy send's recvbuff is an offset, not an address. */
+            uint64_t bufs[2] = {w->sendbuff, (w->flags & ECCL_WORK_FLAG_ZC) ? 0 : w->recvbuff};
             for (int k = 0; k < 2; k++) {
                 if (!bufs[k])
                     continue;
@@ -975,6 +995,108 @@ ecclResult_t kern_dev_status(struct kern_dev *d)
     return code == KERN_DEV_OK ? ecclSuccess : code_result(code);
 }
 
+bool kern_dev_idle(struct kern_dev *d)
+{
+    for (int i = 0; i < KERN_DEV_SLOTS; i++) {
+        struct dev_slot *s = &d->slots[i];
+        if (!s->inflight)
+            continue;
+        cudaError_t e = cudaEventQuery(s->ev);
+        if (e != cudaSuccess) {
+            if (e != cudaErrorNotReady)
+                (void)cudaGetLastError();
+            return false;
+        }
+        s->inflight = false;
+    }
+    return true;
+}
+
+bool kern_dev_conn_cumem(struct kern_dev *d, const struct eccl_conn_ctrl *c)
+{
+    for (int i = 0; i < d->nregs; i++)
+        if (d->regs[i].host == c)
+            return d->regs[i].mem && kern_dev_mem_mode_of(d->regs[i].mem) == KERN_DEV_MEM_CUMEM;
+    return false;
+}
+
+ecclResult_t kern_dev_zc_put(struct kern_dev *d, int peer, uint32_t key, struct kern_dev_mem *mem,
+                             int *slot)
+{
+    *slot = -1;
+    if (key == 0 || peer < 0) {
+        kern_dev_mem_free(mem);
+        return ecclInternalError;
+    }
+    if (!d->zc) {
+        size_t bytes = KERN_DEV_ZC_MAX * sizeof(struct kern_dev_zc);
+        void *mem_h = NULL, *dev = NULL;
+        cudaError_t e = cudaHostAlloc(&mem_h, bytes, cudaHostAllocMapped | cudaHostAllocPortable);
+        if (e == cudaSuccess) {
+            e = cudaHostGetDevicePointer(&dev, mem_h, 0);
+            if (e != cudaSuccess)
+                cudaFreeHost(mem_h);
+        }
+        if (e != cudaSuccess) {
+            kern_dev_mem_free(mem);
+            return cuda_fail("cudaHostAlloc of the registered-buffer table", e);
+        }
+        memset(mem_h, 0, bytes);
+        d->zc = mem_h;
+        d->zc_dev = dev;
+        for (int i = 0; i < KERN_DEV_ZC_MAX; i++)
+            d->zc[i].peer = -1;
+    }
+    int free_at = -1;
+    for (int i = 0; i < KERN_DEV_ZC_MAX; i++) {
+        if (d->zc[i].key == key && d->zc[i].peer == peer) {
+            WARN("GPU executor: rank %d's registration %u is mapped already", peer, key);
+            kern_dev_mem_free(mem);
+            return ecclInternalError;
+        }
+        if (free_at < 0 && d->zc[i].key == 0)
+            free_at = i;
+    }
+    if (free_at < 0) {
+        kern_dev_mem_free(mem);
+        return ecclSuccess; /* full: *slot = -1 */
+    }
+    struct kern_dev_zc *z = &d->zc[free_at];
+    z->addr = (uint64_t)(uintptr_t)kern_dev_mem_ptr(mem);
+    z->size = kern_dev_mem_size(mem);
+    z->peer = peer;
+    /* The key last: a kernel that finds it finds the rest. */
+    __atomic_store_n(&z->key, key, __ATOMIC_RELEASE);
+    d->zc_mem[free_at] = mem;
+    d->zc_used++;
+    *slot = free_at;
+    return ecclSuccess;
+}
+
+bool kern_dev_zc_drop(struct kern_dev *d, int peer, uint32_t key)
+{
+    if (!d->zc || key == 0)
+        return false;
+    for (int i = 0; i < KERN_DEV_ZC_MAX; i++) {
+        struct kern_dev_zc *z = &d->zc[i];
+        if (z->key != key || z->peer != peer)
+            continue;
+        __atomic_store_n(&z->key, 0, __ATOMIC_RELEASE);
+        z->peer = -1;
+        z->addr = z->size = 0;
+        kern_dev_mem_free(d->zc_mem[i]);
+        d->zc_mem[i] = NULL;
+        d->zc_used--;
+        return true;
+    }
+    return false;
+}
+
+int kern_dev_zc_count(const struct kern_dev *d)
+{
+    return d->zc_used;
+}
+
 ecclResult_t kern_dev_drain(struct kern_dev *d, int64_t timeout_ms)
 {
     uint64_t deadline = eccl_deadline_ms(timeout_ms);
@@ -1016,6 +1138,10 @@ void kern_dev_destroy(struct kern_dev *d)
         }
         cudaFreeHost(d->ctl);
         graph_blocks_free(d, true);
+        for (int i = 0; i < KERN_DEV_ZC_MAX; i++)
+            kern_dev_mem_free(d->zc_mem[i]);
+        if (d->zc)
+            cudaFreeHost(d->zc);
     }
     if (prev >= 0)
         cudaSetDevice(prev);
@@ -1097,6 +1223,39 @@ ecclResult_t kern_dev_conn_attach(struct kern_dev *d, const struct eccl_conn_ctr
     (void)d, (void)c;
     kern_dev_mem_free(mem);
     return ecclInvalidUsage;
+}
+
+bool kern_dev_idle(struct kern_dev *d)
+{
+    (void)d;
+    return true;
+}
+
+bool kern_dev_conn_cumem(struct kern_dev *d, const struct eccl_conn_ctrl *c)
+{
+    (void)d, (void)c;
+    return false;
+}
+
+ecclResult_t kern_dev_zc_put(struct kern_dev *d, int peer, uint32_t key, struct kern_dev_mem *mem,
+                             int *slot)
+{
+    (void)d, (void)peer, (void)key;
+    kern_dev_mem_free(mem);
+    *slot = -1;
+    return ecclInvalidUsage;
+}
+
+bool kern_dev_zc_drop(struct kern_dev *d, int peer, uint32_t key)
+{
+    (void)d, (void)peer, (void)key;
+    return false;
+}
+
+int kern_dev_zc_count(const struct kern_dev *d)
+{
+    (void)d;
+    return 0;
 }
 
 #endif

@@ -18,6 +18,7 @@
 #define ECCL_KERNELS_DEV_EXEC_H
 
 #include <stdatomic.h>
+#include <stdbool.h>
 #include <stdint.h>
 
 #include "eccl.h"
@@ -89,6 +90,26 @@ struct kern_dev_mem;
  * takes `mem` in every case and frees it at destroy. */
 ecclResult_t kern_dev_conn_attach(struct kern_dev *d, const struct eccl_conn_ctrl *c,
                                   struct kern_dev_mem *mem);
+
+/* Whether no kernel queued by kern_dev_launch is still running (kernels replayed from CUDA
+ * graphs are not counted). */
+bool kern_dev_idle(struct kern_dev *d);
+
+/* Whether connector `c` (registered by an earlier launch or kern_dev_conn_attach) has its slots
+ * in cuMem device memory: the peer is a GPU rank of this host that shares memory as file
+ * descriptors, so it can map this rank's registered buffers too. */
+bool kern_dev_conn_cumem(struct kern_dev *d, const struct eccl_conn_ctrl *c);
+
+/* Peers' registered buffers mapped here (core/reg.c): the executor keeps each mapping and its
+ * entry in the table its kernels read (kernels/dev_work.h, struct kern_dev_zc). kern_dev_zc_put
+ * takes `mem` in every case and gives its table slot in *slot, -1 when the table is full (mem
+ * freed). kern_dev_zc_drop unmaps peer's registration `key` (false: not mapped); the caller makes
+ * sure no kernel still reads it (kern_dev_idle). */
+ecclResult_t kern_dev_zc_put(struct kern_dev *d, int peer, uint32_t key, struct kern_dev_mem *mem,
+                             int *slot);
+bool kern_dev_zc_drop(struct kern_dev *d, int peer, uint32_t key);
+/* Mappings held. */
+int kern_dev_zc_count(const struct kern_dev *d);
 
 /* The protocols' lines in connectors' device memory (kernels/dev_coll.cuh): after the slots,
  * `ll_span` bytes of LL lines per slot (every ring and tree connector), then, in ring connectors,

@@ -27,6 +27,18 @@ enum kern_dev_code {
     KERN_DEV_BAD_WORK = 5,   /* a work descriptor this kernel cannot run */
     KERN_DEV_P2P_SELF = 6,   /* sends and receives to self do not pair up */
     KERN_DEV_NO_DEVDATA = 7, /* a step in device slots this side has no mapping of */
+    KERN_DEV_BAD_ZC = 8,     /* a registered buffer's place this side has no mapping of */
+};
+
+/* A peer's registered buffer that this rank mapped (core/reg.c), in the executor's table in
+ * mapped host memory: a zero-copy step (ECCL_CONN_SIZE_ZC) names its slot and key. */
+#define KERN_DEV_ZC_MAX 256
+struct kern_dev_zc {
+    uint64_t addr; /* where the allocation is mapped here */
+    uint64_t size; /* its bytes */
+    int32_t peer;  /* whose it is; -1: a free slot */
+    uint32_t key;  /* the peer's registration; 0: a free slot */
+    uint64_t pad;
 };
 
 /* Written by the kernels (the first failing block wins), read by the watcher thread. */
@@ -74,6 +86,7 @@ struct kern_dev_chan {
     uint64_t p2p_send_data; /* uint64_t[nranks]: their device slots, 0 where none */
     uint64_t p2p_recv_data;
     uint64_t works; /* struct eccl_work[nwork], the ones of this launch */
+    uint64_t zc;    /* struct kern_dev_zc[KERN_DEV_ZC_MAX], peers' mapped registrations; 0: none */
 };
 
 struct kern_dev_args {

@@ -54,6 +54,10 @@ enum eccl_redop_kind {
 /* PREMULSUM with a device-resident scalar (ecclScalarDevice): `scalar` is the address of the
  * multiplier, one element of the work's type, read when the work runs. */
 #define ECCL_WORK_FLAG_SCALAR_PTR 0x4
+/* A SEND whose buffer is a registration the receiver mapped (core/reg.c): the step says where
+ * the message is instead of carrying it. `scalar` is the receiver's table slot << 32 | the
+ * registration's key, `recvbuff` the buffer's offset in the registration's allocation. */
+#define ECCL_WORK_FLAG_ZC 0x8
 
 struct eccl_work {
     uint8_t func;      /* enum eccl_func */

@@ -62,6 +62,8 @@ static const char *op_name(int type)
         return "Setup";
     case PROXY_OP_CONNECT:
         return "Connect";
+    case PROXY_OP_EXPORT:
+        return "Export";
     default:
         return "?";
     }
@@ -127,13 +129,15 @@ struct proxy_op {
     union {
         struct proxy_init_req init;
         struct proxy_setup_req setup;
-        struct proxy_connect_req connect; /* its fd aliases setup.dev_fd */
+        struct proxy_connect_req connect; /* its fd aliases setup.dev_fd and export.fd */
+        struct proxy_export_req export;
         char bytes[256];
     } req;
     union {
         struct proxy_init_resp init;
         struct proxy_setup_resp setup;
         struct proxy_connect_resp connect;
+        struct proxy_export_resp export;
         char bytes[256];
     } resp;
     bool done; /* protected by ops_lock */
@@ -326,6 +330,40 @@ static void conn_free(struct proxy_state *px, struct proxy_conn *c)
 
 /* ---- operations --------------------------------------------------------------------------- */
 
+/* Whether an operation's request carries a descriptor the proxy takes (its first int32). */
+static bool op_takes_fd(int type)
+{
+    return type == PROXY_OP_CONNECT || type == PROXY_OP_SETUP || type == PROXY_OP_EXPORT;
+}
+
+/* A new connection entry, listed; NULL (with a WARN) when there is no room. */
+static struct proxy_conn *conn_new(struct proxy_state *px)
+{
+    if (px->nconns >= PROXY_MAX_CONNS) {
+        WARN("proxy: more than %d connections", PROXY_MAX_CONNS);
+        return NULL;
+    }
+    if (px->nconns == px->cap_conns) {
+        int cap = px->cap_conns ? px->cap_conns * 2 : 16;
+        struct proxy_conn **n = eccl_calloc((size_t)cap, sizeof(*n), "proxy-conns");
+        if (!n)
+            return NULL;
+        if (px->conns)
+            memcpy(n, px->conns, sizeof(*n) * (size_t)px->nconns);
+        eccl_free(px->conns);
+        px->conns = n;
+        px->cap_conns = cap;
+    }
+    struct proxy_conn *c = eccl_calloc(1, sizeof(*c), "proxy-conn");
+    if (!c)
+        return NULL;
+    c->id = px->nconns;
+    c->memfd = -1;
+    c->devfd = -1;
+    px->conns[px->nconns++] = c;
+    return c;
+}
+
 static ecclResult_t op_init(struct proxy_state *px, struct proxy_op *op)
 {
     const struct proxy_init_req *r = &op->req.init;
@@ -336,37 +374,42 @@ static ecclResult_t op_init(struct proxy_state *px, struct proxy_op *op)
         WARN("proxy: bad Init request");
         return ecclInternalError;
     }
-    if (px->nconns >= PROXY_MAX_CONNS) {
-        WARN("proxy: more than %d connections", PROXY_MAX_CONNS);
-        return ecclInternalError;
-    }
-    if (px->nconns == px->cap_conns) {
-        int cap = px->cap_conns ? px->cap_conns * 2 : 16;
-        struct proxy_conn **n = eccl_calloc((size_t)cap, sizeof(*n), "proxy-conns");
-        if (!n)
-            return ecclSystemError;
-        if (px->conns)
-            memcpy(n, px->conns, sizeof(*n) * (size_t)px->nconns);
-        eccl_free(px->conns);
-        px->conns = n;
-        px->cap_conns = cap;
-    }
-    struct proxy_conn *c = eccl_calloc(1, sizeof(*c), "proxy-conn");
+    struct proxy_conn *c = conn_new(px);
     if (!c)
         return ecclSystemError;
-    c->id = px->nconns;
     c->transport = r->transport;
     c->send = r->send != 0;
     c->peer = r->peer;
     c->tag = r->tag;
     c->nslots = r->nslots;
     c->slot_bytes = r->slot_bytes;
-    c->memfd = -1;
-    c->devfd = -1;
-    px->conns[px->nconns++] = c;
     op->resp.init.conn = c->id;
     INFO(ECCL_LOG_PROXY, "New proxy %s connection %d from local rank %d, transport %d",
          c->send ? "send" : "recv", c->id, px->rank, c->transport);
+    return ecclSuccess;
+}
+
+static ecclResult_t op_export(struct proxy_state *px, struct proxy_op *op)
+{
+    struct proxy_export_req *r = &op->req.export;
+    if (op->req_size != sizeof(*r) || r->fd < 0 || r->peer < 0 || r->peer >= px->nranks ||
+        r->peer == px->rank) {
+        WARN("proxy: bad Export request (descriptor %d for rank %d)", r->fd, r->peer);
+        return ecclInternalError; /* the descriptor is closed with the op */
+    }
+    struct proxy_conn *c = conn_new(px);
+    if (!c)
+        return ecclSystemError;
+    c->transport = PROXY_TRANSPORT_SHM;
+    c->send = false;
+    c->peer = r->peer;
+    c->devfd = r->fd;
+    r->fd = -1;
+    /* Served like a connector's device slots: by dev_handle only (c->handle stays 0). */
+    c->dev_handle = ((uint64_t)(uint32_t)c->id << 32) | ((uint32_t)eccl_random64() & ~1u) | 2u;
+    op->resp.export.handle = c->dev_handle;
+    INFO(ECCL_LOG_PROXY, "proxy: export %d holds a registered buffer for local rank %d", c->id,
+         c->peer);
     return ecclSuccess;
 }
 
@@ -498,6 +541,8 @@ static ecclResult_t op_run(struct proxy_state *px, struct proxy_op *op)
     switch (op->type) {
     case PROXY_OP_INIT:
         return op_init(px, op);
+    case PROXY_OP_EXPORT:
+        return op_export(px, op);
     case PROXY_OP_SHARED_INIT:
         return op_shared_init(px);
     case PROXY_OP_SETUP:
@@ -555,7 +600,7 @@ ecclResult_t proxy_op_post(struct proxy_state *px, enum proxy_op_type type, int 
         /* The proxy takes a Connect's or Setup's descriptor even when the op fails: here too.
          * (Both requests open with the int32 fd.) */
         int32_t fd = -1;
-        if ((type == PROXY_OP_CONNECT || type == PROXY_OP_SETUP) && req && req_size >= sizeof(fd))
+        if (op_takes_fd(type) && req && req_size >= sizeof(fd))
             memcpy(&fd, req, sizeof(fd));
         if (fd >= 0)
             close(fd);
@@ -615,7 +660,7 @@ ecclResult_t proxy_op_poll(struct proxy_state *px, uint64_t op_id, void *resp, s
             memcpy(resp, op->resp.bytes, resp_size);
         }
     }
-    if (op->req.connect.fd >= 0 && (op->type == PROXY_OP_CONNECT || op->type == PROXY_OP_SETUP))
+    if (op->req.connect.fd >= 0 && op_takes_fd(op->type))
         close(op->req.connect.fd); /* not taken: the op failed before using it */
     eccl_free(op);
     return res;
@@ -1121,7 +1166,7 @@ void proxy_destroy(struct proxy_state *px)
     while (px->ops) {
         struct proxy_op *op = px->ops;
         px->ops = op->next;
-        if ((op->type == PROXY_OP_CONNECT || op->type == PROXY_OP_SETUP) && op->req.connect.fd >= 0)
+        if (op_takes_fd(op->type) && op->req.connect.fd >= 0)
             close(op->req.connect.fd);
         eccl_free(op);
     }

@@ -36,6 +36,7 @@ enum proxy_op_type {
     PROXY_OP_SHARED_INIT = 2, /* once per rank and transport: the network backend */
     PROXY_OP_SETUP = 3,       /* the connection's memory (and a network listener) */
     PROXY_OP_CONNECT = 4,     /* imports the peer's segment / completes the network handshake */
+    PROXY_OP_EXPORT = 5,      /* holds a descriptor for one local peer to fetch once */
 };
 
 enum proxy_transport {
@@ -82,6 +83,18 @@ struct proxy_connect_req {
 
 struct proxy_connect_resp {
     struct eccl_conn_ctrl *ctrl;
+};
+
+/* Export: the proxy keeps `fd` (a registered buffer's memory, core/reg.c) and serves it once to
+ * local rank `peer` over its UDS socket, like a segment; it takes the descriptor, also when the
+ * operation fails. The connection argument is unused (-1). */
+struct proxy_export_req {
+    int32_t fd;
+    int32_t peer;
+};
+
+struct proxy_export_resp {
+    uint64_t handle; /* what the peer asks for (proxy_client_get_fd) */
 };
 
 struct proxy_params {

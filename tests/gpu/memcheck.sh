@@ -45,4 +45,5 @@ run test_mem "$build/tests/gpu/test_mem"
 run test_reduce_dev "$build/tests/gpu/test_reduce_dev"
 ECCL_TEST_GPU_QUICK=1 ECCL_TEST_GPU_RANKS=${ECCL_TEST_GPU_RANKS:-1 2} \
     run test_dev_colls "$build/tests/gpu/test_dev_colls"
+ECCL_TEST_GPU_QUICK=1 run test_dev_reg "$build/tests/gpu/test_dev_reg"
 exit $status

@@ -724,6 +724,12 @@ static ecclResult_t rank_setup(struct perf_rank *rk)
         rk->failed = 1;
         return res;
     }
+    if (o->reg) {
+        PERF_CALL(rk, ecclCommRegister(rk->comm, rk->sendbuf, o->alloc_bytes, &rk->reg_send),
+                  "ecclCommRegister");
+        PERF_CALL(rk, ecclCommRegister(rk->comm, rk->recvbuf, o->alloc_bytes, &rk->reg_recv),
+                  "ecclCommRegister");
+    }
     if (!rk->mem->host_accessible) {
         rk->stage = eccl_calloc(o->alloc_bytes, 1, "perf_stage");
         if (rk->stage == NULL)
@@ -739,6 +745,15 @@ static void rank_teardown(struct perf_rank *rk)
 {
     if (rk->comm != NULL) {
         ecclResult_t res;
+        if (!rk->failed) {
+            if (rk->reg_send != NULL &&
+                (res = ecclCommDeregister(rk->comm, rk->reg_send)) != ecclSuccess)
+                eccl_failed(rk, res, "ecclCommDeregister");
+            if (rk->reg_recv != NULL &&
+                (res = ecclCommDeregister(rk->comm, rk->reg_recv)) != ecclSuccess)
+                eccl_failed(rk, res, "ecclCommDeregister");
+        }
+        rk->reg_send = rk->reg_recv = NULL;
         if (rk->failed) {
             /* Peers may be blocked in a collective with us: abort never waits for them. */
             res = ecclCommAbort(rk->comm);

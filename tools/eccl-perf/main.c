@@ -85,6 +85,8 @@ static void usage(FILE *f, const char *prog)
         "  -G,--gpu <0/1>             1: CUDA communicators and GPU buffers, timed with CUDA\n"
         "                             events; GPU local_rank %% device count (default 0: host)\n"
         "  -y,--stream_null <0/1>     -G 1: queue the calls on the default (NULL) stream\n"
+        "  -R,--local_register <0/1>  -G 1: buffers from ecclMemAlloc, registered with\n"
+        "                             ecclCommRegister (zero-copy sends between local ranks)\n"
         "                             instead of one stream per rank (ignored without -G 1)\n"
         "  --host-time <0/1>          add a column per half: the host clock's time per call of\n"
         "                             the same loop, to the end of the stream (cross-check)\n"
@@ -181,6 +183,7 @@ static int parse_opts(int argc, char **argv, struct perf_opts *o)
         {"timeout", required_argument, 0, 'T'},
         {"gpu", required_argument, 0, 'G'},
         {"stream_null", required_argument, 0, 'y'},
+        {"local_register", required_argument, 0, 'R'},
         {"corrupt", required_argument, 0, 'X'},
         {"id-file", required_argument, 0, OPT_ID_FILE},
         {"proc", required_argument, 0, OPT_PROC},
@@ -194,8 +197,8 @@ static int parse_opts(int argc, char **argv, struct perf_opts *o)
     int ngpus = 1, have_proc = 0;
     int c;
 
-    while ((c = getopt_long(argc, argv, "C:N:t:g:b:e:i:f:n:m:w:c:d:o:r:p:z:a:M:T:G:y:X:h", longopts,
-                            NULL)) != -1) {
+    while ((c = getopt_long(argc, argv, "C:N:t:g:b:e:i:f:n:m:w:c:d:o:r:p:z:a:M:T:G:y:R:X:h",
+                            longopts, NULL)) != -1) {
         int bad = 0;
         switch (c) {
         case 'C':
@@ -280,6 +283,9 @@ static int parse_opts(int argc, char **argv, struct perf_opts *o)
         case 'y':
             bad = parse_int(optarg, 0, 1, &o->stream_null);
             break;
+        case 'R':
+            bad = parse_int(optarg, 0, 1, &o->reg);
+            break;
         case 'X':
             bad = parse_int(optarg, -1, PERF_MAX_RANKS - 1, &o->corrupt_rank);
             break;
@@ -330,6 +336,13 @@ static int parse_opts(int argc, char **argv, struct perf_opts *o)
         fprintf(stderr,
                 "%s: -G 1 (CUDA communicators, GPU buffers) is not available: this eccl-perf was "
                 "built without CUDA (make CUDA=1, with nvcc under CUDA_HOME)\n",
+                prog);
+        return -1;
+    }
+    if (o->reg && !o->gpu) {
+        fprintf(stderr,
+                "%s: -R 1 registers GPU buffers from ecclMemAlloc: it needs -G 1 (host buffers "
+                "need no registration)\n",
                 prog);
         return -1;
     }

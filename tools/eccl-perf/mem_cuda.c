@@ -1,5 +1,6 @@
 /*
- * mem_cuda.c - eccl-perf's CUDA backend (-G 1): CUDA communicators, buffers from cudaMalloc, one
+ * mem_cuda.c - eccl-perf's CUDA backend (-G 1): CUDA communicators, buffers from cudaMalloc (or
+ * ecclMemAlloc with -R 1), one
  * stream per rank (or the default stream with -y 1) that every call is queued on, and CUDA
  * events that time the loops on the device.
  *
@@ -188,18 +189,32 @@ static ecclResult_t cuda_zero(struct perf_rank *rk, void *dst, size_t bytes)
     return cuda_wait(rk);
 }
 
+/* With -R 1, ecclMemAlloc memory (which registrations can share with local peers), else
+ * cudaMalloc memory. */
 static ecclResult_t cuda_alloc(struct perf_rank *rk, void **ptr, size_t bytes)
 {
     void *p = NULL;
-    cudaError_t e = cudaMalloc(&p, bytes ? bytes : 1);
-    if (e != cudaSuccess) {
-        fprintf(stderr, "eccl-perf: rank %d: cudaMalloc(%zu) on GPU %d: %s\n", rk->rank, bytes,
-                rk->device, cudaGetErrorString(e));
-        return ecclUnhandledCudaError;
+    if (rk->opts->reg) {
+        ecclResult_t r = ecclMemAlloc(&p, bytes ? bytes : 1);
+        if (r != ecclSuccess) {
+            fprintf(stderr, "eccl-perf: rank %d: ecclMemAlloc(%zu) on GPU %d: %s\n", rk->rank,
+                    bytes, rk->device, ecclGetErrorString(r));
+            return r;
+        }
+    } else {
+        cudaError_t e = cudaMalloc(&p, bytes ? bytes : 1);
+        if (e != cudaSuccess) {
+            fprintf(stderr, "eccl-perf: rank %d: cudaMalloc(%zu) on GPU %d: %s\n", rk->rank, bytes,
+                    rk->device, cudaGetErrorString(e));
+            return ecclUnhandledCudaError;
+        }
     }
     ecclResult_t res = cuda_zero(rk, p, bytes);
     if (res != ecclSuccess) {
-        (void)cudaFree(p);
+        if (rk->opts->reg)
+            (void)ecclMemFree(p);
+        else
+            (void)cudaFree(p);
         return res;
     }
     *ptr = p;
@@ -210,6 +225,13 @@ static void cuda_free(struct perf_rank *rk, void *ptr)
 {
     if (ptr == NULL || !cuda_drained(rk))
         return;
+    if (rk->opts->reg) {
+        ecclResult_t r = ecclMemFree(ptr);
+        if (r != ecclSuccess)
+            fprintf(stderr, "eccl-perf: rank %d: ecclMemFree: %s\n", rk->rank,
+                    ecclGetErrorString(r));
+        return;
+    }
     cudaError_t e = cudaFree(ptr);
     if (e != cudaSuccess)
         (void)cuda_failed(rk, "cudaFree", e);

@@ -212,6 +212,7 @@ struct perf_opts {
     int timeout_s;     /* 0: none */
     int gpu;           /* -G 1: CUDA communicators and device buffers */
     int stream_null;   /* -y 1: the calls use the default (NULL) stream */
+    int reg;           /* -R 1: buffers from ecclMemAlloc, registered with ecclCommRegister */
     int host_time;     /* --host-time 1: a column of host-timed iterations per half */
     int local_base;    /* --id-file: this process's local index (LOCAL_RANK or --proc) */
     int corrupt_rank;  /* testing aid: this rank spoils its checked results (-1: none) */
@@ -259,6 +260,8 @@ struct perf_rank {
     char dev_name[64];
     void *sendbuf;
     void *recvbuf;
+    void *reg_send; /* -R 1: the registrations of sendbuf and recvbuf */
+    void *reg_recv;
     void *small;     /* a few bytes of backend memory for barriers and statistics */
     void *stage;     /* host copy of a buffer when the backend is not host-accessible */
     double *iter_us; /* per-iteration times */

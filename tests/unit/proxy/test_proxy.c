@@ -180,6 +180,67 @@ static void test_shm_device_descriptor(void **s)
     assert_int_equal(mp_count_fds(), fds_before);
 }
 
+/* Export (registered buffers): the proxy keeps a descriptor for one peer, serves it once to
+ * that peer only; a request that is not well formed fails and its descriptor is closed, as is
+ * one never fetched when the proxy goes. */
+static void test_export(void **s)
+{
+    (void)s;
+    int fds_before = mp_count_fds();
+    struct proxy_state *px = make_proxy(MAGIC, 1, 3, &no_abort);
+    int c0 = client_open(MAGIC, 0);
+    int c2 = client_open(MAGIC, 2);
+    int mem = memfd_create("fake-registered-buffer", MFD_CLOEXEC);
+    assert_true(mem >= 0);
+    assert_int_equal(ftruncate(mem, 12288), 0);
+    struct proxy_export_req req = {.fd = mem, .peer = 2};
+    struct proxy_export_resp resp = {0};
+    assert_int_equal(call(px, PROXY_OP_EXPORT, -1, &req, sizeof(req), &resp, sizeof(resp)),
+                     ecclSuccess);
+    assert_true(resp.handle != 0);
+    int fd = -1;
+    assert_int_equal(
+        proxy_client_get_fd(c0, MAGIC, 0, 1, resp.handle, &fd, eccl_deadline_ms(2000), NULL),
+        ecclRemoteError);
+    assert_int_equal(fd, -1);
+    assert_int_equal(
+        proxy_client_get_fd(c2, MAGIC, 2, 1, resp.handle, &fd, eccl_deadline_ms(2000), NULL),
+        ecclSuccess);
+    assert_true(fd >= 0);
+    assert_int_equal(lseek(fd, 0, SEEK_END), 12288);
+    close(fd);
+    assert_int_equal(
+        proxy_client_get_fd(c2, MAGIC, 2, 1, resp.handle, &fd, eccl_deadline_ms(2000), NULL),
+        ecclRemoteError);
+
+    /* Not for this rank itself, nor for a rank that does not exist, nor without a descriptor;
+     * the descriptors given are closed. */
+    int bad_peers[] = {1, 3, -1};
+    for (int i = 0; i < 3; i++) {
+        int m = memfd_create("fake-registered-buffer-bad", MFD_CLOEXEC);
+        assert_true(m >= 0);
+        req = (struct proxy_export_req){.fd = m, .peer = bad_peers[i]};
+        assert_int_equal(call(px, PROXY_OP_EXPORT, -1, &req, sizeof(req), &resp, sizeof(resp)),
+                         ecclInternalError);
+    }
+    req = (struct proxy_export_req){.fd = -1, .peer = 0};
+    assert_int_equal(call(px, PROXY_OP_EXPORT, -1, &req, sizeof(req), &resp, sizeof(resp)),
+                     ecclInternalError);
+    int m = memfd_create("fake-registered-buffer-short", MFD_CLOEXEC);
+    req = (struct proxy_export_req){.fd = m, .peer = 0};
+    assert_int_equal(call(px, PROXY_OP_EXPORT, -1, &req, sizeof(req) - 1, &resp, sizeof(resp)),
+                     ecclInternalError);
+    /* One the peer never fetches goes with the proxy. */
+    m = memfd_create("fake-registered-buffer-kept", MFD_CLOEXEC);
+    req = (struct proxy_export_req){.fd = m, .peer = 0};
+    assert_int_equal(call(px, PROXY_OP_EXPORT, -1, &req, sizeof(req), &resp, sizeof(resp)),
+                     ecclSuccess);
+    close(c0);
+    close(c2);
+    proxy_destroy(px);
+    assert_int_equal(mp_count_fds(), fds_before);
+}
+
 /* Datagrams that lie: wrong size, magic, communicator, type, sender, with descriptors attached.
  * The proxy drops them (closing the descriptors) and still serves an honest request. */
 static void test_uds_garbage(void **s)
@@ -429,9 +490,13 @@ int main(void)
     setenv("ECCL_SOCKET_IFNAME", "lo", 0);
     setenv("ECCL_NET", "socket", 0);
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_shm_segment_passing), cmocka_unit_test(test_shm_device_descriptor),
-        cmocka_unit_test(test_uds_garbage),         cmocka_unit_test(test_bad_ops),
-        cmocka_unit_test(test_net_steps),           cmocka_unit_test(test_net_abort_propagates),
+        cmocka_unit_test(test_shm_segment_passing),
+        cmocka_unit_test(test_shm_device_descriptor),
+        cmocka_unit_test(test_export),
+        cmocka_unit_test(test_uds_garbage),
+        cmocka_unit_test(test_bad_ops),
+        cmocka_unit_test(test_net_steps),
+        cmocka_unit_test(test_net_abort_propagates),
         cmocka_unit_test(test_net_peer_vanishes),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -1,0 +1,341 @@
+/*
+ * test_dev_reg.c - registered buffers on the GPU (core/reg.c): sends between ranks (processes)
+ * sharing the GPU that go without a copy once the receiver mapped the sender's registration.
+ *
+ * Two ranks exchange messages from ecclMemAlloc buffers registered with ecclCommRegister, a
+ * round at a time (a barrier between rounds, so that the announcement, the mapping and the
+ * answer each have a round): every message is checked, and the counters must show that the
+ * later rounds went zero-copy, that each rank mapped its peer's registration once, that smaller
+ * messages, unregistered buffers, offsets inside a registration and a CUDA graph replayed with
+ * new data are right, and that a deregistered buffer is unmapped by the peer and goes by copies.
+ * Four ranks then run AlltoAll on registered buffers. With ECCL_LOCAL_REGISTER=0 nothing goes
+ * zero-copy and everything is still right.
+ *
+ * Exits 77 (skip) where no CUDA device is present.
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#ifdef ECCL_HAVE_CUDA
+#include <cuda_runtime_api.h>
+#endif
+
+#include "core/core_int.h"
+#include "eccl.h"
+#include "tests/support/gpu.h"
+#include "tests/support/mp.h"
+
+#define BUF_BYTES ((size_t)40 << 20)
+
+/* ECCL_TEST_GPU_QUICK (compute-sanitizer): smaller messages, still above what a connector holds. */
+static bool quick;
+
+#ifdef ECCL_HAVE_CUDA
+
+struct shared {
+    struct mp_barrier barrier;
+    bool zc_expected; /* ECCL_LOCAL_REGISTER is not 0 */
+};
+
+static uint8_t pattern(int rank, int round, size_t i)
+{
+    return (uint8_t)(rank * 37 + round * 11 + (i * 2654435761u >> 13));
+}
+
+static void fill(uint8_t *h, size_t n, int rank, int round)
+{
+    for (size_t i = 0; i < n; i++)
+        h[i] = pattern(rank, round, i);
+}
+
+static int check(const uint8_t *h, size_t n, int from, int round, int me, const char *what)
+{
+    for (size_t i = 0; i < n; i++) {
+        if (h[i] != pattern(from, round, i)) {
+            printf("rank %d, %s, round %d: byte %zu of %zu is %u, want %u\n", me, what, round, i, n,
+                   h[i], pattern(from, round, i));
+            return 1;
+        }
+    }
+    return 0;
+}
+
+/* One exchange with the peer: `n` bytes from sbuf + soff to rbuf + roff, checked. */
+static int exchange(ecclComm_t comm, cudaStream_t st, uint8_t *sbuf, size_t soff, uint8_t *rbuf,
+                    size_t roff, size_t n, int me, int peer, int round, uint8_t *host,
+                    const char *what)
+{
+    fill(host, n, me, round);
+    if (gpu_upload(sbuf + soff, host, n, st) != 0 || cudaMemset(rbuf + roff, 0xee, n) != 0 ||
+        cudaDeviceSynchronize() != cudaSuccess)
+        return 1;
+    ecclResult_t r = ecclGroupStart();
+    if (r == ecclSuccess)
+        r = ecclSend(sbuf + soff, n, ecclUint8, peer, comm, st);
+    if (r == ecclSuccess)
+        r = ecclRecv(rbuf + roff, n, ecclUint8, peer, comm, st);
+    ecclResult_t g = ecclGroupEnd();
+    if (r == ecclSuccess)
+        r = g;
+    if (r == ecclSuccess)
+        r = gpu_stream_wait(comm, st, 60000);
+    if (r != ecclSuccess) {
+        printf("rank %d, %s, round %d: %s\n", me, what, round, ecclGetLastError(comm));
+        return 1;
+    }
+    if (cudaMemcpy(host, rbuf + roff, n, cudaMemcpyDeviceToHost) != cudaSuccess)
+        return 1;
+    return check(host, n, peer, round, me, what);
+}
+
+static int pair_main(int rank, int nranks, const ecclUniqueId *id, void *arg)
+{
+    struct shared *sh = arg;
+    int peer = 1 - rank;
+    if (cudaSetDevice(0) != cudaSuccess)
+        return 1;
+    ecclConfig_t cfg = ECCL_CONFIG_INITIALIZER;
+    cfg.deviceKind = ECCL_DEVICE_CUDA;
+    ecclComm_t comm;
+    if (ecclCommInitRankConfig(&comm, nranks, *id, rank, &cfg) != ecclSuccess) {
+        printf("rank %d: init: %s\n", rank, ecclGetLastError(NULL));
+        return 1;
+    }
+    cudaStream_t st;
+    void *s = NULL, *r = NULL, *plain = NULL;
+    uint8_t *host = malloc(BUF_BYTES);
+    if (!host || cudaStreamCreateWithFlags(&st, cudaStreamNonBlocking) != cudaSuccess ||
+        ecclMemAlloc(&s, BUF_BYTES) != ecclSuccess || ecclMemAlloc(&r, BUF_BYTES) != ecclSuccess ||
+        cudaMalloc(&plain, BUF_BYTES) != cudaSuccess)
+        return 1;
+    uint8_t *sbuf = s, *rbuf = r;
+    void *hs = NULL, *hr = NULL;
+    if (ecclCommRegister(comm, sbuf, BUF_BYTES, &hs) != ecclSuccess ||
+        ecclCommRegister(comm, rbuf, BUF_BYTES, &hr) != ecclSuccess)
+        return 1;
+    int bad = 0;
+    /* Sizes: 4 MiB, 32 MiB less 3 bytes (the copy's byte path), 1.5 MiB from an odd offset. */
+    const size_t sizes[] = {quick ? 2u << 20 : 4u << 20, quick ? (4u << 20) - 3 : (32u << 20) - 3,
+                            (3u << 19)};
+    const size_t offs[] = {0, 0, 4097};
+    int round = 0;
+    for (; round < 6 && !bad; round++) {
+        int k = round % 3;
+        bad |= exchange(comm, st, sbuf, offs[k], rbuf, offs[k], sizes[k], rank, peer, round, host,
+                        "registered");
+        bad |= mp_barrier_wait(&sh->barrier, 60000);
+    }
+    uint64_t sends = 0, imports = 0;
+    int mapped = 0;
+    core_reg_stats(comm, &sends, &imports, &mapped);
+    printf("rank %d: after %d rounds: %llu zero-copy sends, %llu registrations mapped (%d now)\n",
+           rank, round, (unsigned long long)sends, (unsigned long long)imports, mapped);
+    if (sh->zc_expected && (sends < 4 || imports != 1 || mapped != 1)) {
+        printf("rank %d: want at least 4 zero-copy sends (rounds 2 to 5) and 1 mapping\n", rank);
+        bad = 1;
+    }
+    if (!sh->zc_expected && (sends != 0 || imports != 0)) {
+        printf("rank %d: ECCL_LOCAL_REGISTER=0, and still zero-copy\n", rank);
+        bad = 1;
+    }
+    /* A message the connector holds, and one from memory not registered: copies, right. */
+    uint64_t before = sends;
+    bad |= exchange(comm, st, sbuf, 0, rbuf, 0, 64u << 10, rank, peer, round++, host, "small");
+    bad |= exchange(comm, st, plain, 0, rbuf, 0, 8u << 20, rank, peer, round++, host, "plain");
+    core_reg_stats(comm, &sends, &imports, &mapped);
+    if (sends != before) {
+        printf("rank %d: a small or unregistered send went zero-copy\n", rank);
+        bad = 1;
+    }
+    bad |= mp_barrier_wait(&sh->barrier, 60000);
+
+    /* Captured into a graph and replayed with new data each time. */
+    cudaGraph_t graph = NULL;
+    cudaGraphExec_t exec = NULL;
+    size_t gn = quick ? 2u << 20 : 6u << 20;
+    if (!bad) {
+        if (cudaStreamBeginCapture(st, cudaStreamCaptureModeThreadLocal) != cudaSuccess)
+            return 1;
+        ecclResult_t e = ecclGroupStart();
+        if (e == ecclSuccess)
+            e = ecclSend(sbuf, gn, ecclUint8, peer, comm, st);
+        if (e == ecclSuccess)
+            e = ecclRecv(rbuf, gn, ecclUint8, peer, comm, st);
+        ecclResult_t g = ecclGroupEnd();
+        if (cudaStreamEndCapture(st, &graph) != cudaSuccess || e != ecclSuccess ||
+            g != ecclSuccess || cudaGraphInstantiate(&exec, graph, 0) != cudaSuccess) {
+            printf("rank %d: capture: %s\n", rank, ecclGetLastError(comm));
+            return 1;
+        }
+        for (int rep = 0; rep < 3 && !bad; rep++, round++) {
+            fill(host, gn, rank, round);
+            if (gpu_upload(sbuf, host, gn, st) != 0 || mp_barrier_wait(&sh->barrier, 60000) != 0 ||
+                cudaGraphLaunch(exec, st) != cudaSuccess ||
+                gpu_stream_wait(comm, st, 60000) != ecclSuccess ||
+                cudaMemcpy(host, rbuf, gn, cudaMemcpyDeviceToHost) != cudaSuccess) {
+                printf("rank %d: replay %d: %s\n", rank, rep, ecclGetLastError(comm));
+                return 1;
+            }
+            bad |= check(host, gn, peer, round, rank, "graph replay");
+            bad |= mp_barrier_wait(&sh->barrier, 60000);
+        }
+        cudaGraphExecDestroy(exec);
+        cudaGraphDestroy(graph);
+    }
+
+    /* Deregistered: the peer unmaps it at its next receive, and sends go by copies. */
+    if (ecclCommDeregister(comm, hs) != ecclSuccess ||
+        ecclCommDeregister(comm, hs) != ecclInvalidArgument)
+        bad = 1;
+    bad |= mp_barrier_wait(&sh->barrier, 60000);
+    core_reg_stats(comm, &before, &imports, &mapped);
+    for (int i = 0; i < 2 && !bad; i++) {
+        bad |= exchange(comm, st, sbuf, 0, rbuf, 0, 4u << 20, rank, peer, round++, host,
+                        "deregistered");
+        bad |= mp_barrier_wait(&sh->barrier, 60000);
+    }
+    core_reg_stats(comm, &sends, &imports, &mapped);
+    if (sends != before || mapped != 0) {
+        printf("rank %d: after deregistration: %llu more zero-copy sends, %d mappings (want 0)\n",
+               rank, (unsigned long long)(sends - before), mapped);
+        bad = 1;
+    }
+    /* Memory freed while registered stays until the registration goes. */
+    if (ecclMemFree(rbuf) != ecclSuccess || ecclMemFree(rbuf) != ecclInvalidArgument ||
+        ecclCommDeregister(comm, hr) != ecclSuccess)
+        bad = 1;
+    if (ecclMemFree(sbuf) != ecclSuccess || ecclCommDestroy(comm) != ecclSuccess)
+        bad = 1;
+    cudaFree(plain);
+    cudaStreamDestroy(st);
+    free(host);
+    return bad;
+}
+
+static void run_pair(bool zc)
+{
+    struct shared *sh = mp_shm_alloc(sizeof(*sh));
+    assert_non_null(sh);
+    mp_barrier_init(&sh->barrier, 2);
+    sh->zc_expected = zc;
+    int rc = mp_run(2, pair_main, sh, 240000);
+    mp_shm_free(sh, sizeof(*sh));
+    assert_int_equal(rc, 0);
+}
+
+static void test_reg_pair(void **state)
+{
+    (void)state;
+    run_pair(true);
+}
+
+static void test_reg_pair_off(void **state)
+{
+    (void)state;
+    setenv("ECCL_LOCAL_REGISTER", "0", 1);
+    run_pair(false);
+    unsetenv("ECCL_LOCAL_REGISTER");
+}
+
+#define A2A_RANKS 4
+#define A2A_CHUNK ((size_t)3 << 20) /* bytes per peer: more than a connector holds */
+
+static int a2a_main(int rank, int nranks, const ecclUniqueId *id, void *arg)
+{
+    struct shared *sh = arg;
+    if (cudaSetDevice(0) != cudaSuccess)
+        return 1;
+    ecclConfig_t cfg = ECCL_CONFIG_INITIALIZER;
+    cfg.deviceKind = ECCL_DEVICE_CUDA;
+    ecclComm_t comm;
+    if (ecclCommInitRankConfig(&comm, nranks, *id, rank, &cfg) != ecclSuccess)
+        return 1;
+    size_t total = A2A_CHUNK * (size_t)nranks;
+    cudaStream_t st;
+    void *s = NULL, *r = NULL, *hs = NULL, *hr = NULL;
+    uint8_t *host = malloc(total);
+    if (!host || cudaStreamCreateWithFlags(&st, cudaStreamNonBlocking) != cudaSuccess ||
+        ecclMemAlloc(&s, total) != ecclSuccess || ecclMemAlloc(&r, total) != ecclSuccess ||
+        ecclCommRegister(comm, s, total, &hs) != ecclSuccess ||
+        ecclCommRegister(comm, r, total, &hr) != ecclSuccess)
+        return 1;
+    int bad = 0;
+    for (int round = 0; round < 4 && !bad; round++) {
+        /* Chunk j goes to rank j: pattern(rank * 8 + j). */
+        for (int j = 0; j < nranks; j++)
+            fill(host + (size_t)j * A2A_CHUNK, A2A_CHUNK, rank * 8 + j, round);
+        if (gpu_upload(s, host, total, st) != 0)
+            return 1;
+        ecclResult_t e = ecclAlltoAll(s, r, A2A_CHUNK, ecclUint8, comm, st);
+        if (e == ecclSuccess)
+            e = gpu_stream_wait(comm, st, 60000);
+        if (e != ecclSuccess || cudaMemcpy(host, r, total, cudaMemcpyDeviceToHost) != cudaSuccess) {
+            printf("rank %d: AlltoAll round %d: %s\n", rank, round, ecclGetLastError(comm));
+            return 1;
+        }
+        for (int j = 0; j < nranks && !bad; j++)
+            bad |= check(host + (size_t)j * A2A_CHUNK, A2A_CHUNK, j * 8 + rank, round, rank,
+                         "AlltoAll");
+        bad |= mp_barrier_wait(&sh->barrier, 60000);
+    }
+    uint64_t sends = 0, imports = 0;
+    int mapped = 0;
+    core_reg_stats(comm, &sends, &imports, &mapped);
+    printf("rank %d: AlltoAll of %d ranks: %llu zero-copy sends, %llu registrations mapped\n", rank,
+           nranks, (unsigned long long)sends, (unsigned long long)imports);
+    if (sends < (uint64_t)(nranks - 1) * 2 || imports != (uint64_t)(nranks - 1)) {
+        printf("rank %d: want at least %d zero-copy sends and %d mappings\n", rank,
+               (nranks - 1) * 2, nranks - 1);
+        bad = 1;
+    }
+    if (ecclCommDeregister(comm, hs) != ecclSuccess ||
+        ecclCommDeregister(comm, hr) != ecclSuccess || ecclCommDestroy(comm) != ecclSuccess ||
+        ecclMemFree(s) != ecclSuccess || ecclMemFree(r) != ecclSuccess)
+        bad = 1;
+    cudaStreamDestroy(st);
+    free(host);
+    return bad;
+}
+
+static void test_reg_alltoall(void **state)
+{
+    (void)state;
+    struct shared *sh = mp_shm_alloc(sizeof(*sh));
+    assert_non_null(sh);
+    mp_barrier_init(&sh->barrier, A2A_RANKS);
+    sh->zc_expected = true;
+    int rc = mp_run(A2A_RANKS, a2a_main, sh, 240000);
+    mp_shm_free(sh, sizeof(*sh));
+    assert_int_equal(rc, 0);
+}
+
+#endif
+
+int main(void)
+{
+    setenv("ECCL_SOCKET_IFNAME", "lo", 0);
+    const char *q = getenv("ECCL_TEST_GPU_QUICK");
+    quick = q && *q && strcmp(q, "0") != 0;
+    if (!gpu_present()) {
+        printf("SKIP: no CUDA device\n");
+        return 77;
+    }
+#ifdef ECCL_HAVE_CUDA
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_reg_pair),
+        cmocka_unit_test(test_reg_pair_off),
+        cmocka_unit_test(test_reg_alltoall),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+#else
+    return 77;
+#endif
+}
