@@ -9,7 +9,8 @@
  * messages, unregistered buffers, offsets inside a registration and a CUDA graph replayed with
  * new data are right, and that a deregistered buffer is unmapped by the peer and goes by copies.
  * Four ranks then run AlltoAll on registered buffers. With ECCL_LOCAL_REGISTER=0 nothing goes
- * zero-copy and everything is still right.
+ * zero-copy and everything is still right. Last, a receiver is SIGKILLed while the sender's
+ * kernel waits for it to copy a zero-copy send: the sender gets ecclRemoteError within 1 s.
  *
  * Exits 77 (skip) where no CUDA device is present.
  */
@@ -19,6 +20,7 @@
 #include <stdint.h>
 #include <cmocka.h>
 
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -245,6 +247,116 @@ static void test_reg_pair_off(void **state)
     unsetenv("ECCL_LOCAL_REGISTER");
 }
 
+/* A rank dies while its peer's kernel waits for it to copy a zero-copy send: the sender's call
+ * ends with ecclRemoteError within 1 s and the GPU keeps working. */
+struct kill_shared {
+    struct mp_barrier barrier;
+    _Atomic uint64_t kill_ms_bits;
+    double detect_ms;
+};
+
+#define KILL_BYTES ((size_t)8 << 20)
+
+static int kill_main(int rank, int nranks, const ecclUniqueId *id, void *arg)
+{
+    struct kill_shared *sh = arg;
+    int peer = 1 - rank;
+    if (cudaSetDevice(0) != cudaSuccess)
+        return 1;
+    ecclConfig_t cfg = ECCL_CONFIG_INITIALIZER;
+    cfg.deviceKind = ECCL_DEVICE_CUDA;
+    ecclComm_t comm;
+    if (ecclCommInitRankConfig(&comm, nranks, *id, rank, &cfg) != ecclSuccess)
+        return 1;
+    cudaStream_t st;
+    void *s = NULL, *r = NULL, *hs = NULL, *hr = NULL;
+    uint8_t *host = malloc(KILL_BYTES);
+    if (!host || cudaStreamCreateWithFlags(&st, cudaStreamNonBlocking) != cudaSuccess ||
+        ecclMemAlloc(&s, KILL_BYTES) != ecclSuccess ||
+        ecclMemAlloc(&r, KILL_BYTES) != ecclSuccess ||
+        ecclCommRegister(comm, s, KILL_BYTES, &hs) != ecclSuccess ||
+        ecclCommRegister(comm, r, KILL_BYTES, &hr) != ecclSuccess)
+        return 1;
+    int bad = 0;
+    for (int round = 0; round < 3 && !bad; round++) {
+        bad |= exchange(comm, st, s, 0, r, 0, KILL_BYTES, rank, peer, round, host, "before");
+        bad |= mp_barrier_wait(&sh->barrier, 60000);
+    }
+    uint64_t before = 0, after = 0, imports = 0;
+    int mapped = 0;
+    core_reg_stats(comm, &before, &imports, &mapped);
+    if (bad || before == 0) {
+        printf("rank %d: no zero-copy send before the kill (%llu)\n", rank,
+               (unsigned long long)before);
+        return 1;
+    }
+    if (rank == 1) {
+        /* Let rank 0's kernel post its step and wait for this rank, then die. */
+        usleep(100 * 1000);
+        double now = mp_now_ms();
+        uint64_t bits;
+        memcpy(&bits, &now, sizeof(bits));
+        atomic_store(&sh->kill_ms_bits, bits);
+        mp_point("victim");
+        return 1; /* not reached */
+    }
+    ecclResult_t res = ecclSend(s, KILL_BYTES, ecclUint8, peer, comm, st);
+    core_reg_stats(comm, &after, &imports, &mapped);
+    if (res == ecclSuccess)
+        res = gpu_stream_wait(comm, st, 30000);
+    uint64_t bits = atomic_load(&sh->kill_ms_bits);
+    double kill_ms;
+    memcpy(&kill_ms, &bits, sizeof(kill_ms));
+    sh->detect_ms = mp_now_ms() - kill_ms;
+    if (after != before + 1) {
+        printf("rank 0: the send was not zero-copy\n");
+        bad = 1;
+    }
+    if (res != ecclRemoteError || sh->detect_ms > 1000) {
+        printf("rank 0: the send gave %d after %.1f ms; want ecclRemoteError (%d) within 1000\n",
+               res, sh->detect_ms, ecclRemoteError);
+        bad = 1;
+    }
+    if (cudaStreamSynchronize(st) != cudaSuccess || cudaMemset(r, 0, KILL_BYTES) != cudaSuccess ||
+        cudaDeviceSynchronize() != cudaSuccess) {
+        printf("rank 0: the GPU reports an error after the abort\n");
+        bad = 1;
+    }
+    if (ecclCommAbort(comm) != ecclSuccess || ecclMemFree(s) != ecclSuccess ||
+        ecclMemFree(r) != ecclSuccess)
+        bad = 1;
+    (void)hs, (void)hr; /* the abort dropped the registrations with the communicator */
+    cudaStreamDestroy(st);
+    free(host);
+    return bad;
+}
+
+static void test_reg_kill(void **state)
+{
+    (void)state;
+    if (quick) /* under compute-sanitizer the 1 s bound does not hold */
+        skip();
+    struct kill_shared *sh = mp_shm_alloc(sizeof(*sh));
+    assert_non_null(sh);
+    mp_barrier_init(&sh->barrier, 2);
+    struct mp_action act = {
+        .point = "victim", .rank = 1, .hit = 1, .target = 1, .kind = MP_ACT_KILL};
+    struct mp_opts o = {.nranks = 2,
+                        .fn = kill_main,
+                        .arg = sh,
+                        .timeout_ms = 120000,
+                        .actions = &act,
+                        .nactions = 1};
+    struct mp_report rep;
+    int rc = mp_run_opts(&o, &rep);
+    printf("detect [GPU, 2 ranks on one GPU] SIGKILL while a zero-copy send waits: rank 0 "
+           "returned after %.1f ms (bound 1000)\n",
+           sh->detect_ms);
+    mp_shm_free(sh, sizeof(*sh));
+    assert_int_equal(rc, 0);
+    assert_true(rep.rank[1].acted_kill);
+}
+
 #define A2A_RANKS 4
 #define A2A_CHUNK ((size_t)3 << 20) /* bytes per peer: more than a connector holds */
 
@@ -333,6 +445,7 @@ int main(void)
         cmocka_unit_test(test_reg_pair),
         cmocka_unit_test(test_reg_pair_off),
         cmocka_unit_test(test_reg_alltoall),
+        cmocka_unit_test(test_reg_kill),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 #else
