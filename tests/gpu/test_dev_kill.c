@@ -42,14 +42,6 @@ struct shared {
     double detect_ms[NRANKS];
 };
 
-static double kill_time(struct shared *sh)
-{
-    uint64_t bits = atomic_load(&sh->kill_ms_bits);
-    double t;
-    memcpy(&t, &bits, sizeof(t));
-    return t;
-}
-
 /* AllReduce of ranks' (rank + i % 7) on `comm`, checked when `check`. */
 static int allreduce(ecclComm_t comm, cudaStream_t st, float *dbuf, float *host, int me, int n,
                      bool check, ecclResult_t *res)
@@ -103,18 +95,12 @@ static int rank_main(int rank, int nranks, const ecclUniqueId *id, void *arg)
         return 1;
     if (rank == VICTIM) {
         /* Give the others' kernels time to start waiting on this rank, then die. */
-        usleep(100 * 1000);
-        double now = mp_now_ms();
-        uint64_t bits;
-        memcpy(&bits, &now, sizeof(bits));
-        atomic_store(&sh->kill_ms_bits, bits);
-        mp_point("victim");
+        mp_die_at(&sh->kill_ms_bits, 100, "victim");
         return 1; /* not reached */
     }
     if (allreduce(comm, st, dbuf, host, rank, nranks, false, &r) != 0)
         return 1;
-    double done = mp_now_ms();
-    sh->detect_ms[rank] = done - kill_time(sh);
+    sh->detect_ms[rank] = mp_ms_since(&sh->kill_ms_bits);
     int bad = 0;
     ecclResult_t async = ecclSuccess;
     ecclCommGetAsyncError(comm, &async);

@@ -70,6 +70,38 @@ static int check(const uint8_t *h, size_t n, int from, int round, int me, const 
     return 0;
 }
 
+/* What each rank sets up: a CUDA communicator, a stream, two ecclMemAlloc buffers of `bytes`
+ * registered with it, and host memory of the same size. */
+struct reg_rank {
+    ecclComm_t comm;
+    cudaStream_t st;
+    uint8_t *s, *r;
+    void *hs, *hr;
+    uint8_t *host;
+};
+
+static int reg_rank_init(struct reg_rank *rr, int rank, int nranks, const ecclUniqueId *id,
+                         size_t bytes)
+{
+    memset(rr, 0, sizeof(*rr));
+    ecclConfig_t cfg = ECCL_CONFIG_INITIALIZER;
+    cfg.deviceKind = ECCL_DEVICE_CUDA;
+    void *s = NULL, *r = NULL;
+    if (cudaSetDevice(0) != cudaSuccess ||
+        ecclCommInitRankConfig(&rr->comm, nranks, *id, rank, &cfg) != ecclSuccess ||
+        cudaStreamCreateWithFlags(&rr->st, cudaStreamNonBlocking) != cudaSuccess ||
+        ecclMemAlloc(&s, bytes) != ecclSuccess || ecclMemAlloc(&r, bytes) != ecclSuccess ||
+        ecclCommRegister(rr->comm, s, bytes, &rr->hs) != ecclSuccess ||
+        ecclCommRegister(rr->comm, r, bytes, &rr->hr) != ecclSuccess ||
+        !(rr->host = malloc(bytes))) {
+        printf("rank %d: setup: %s\n", rank, ecclGetLastError(rr->comm));
+        return 1;
+    }
+    rr->s = s;
+    rr->r = r;
+    return 0;
+}
+
 /* One exchange with the peer: `n` bytes from sbuf + soff to rbuf + roff, checked. */
 static int exchange(ecclComm_t comm, cudaStream_t st, uint8_t *sbuf, size_t soff, uint8_t *rbuf,
                     size_t roff, size_t n, int me, int peer, int round, uint8_t *host,
@@ -102,27 +134,15 @@ static int pair_main(int rank, int nranks, const ecclUniqueId *id, void *arg)
 {
     struct shared *sh = arg;
     int peer = 1 - rank;
-    if (cudaSetDevice(0) != cudaSuccess)
-        return 1;
-    ecclConfig_t cfg = ECCL_CONFIG_INITIALIZER;
-    cfg.deviceKind = ECCL_DEVICE_CUDA;
-    ecclComm_t comm;
-    if (ecclCommInitRankConfig(&comm, nranks, *id, rank, &cfg) != ecclSuccess) {
-        printf("rank %d: init: %s\n", rank, ecclGetLastError(NULL));
-        return 1;
-    }
-    cudaStream_t st;
-    void *s = NULL, *r = NULL, *plain = NULL;
-    uint8_t *host = malloc(BUF_BYTES);
-    if (!host || cudaStreamCreateWithFlags(&st, cudaStreamNonBlocking) != cudaSuccess ||
-        ecclMemAlloc(&s, BUF_BYTES) != ecclSuccess || ecclMemAlloc(&r, BUF_BYTES) != ecclSuccess ||
+    struct reg_rank rr;
+    void *plain = NULL;
+    if (reg_rank_init(&rr, rank, nranks, id, BUF_BYTES) != 0 ||
         cudaMalloc(&plain, BUF_BYTES) != cudaSuccess)
         return 1;
-    uint8_t *sbuf = s, *rbuf = r;
-    void *hs = NULL, *hr = NULL;
-    if (ecclCommRegister(comm, sbuf, BUF_BYTES, &hs) != ecclSuccess ||
-        ecclCommRegister(comm, rbuf, BUF_BYTES, &hr) != ecclSuccess)
-        return 1;
+    ecclComm_t comm = rr.comm;
+    cudaStream_t st = rr.st;
+    uint8_t *sbuf = rr.s, *rbuf = rr.r, *host = rr.host;
+    void *hs = rr.hs, *hr = rr.hr;
     int bad = 0;
     /* Sizes: 4 MiB, 32 MiB less 3 bytes (the copy's byte path), 1.5 MiB from an odd offset. */
     const size_t sizes[] = {quick ? 2u << 20 : 4u << 20, quick ? (4u << 20) - 3 : (32u << 20) - 3,
@@ -261,22 +281,12 @@ static int kill_main(int rank, int nranks, const ecclUniqueId *id, void *arg)
 {
     struct kill_shared *sh = arg;
     int peer = 1 - rank;
-    if (cudaSetDevice(0) != cudaSuccess)
+    struct reg_rank rr;
+    if (reg_rank_init(&rr, rank, nranks, id, KILL_BYTES) != 0)
         return 1;
-    ecclConfig_t cfg = ECCL_CONFIG_INITIALIZER;
-    cfg.deviceKind = ECCL_DEVICE_CUDA;
-    ecclComm_t comm;
-    if (ecclCommInitRankConfig(&comm, nranks, *id, rank, &cfg) != ecclSuccess)
-        return 1;
-    cudaStream_t st;
-    void *s = NULL, *r = NULL, *hs = NULL, *hr = NULL;
-    uint8_t *host = malloc(KILL_BYTES);
-    if (!host || cudaStreamCreateWithFlags(&st, cudaStreamNonBlocking) != cudaSuccess ||
-        ecclMemAlloc(&s, KILL_BYTES) != ecclSuccess ||
-        ecclMemAlloc(&r, KILL_BYTES) != ecclSuccess ||
-        ecclCommRegister(comm, s, KILL_BYTES, &hs) != ecclSuccess ||
-        ecclCommRegister(comm, r, KILL_BYTES, &hr) != ecclSuccess)
-        return 1;
+    ecclComm_t comm = rr.comm;
+    cudaStream_t st = rr.st;
+    uint8_t *s = rr.s, *r = rr.r, *host = rr.host;
     int bad = 0;
     for (int round = 0; round < 3 && !bad; round++) {
         bad |= exchange(comm, st, s, 0, r, 0, KILL_BYTES, rank, peer, round, host, "before");
@@ -292,22 +302,14 @@ static int kill_main(int rank, int nranks, const ecclUniqueId *id, void *arg)
     }
     if (rank == 1) {
         /* Let rank 0's kernel post its step and wait for this rank, then die. */
-        usleep(100 * 1000);
-        double now = mp_now_ms();
-        uint64_t bits;
-        memcpy(&bits, &now, sizeof(bits));
-        atomic_store(&sh->kill_ms_bits, bits);
-        mp_point("victim");
+        mp_die_at(&sh->kill_ms_bits, 100, "victim");
         return 1; /* not reached */
     }
     ecclResult_t res = ecclSend(s, KILL_BYTES, ecclUint8, peer, comm, st);
     core_reg_stats(comm, &after, &imports, &mapped);
     if (res == ecclSuccess)
         res = gpu_stream_wait(comm, st, 30000);
-    uint64_t bits = atomic_load(&sh->kill_ms_bits);
-    double kill_ms;
-    memcpy(&kill_ms, &bits, sizeof(kill_ms));
-    sh->detect_ms = mp_now_ms() - kill_ms;
+    sh->detect_ms = mp_ms_since(&sh->kill_ms_bits);
     if (after != before + 1) {
         printf("rank 0: the send was not zero-copy\n");
         bad = 1;
@@ -325,7 +327,7 @@ static int kill_main(int rank, int nranks, const ecclUniqueId *id, void *arg)
     if (ecclCommAbort(comm) != ecclSuccess || ecclMemFree(s) != ecclSuccess ||
         ecclMemFree(r) != ecclSuccess)
         bad = 1;
-    (void)hs, (void)hr; /* the abort dropped the registrations with the communicator */
+    /* The abort dropped the registrations with the communicator. */
     cudaStreamDestroy(st);
     free(host);
     return bad;
@@ -363,22 +365,14 @@ static void test_reg_kill(void **state)
 static int a2a_main(int rank, int nranks, const ecclUniqueId *id, void *arg)
 {
     struct shared *sh = arg;
-    if (cudaSetDevice(0) != cudaSuccess)
-        return 1;
-    ecclConfig_t cfg = ECCL_CONFIG_INITIALIZER;
-    cfg.deviceKind = ECCL_DEVICE_CUDA;
-    ecclComm_t comm;
-    if (ecclCommInitRankConfig(&comm, nranks, *id, rank, &cfg) != ecclSuccess)
-        return 1;
     size_t total = A2A_CHUNK * (size_t)nranks;
-    cudaStream_t st;
-    void *s = NULL, *r = NULL, *hs = NULL, *hr = NULL;
-    uint8_t *host = malloc(total);
-    if (!host || cudaStreamCreateWithFlags(&st, cudaStreamNonBlocking) != cudaSuccess ||
-        ecclMemAlloc(&s, total) != ecclSuccess || ecclMemAlloc(&r, total) != ecclSuccess ||
-        ecclCommRegister(comm, s, total, &hs) != ecclSuccess ||
-        ecclCommRegister(comm, r, total, &hr) != ecclSuccess)
+    struct reg_rank rr;
+    if (reg_rank_init(&rr, rank, nranks, id, total) != 0)
         return 1;
+    ecclComm_t comm = rr.comm;
+    cudaStream_t st = rr.st;
+    uint8_t *s = rr.s, *r = rr.r, *host = rr.host;
+    void *hs = rr.hs, *hr = rr.hr;
     int bad = 0;
     for (int round = 0; round < 4 && !bad; round++) {
         /* Chunk j goes to rank j: pattern(rank * 8 + j). */

@@ -53,6 +53,25 @@ double mp_now_ms(void)
     return (double)ts.tv_sec * 1e3 + (double)ts.tv_nsec / 1e6;
 }
 
+void mp_die_at(_Atomic uint64_t *when, int delay_ms, const char *point)
+{
+    if (delay_ms > 0)
+        usleep((useconds_t)delay_ms * 1000);
+    double now = mp_now_ms();
+    uint64_t bits;
+    memcpy(&bits, &now, sizeof(bits));
+    atomic_store(when, bits);
+    mp_point(point);
+}
+
+double mp_ms_since(const _Atomic uint64_t *when)
+{
+    uint64_t bits = atomic_load(when);
+    double t;
+    memcpy(&t, &bits, sizeof(t));
+    return mp_now_ms() - t;
+}
+
 void mp_env_setup(void)
 {
     setenv("ECCL_SOCKET_IFNAME", "lo", 0);

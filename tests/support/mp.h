@@ -163,6 +163,11 @@ void mp_barrier_break(struct mp_barrier *b);
 
 /* Monotonic milliseconds. */
 double mp_now_ms(void);
+/* A victim's last act: after delay_ms, stores the time (mp_now_ms) in *when, in memory the ranks
+ * share, and reports `point`, where the parent kills it. The survivors measure from it with
+ * mp_ms_since. */
+void mp_die_at(_Atomic uint64_t *when, int delay_ms, const char *point);
+double mp_ms_since(const _Atomic uint64_t *when);
 /* Entries in /proc/self/fd and /proc/self/task (-1 on error). */
 int mp_count_fds(void);
 int mp_count_threads(void);
