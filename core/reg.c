@@ -66,8 +66,15 @@ struct core_reg {
     struct core_reg *next;
     void *buff;
     size_t size;
-    /* Zero copy (key != 0): the ecclMemAlloc allocation that holds the buffer. */
+    /* Zero copy (key != 0): the memory a peer maps, either the ecclMemAlloc allocation that
+     * holds the buffer (a reference on it: um) or a view of the user's cudaMalloc allocation
+     * (view, with the allocation's unique id: memory freed and allocated again at the same
+     * address is not the registration any more). */
     struct user_mem *um;
+    struct kern_dev_mem *view;
+    struct kern_dev_mem *mem; /* um's or view */
+    uint64_t buffer_id;
+    bool stale_warned;
     uintptr_t base;
     size_t alloc_size;
     uint32_t key;
@@ -107,6 +114,7 @@ static struct reg_peer *reg_peer_add(struct core_reg *r, int peer)
 static void reg_free(struct core_reg *r)
 {
     core_mem_unref(r->um);
+    kern_dev_mem_free(r->view);
     eccl_free(r->peers);
     eccl_free(r);
 }
@@ -146,18 +154,23 @@ ECCL_API ecclResult_t ecclCommRegister(const ecclComm_t comm, void *buff, size_t
     r->size = size;
     if (zc_enabled(comm) && buff && size) {
         r->um = core_mem_ref(buff, size);
-        struct kern_dev_mem *m = r->um ? core_mem_dev(r->um) : NULL;
-        if (m && kern_dev_mem_mode_of(m) == KERN_DEV_MEM_CUMEM &&
-            kern_dev_mem_device(m) == comm->cuda_dev) {
-            r->base = (uintptr_t)kern_dev_mem_ptr(m);
-            r->alloc_size = kern_dev_mem_size(m);
+        r->mem = r->um ? core_mem_dev(r->um) : NULL;
+        if (!r->mem &&
+            kern_dev_mem_wrap(comm->cuda_dev, buff, size, &r->view, &r->buffer_id) == ecclSuccess)
+            r->mem = r->view;
+        if (r->mem && kern_dev_mem_device(r->mem) == comm->cuda_dev) {
+            r->base = (uintptr_t)kern_dev_mem_ptr(r->mem);
+            r->alloc_size = kern_dev_mem_size(r->mem);
         } else {
             core_mem_unref(r->um);
+            kern_dev_mem_free(r->view);
             r->um = NULL;
+            r->view = NULL;
+            r->mem = NULL;
         }
     }
     pthread_mutex_lock(&comm->reg_lock);
-    if (r->um) {
+    if (r->mem) {
         r->key = ++comm->reg_next_key;
         if (r->key == 0) /* 2^32 registrations: no more keys, records only */
             r->key = comm->reg_next_key = UINT32_MAX;
@@ -166,17 +179,19 @@ ECCL_API ecclResult_t ecclCommRegister(const ecclComm_t comm, void *buff, size_t
     r->next = comm->regs;
     comm->regs = r;
     pthread_mutex_unlock(&comm->reg_lock);
-    if (r->um)
+    if (r->mem)
         INFO(ECCL_LOG_REG,
-             "rank %d: registered %zu bytes at %p as %u: ecclMemAlloc memory, which local GPU "
+             "rank %d: registered %zu bytes at %p as %u: %s memory shared as %s, which local GPU "
              "peers may read without a copy",
-             comm->rank, size, buff, r->key);
+             comm->rank, size, buff, r->key, r->um ? "ecclMemAlloc" : "cudaMalloc",
+             kern_dev_mem_mode_of(r->mem) == KERN_DEV_MEM_CUMEM ? "a cuMem file descriptor"
+                                                                : "a CUDA IPC handle");
     else
         INFO(ECCL_LOG_REG, "rank %d: registered %zu bytes at %p (a record: %s)", comm->rank, size,
              buff,
              !comm->dev                         ? "a host communicator"
              : eccl_param_local_register() == 0 ? "ECCL_LOCAL_REGISTER=0"
-                                                : "not ecclMemAlloc cuMem memory of this GPU");
+                                                : "not memory of this GPU that can be shared");
     *handle = r;
     return ecclSuccess;
 }
@@ -232,12 +247,13 @@ static int import_one(void *arg, int peer, const struct eccl_conn_zc_req *q)
     struct ecclComm *comm = arg;
     int fd = -1;
     struct kern_dev_mem *mem = NULL;
-    ecclResult_t r =
-        proxy_client_get_fd(comm->tp.uds_fd, comm->bs.magic, comm->rank, peer, q->handle, &fd,
-                            eccl_deadline_ms(comm->bs.timeout_ms), &comm->abort);
+    ecclResult_t r = ecclSuccess;
+    if (q->mode == KERN_DEV_MEM_CUMEM)
+        r = proxy_client_get_fd(comm->tp.uds_fd, comm->bs.magic, comm->rank, peer, q->handle, &fd,
+                                eccl_deadline_ms(comm->bs.timeout_ms), &comm->abort);
     if (r == ecclSuccess)
-        r = kern_dev_mem_import(comm->cuda_dev, KERN_DEV_MEM_CUMEM, fd, NULL, (size_t)q->size,
-                                &mem);
+        r = kern_dev_mem_import(comm->cuda_dev, (enum kern_dev_mem_mode)q->mode, fd, q->ipc,
+                                (size_t)q->size, &mem);
     int slot = -1;
     if (r == ecclSuccess)
         r = kern_dev_zc_put(comm->dev, peer, q->key, mem, &slot);
@@ -278,7 +294,9 @@ int core_reg_box_serve(struct eccl_conn_ctrl *c, int rank, int peer,
         struct eccl_conn_zc_req q = c->zc_req[head % ECCL_CONN_ZC_RING];
         struct eccl_conn_zc_resp a = {.key = q.key, .slot = -1};
         if (q.op == ECCL_CONN_ZC_IMPORT) {
-            if (q.key == 0 || q.handle == 0 || q.size == 0 || q.size > REG_MAX_ALLOC)
+            if (q.key == 0 || q.size == 0 || q.size > REG_MAX_ALLOC ||
+                (q.mode != KERN_DEV_MEM_CUMEM && q.mode != KERN_DEV_MEM_IPC) ||
+                (q.mode == KERN_DEV_MEM_CUMEM && q.handle == 0))
                 WARN("rank %d: rank %d announced a registration with impossible fields (key %u, "
                      "%llu bytes); refused",
                      rank, peer, q.key, (unsigned long long)q.size);
@@ -371,17 +389,20 @@ static void announce(struct ecclComm *comm, struct core_reg *r, int peer, struct
     if (!p)
         return;
     int fd = -1;
-    uint8_t ipc[KERN_DEV_IPC_BYTES];
-    ecclResult_t res = kern_dev_mem_export(core_mem_dev(r->um), &fd, ipc);
-    struct proxy_export_resp resp = {0};
-    if (res == ecclSuccess) {
+    struct eccl_conn_zc_req q = {.op = ECCL_CONN_ZC_IMPORT,
+                                 .key = r->key,
+                                 .mode = (uint32_t)kern_dev_mem_mode_of(r->mem),
+                                 .size = r->alloc_size};
+    _Static_assert(sizeof(q.ipc) == KERN_DEV_IPC_BYTES, "IPC handle in the mailbox");
+    ecclResult_t res = kern_dev_mem_export(r->mem, &fd, q.ipc);
+    if (res == ecclSuccess && fd >= 0) {
         struct proxy_export_req req = {.fd = fd, .peer = peer};
+        struct proxy_export_resp resp = {0};
         /* The proxy takes the descriptor, also when the operation fails. */
         res = proxy_op_call(comm->tp.proxy, PROXY_OP_EXPORT, -1, &req, sizeof(req), &resp,
                             sizeof(resp), eccl_deadline_ms(comm->bs.timeout_ms), &comm->abort);
+        q.handle = resp.handle;
     }
-    struct eccl_conn_zc_req q = {
-        .op = ECCL_CONN_ZC_IMPORT, .key = r->key, .handle = resp.handle, .size = r->alloc_size};
     if (res != ecclSuccess || !core_reg_box_post(c, &q)) {
         INFO(ECCL_LOG_REG, "rank %d: registration %u is not offered to rank %d (%s); copies serve",
              comm->rank, r->key, peer,
@@ -424,7 +445,7 @@ void core_reg_p2p_prepare(struct ecclComm *comm, const struct eccl_queue *tasks)
         if (!zc_worth(c, bytes))
             continue;
         struct core_reg *r = reg_holding(comm, (uintptr_t)t->sendbuff, bytes);
-        if (r && !reg_peer_of(r, t->root) && kern_dev_conn_cumem(comm->dev, c))
+        if (r && !reg_peer_of(r, t->root) && kern_dev_conn_devmem(comm->dev, c))
             announce(comm, r, t->root, c);
     }
     pthread_mutex_unlock(&comm->reg_lock);
@@ -442,6 +463,17 @@ void core_reg_p2p_work(struct ecclComm *comm, struct eccl_work *w, size_t bytes)
     pthread_mutex_lock(&comm->reg_lock);
     struct core_reg *r = reg_holding(comm, (uintptr_t)w->sendbuff, bytes);
     struct reg_peer *p = r ? reg_peer_of(r, w->root) : NULL;
+    if (p && p->state == REG_READY && r->view &&
+        kern_dev_mem_buffer_id((const void *)(uintptr_t)w->sendbuff) != r->buffer_id) {
+        /* Freed and allocated again under the registration: its peers' mappings are of the old
+         * memory. */
+        if (!r->stale_warned)
+            WARN("rank %d: registration %u (%p) covers memory that was freed and allocated again; "
+                 "deregister before cudaFree. Its sends go by copies",
+                 comm->rank, r->key, r->buff);
+        r->stale_warned = true;
+        p = NULL;
+    }
     if (p && p->state == REG_READY) {
         w->flags |= ECCL_WORK_FLAG_ZC;
         w->scalar = ((uint64_t)(uint32_t)p->slot << 32) | r->key;

@@ -35,8 +35,11 @@ struct eccl_conn_rate {
 struct eccl_conn_zc_req {
     uint32_t op; /* ECCL_CONN_ZC_IMPORT or ECCL_CONN_ZC_DROP */
     uint32_t key;
-    uint64_t handle; /* IMPORT: the descriptor's handle at the sender's proxy */
+    uint32_t mode; /* IMPORT: enum kern_dev_mem_mode, how the memory is shared */
+    uint32_t pad;
+    uint64_t handle; /* IMPORT, cuMem: the descriptor's handle at the sender's proxy */
     uint64_t size;   /* IMPORT: bytes of the allocation */
+    uint8_t ipc[64]; /* IMPORT, legacy IPC: the cudaIpcMemHandle_t */
 };
 
 struct eccl_conn_zc_resp {

@@ -12,7 +12,7 @@
 #define ECCL_CONN_OFF_SLOT_BYTES 136 /* uint32_t */
 #define ECCL_CONN_OFF_CLOSED     140 /* uint32_t: nonzero once either side gave up */
 #define ECCL_CONN_OFF_SIZES      144 /* uint32_t[ECCL_CONN_MAX_SLOTS]: bytes of each slot's step */
-#define ECCL_CONN_DATA_OFF       640 /* the first slot */
+#define ECCL_CONN_DATA_OFF       1216 /* the first slot */
 
 /* Set in a step's size word when the sender wrote the step into the connector's device-memory
  * slots (GPU to GPU) rather than into the slots after the control block. */

@@ -1012,11 +1012,11 @@ bool kern_dev_idle(struct kern_dev *d)
     return true;
 }
 
-bool kern_dev_conn_cumem(struct kern_dev *d, const struct eccl_conn_ctrl *c)
+bool kern_dev_conn_devmem(struct kern_dev *d, const struct eccl_conn_ctrl *c)
 {
     for (int i = 0; i < d->nregs; i++)
         if (d->regs[i].host == c)
-            return d->regs[i].mem && kern_dev_mem_mode_of(d->regs[i].mem) == KERN_DEV_MEM_CUMEM;
+            return d->regs[i].mem != NULL;
     return false;
 }
 
@@ -1231,7 +1231,7 @@ bool kern_dev_idle(struct kern_dev *d)
     return true;
 }
 
-bool kern_dev_conn_cumem(struct kern_dev *d, const struct eccl_conn_ctrl *c)
+bool kern_dev_conn_devmem(struct kern_dev *d, const struct eccl_conn_ctrl *c)
 {
     (void)d, (void)c;
     return false;

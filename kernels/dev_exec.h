@@ -96,9 +96,9 @@ ecclResult_t kern_dev_conn_attach(struct kern_dev *d, const struct eccl_conn_ctr
 bool kern_dev_idle(struct kern_dev *d);
 
 /* Whether connector `c` (registered by an earlier launch or kern_dev_conn_attach) has its slots
- * in cuMem device memory: the peer is a GPU rank of this host that shares memory as file
- * descriptors, so it can map this rank's registered buffers too. */
-bool kern_dev_conn_cumem(struct kern_dev *d, const struct eccl_conn_ctrl *c);
+ * in the peer's device memory: the peer is a GPU rank of this host that shares memory with this
+ * one, so it may map this rank's registered buffers too. */
+bool kern_dev_conn_devmem(struct kern_dev *d, const struct eccl_conn_ctrl *c);
 
 /* Peers' registered buffers mapped here (core/reg.c): the executor keeps each mapping and its
  * entry in the table its kernels read (kernels/dev_work.h, struct kern_dev_zc). kern_dev_zc_put

@@ -23,6 +23,7 @@
 struct kern_dev_mem {
     enum kern_dev_mem_mode mode;
     bool imported;
+    bool wrapped; /* a user's allocation (kern_dev_mem_wrap): never freed here */
     int cuda_dev;
     void *ptr;
     size_t size;
@@ -46,6 +47,8 @@ static struct {
     PFN_cuMemGetAllocationGranularity_v10020 granularity;
     PFN_cuMemExportToShareableHandle_v10020 export_handle;
     PFN_cuMemImportFromShareableHandle_v10020 import_handle;
+    PFN_cuMemGetAddressRange_v3020 address_range;
+    PFN_cuPointerGetAttribute_v4000 pointer_attr;
 } drv = {.once = PTHREAD_ONCE_INIT};
 
 static bool load_one(const char *name, void **fn)
@@ -75,7 +78,9 @@ static void load_driver(void)
              load_one("cuMemSetAccess", (void **)&drv.set_access) &&
              load_one("cuMemGetAllocationGranularity", (void **)&drv.granularity) &&
              load_one("cuMemExportToShareableHandle", (void **)&drv.export_handle) &&
-             load_one("cuMemImportFromShareableHandle", (void **)&drv.import_handle);
+             load_one("cuMemImportFromShareableHandle", (void **)&drv.import_handle) &&
+             load_one("cuMemGetAddressRange", (void **)&drv.address_range) &&
+             load_one("cuPointerGetAttribute", (void **)&drv.pointer_attr);
 }
 
 static bool driver(void)
@@ -388,10 +393,63 @@ out_close:
     return res;
 }
 
+ecclResult_t kern_dev_mem_wrap(int cuda_dev, const void *p, size_t bytes, struct kern_dev_mem **out,
+                               uint64_t *buffer_id)
+{
+    *out = NULL;
+    *buffer_id = 0;
+    if (!driver())
+        return ecclInvalidUsage;
+    int prev = -1;
+    ECCL_TRY(device_enter(cuda_dev, &prev));
+    ecclResult_t res = ecclInvalidArgument;
+    CUdeviceptr base = 0;
+    size_t size = 0;
+    unsigned long long id = 0;
+    cudaIpcMemHandle_t h;
+    if (drv.address_range(&base, &size, (CUdeviceptr)(uintptr_t)p) != CUDA_SUCCESS ||
+        (uintptr_t)p - base > size || bytes > size - ((uintptr_t)p - base) ||
+        drv.pointer_attr(&id, CU_POINTER_ATTRIBUTE_BUFFER_ID, base) != CUDA_SUCCESS)
+        goto out; /* not one device allocation */
+    res = ecclInvalidUsage;
+    if (cudaIpcGetMemHandle(&h, (void *)(uintptr_t)base) != cudaSuccess)
+        goto out; /* not cudaMalloc memory */
+    struct kern_dev_mem *m = eccl_calloc(1, sizeof(*m), "kern-dev-mem");
+    if (!m) {
+        res = ecclSystemError;
+        goto out;
+    }
+    m->mode = KERN_DEV_MEM_IPC;
+    m->wrapped = true;
+    m->cuda_dev = cuda_dev;
+    m->ptr = (void *)(uintptr_t)base;
+    m->size = size;
+    *out = m;
+    *buffer_id = id;
+    res = ecclSuccess;
+out:
+    (void)cudaGetLastError();
+    cudaSetDevice(prev);
+    return res;
+}
+
+uint64_t kern_dev_mem_buffer_id(const void *p)
+{
+    unsigned long long id = 0;
+    if (!driver() || drv.pointer_attr(&id, CU_POINTER_ATTRIBUTE_BUFFER_ID,
+                                      (CUdeviceptr)(uintptr_t)p) != CUDA_SUCCESS)
+        return 0;
+    return id;
+}
+
 void kern_dev_mem_free(struct kern_dev_mem *m)
 {
     if (!m)
         return;
+    if (m->wrapped) {
+        eccl_free(m);
+        return;
+    }
     if (m->mode == KERN_DEV_MEM_CUMEM) {
         CUdeviceptr va = (CUdeviceptr)(uintptr_t)m->ptr;
         drv.unmap(va, m->size);
@@ -509,6 +567,21 @@ enum kern_dev_mem_mode kern_dev_mem_mode_of(const struct kern_dev_mem *m)
 {
     (void)m;
     return KERN_DEV_MEM_NONE;
+}
+
+ecclResult_t kern_dev_mem_wrap(int cuda_dev, const void *p, size_t bytes, struct kern_dev_mem **out,
+                               uint64_t *buffer_id)
+{
+    (void)cuda_dev, (void)p, (void)bytes;
+    *out = NULL;
+    *buffer_id = 0;
+    return ecclInvalidUsage;
+}
+
+uint64_t kern_dev_mem_buffer_id(const void *p)
+{
+    (void)p;
+    return 0;
 }
 
 void kern_dev_mem_free(struct kern_dev_mem *m)

@@ -58,6 +58,17 @@ ecclResult_t kern_dev_mem_import(int cuda_dev, enum kern_dev_mem_mode mode, int 
                                  const uint8_t ipc[KERN_DEV_IPC_BYTES], size_t bytes,
                                  struct kern_dev_mem **out);
 
+/* A view of the user's cudaMalloc allocation that holds [p, p + bytes), exportable as a legacy
+ * IPC handle (registered buffers, core/reg.c); freeing the view leaves the memory alone.
+ * *buffer_id: the allocation's process-wide unique id (CU_POINTER_ATTRIBUTE_BUFFER_ID).
+ * ecclInvalidArgument when no one device allocation holds the range, ecclInvalidUsage when it
+ * cannot be shared that way (cuMem memory, for one); no WARN. */
+ecclResult_t kern_dev_mem_wrap(int cuda_dev, const void *p, size_t bytes, struct kern_dev_mem **out,
+                               uint64_t *buffer_id);
+/* The unique id of the allocation that holds p, 0 when there is none: the same address with
+ * another id is memory freed and allocated again. */
+uint64_t kern_dev_mem_buffer_id(const void *p);
+
 void *kern_dev_mem_ptr(const struct kern_dev_mem *m);
 /* The device (this process's ordinal) whose memory m is, -1 when CUDA cannot say. */
 int kern_dev_mem_device(const struct kern_dev_mem *m);

@@ -9,7 +9,8 @@
  * messages, unregistered buffers, offsets inside a registration and a CUDA graph replayed with
  * new data are right, and that a deregistered buffer is unmapped by the peer and goes by copies.
  * Four ranks then run AlltoAll on registered buffers. With ECCL_LOCAL_REGISTER=0 nothing goes
- * zero-copy and everything is still right. Last, a receiver is SIGKILLed while the sender's
+ * zero-copy and everything is still right. cudaMalloc buffers go zero-copy too (legacy IPC),
+ * and memory freed and allocated again under a registration goes by copies. Last, a receiver is SIGKILLed while the sender's
  * kernel waits for it to copy a zero-copy send: the sender gets ecclRemoteError within 1 s.
  *
  * Exits 77 (skip) where no CUDA device is present.
@@ -267,6 +268,79 @@ static void test_reg_pair_off(void **state)
     unsetenv("ECCL_LOCAL_REGISTER");
 }
 
+/* Buffers from cudaMalloc, shared as legacy CUDA IPC handles: zero-copy too. Memory freed and
+ * allocated again under a registration is not sent from the peer's stale mapping. */
+static int cudamalloc_main(int rank, int nranks, const ecclUniqueId *id, void *arg)
+{
+    struct shared *sh = arg;
+    int peer = 1 - rank;
+    const size_t bytes = (size_t)8 << 20, n = (size_t)4 << 20;
+    ecclConfig_t cfg = ECCL_CONFIG_INITIALIZER;
+    cfg.deviceKind = ECCL_DEVICE_CUDA;
+    ecclComm_t comm = NULL;
+    cudaStream_t st;
+    void *s = NULL, *r = NULL, *hs = NULL, *hr = NULL;
+    uint8_t *host = malloc(bytes);
+    if (!host || cudaSetDevice(0) != cudaSuccess ||
+        ecclCommInitRankConfig(&comm, nranks, *id, rank, &cfg) != ecclSuccess ||
+        cudaStreamCreateWithFlags(&st, cudaStreamNonBlocking) != cudaSuccess ||
+        cudaMalloc(&s, bytes) != cudaSuccess || cudaMalloc(&r, bytes) != cudaSuccess ||
+        ecclCommRegister(comm, s, bytes, &hs) != ecclSuccess ||
+        ecclCommRegister(comm, r, bytes, &hr) != ecclSuccess) {
+        printf("rank %d: setup: %s\n", rank, ecclGetLastError(comm));
+        return 1;
+    }
+    int bad = 0, round = 0;
+    for (; round < 4 && !bad; round++) {
+        bad |= exchange(comm, st, s, 0, r, 0, n, rank, peer, round, host, "cudaMalloc");
+        bad |= mp_barrier_wait(&sh->barrier, 60000);
+    }
+    uint64_t sends = 0, imports = 0, before = 0;
+    int mapped = 0;
+    core_reg_stats(comm, &sends, &imports, &mapped);
+    printf("rank %d: cudaMalloc buffers: %llu zero-copy sends, %llu registrations mapped\n", rank,
+           (unsigned long long)sends, (unsigned long long)imports);
+    if (sends < 2 || imports != 1) {
+        printf("rank %d: want at least 2 zero-copy sends and 1 mapping\n", rank);
+        bad = 1;
+    }
+    /* Freed and allocated again without deregistering (a user's mistake): copies, right. */
+    void *s2 = NULL;
+    if (cudaFree(s) != cudaSuccess || cudaMalloc(&s2, bytes) != cudaSuccess)
+        return 1;
+    before = sends;
+    for (int i = 0; i < 2 && !bad; i++) {
+        bad |= exchange(comm, st, s2, 0, r, 0, n, rank, peer, round++, host, "reallocated");
+        bad |= mp_barrier_wait(&sh->barrier, 60000);
+    }
+    core_reg_stats(comm, &sends, &imports, &mapped);
+    if (sends != before) {
+        printf("rank %d: %llu zero-copy sends from reallocated memory\n", rank,
+               (unsigned long long)(sends - before));
+        bad = 1;
+    }
+    if (ecclCommDeregister(comm, hs) != ecclSuccess ||
+        ecclCommDeregister(comm, hr) != ecclSuccess || ecclCommDestroy(comm) != ecclSuccess)
+        bad = 1;
+    cudaFree(s2);
+    cudaFree(r);
+    cudaStreamDestroy(st);
+    free(host);
+    return bad;
+}
+
+static void test_reg_cudamalloc(void **state)
+{
+    (void)state;
+    struct shared *sh = mp_shm_alloc(sizeof(*sh));
+    assert_non_null(sh);
+    mp_barrier_init(&sh->barrier, 2);
+    sh->zc_expected = true;
+    int rc = mp_run(2, cudamalloc_main, sh, 240000);
+    mp_shm_free(sh, sizeof(*sh));
+    assert_int_equal(rc, 0);
+}
+
 /* A rank dies while its peer's kernel waits for it to copy a zero-copy send: the sender's call
  * ends with ecclRemoteError within 1 s and the GPU keeps working. */
 struct kill_shared {
@@ -428,6 +502,8 @@ static void test_reg_alltoall(void **state)
 int main(void)
 {
     setenv("ECCL_SOCKET_IFNAME", "lo", 0);
+    /* Connectors of 1 MiB (8 slots of 128 KiB): the sizes below are chosen around it. */
+    setenv("ECCL_P2P_SLOT_BYTES", "131072", 1);
     const char *q = getenv("ECCL_TEST_GPU_QUICK");
     quick = q && *q && strcmp(q, "0") != 0;
     if (!gpu_present()) {
@@ -436,9 +512,8 @@ int main(void)
     }
 #ifdef ECCL_HAVE_CUDA
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_reg_pair),
-        cmocka_unit_test(test_reg_pair_off),
-        cmocka_unit_test(test_reg_alltoall),
+        cmocka_unit_test(test_reg_pair),     cmocka_unit_test(test_reg_pair_off),
+        cmocka_unit_test(test_reg_alltoall), cmocka_unit_test(test_reg_cudamalloc),
         cmocka_unit_test(test_reg_kill),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -14,6 +14,7 @@
 
 #include "core/core_int.h"
 #include "kernels/conn.h"
+#include "kernels/dev_mem.h"
 
 struct calls {
     int imports;
@@ -50,8 +51,11 @@ static struct eccl_conn_ctrl *ctrl_new(void)
 
 static struct eccl_conn_zc_req import_req(uint32_t key)
 {
-    return (struct eccl_conn_zc_req){
-        .op = ECCL_CONN_ZC_IMPORT, .key = key, .handle = 0x1234500000002ull, .size = 2 << 20};
+    return (struct eccl_conn_zc_req){.op = ECCL_CONN_ZC_IMPORT,
+                                     .key = key,
+                                     .mode = KERN_DEV_MEM_CUMEM,
+                                     .handle = 0x1234500000002ull,
+                                     .size = 2 << 20};
 }
 
 /* The sender reads the answers (what core/reg.c's box_answers does). */
@@ -116,12 +120,15 @@ static void test_bad_requests(void **s)
     (void)s;
     struct eccl_conn_ctrl *c = ctrl_new();
     struct calls calls = {.refuse_key = -1};
+    const uint32_t cumem = KERN_DEV_MEM_CUMEM;
     struct eccl_conn_zc_req bad[] = {
-        {.op = ECCL_CONN_ZC_IMPORT, .key = 0, .handle = 7, .size = 4096},
-        {.op = ECCL_CONN_ZC_IMPORT, .key = 3, .handle = 0, .size = 4096},
-        {.op = ECCL_CONN_ZC_IMPORT, .key = 3, .handle = 7, .size = 0},
-        {.op = ECCL_CONN_ZC_IMPORT, .key = 3, .handle = 7, .size = (uint64_t)1 << 50},
-        {.op = 77, .key = 3, .handle = 7, .size = 4096},
+        {.op = ECCL_CONN_ZC_IMPORT, .key = 0, .mode = cumem, .handle = 7, .size = 4096},
+        {.op = ECCL_CONN_ZC_IMPORT, .key = 3, .mode = cumem, .handle = 0, .size = 4096},
+        {.op = ECCL_CONN_ZC_IMPORT, .key = 3, .mode = cumem, .handle = 7, .size = 0},
+        {.op = ECCL_CONN_ZC_IMPORT, .key = 3, .mode = cumem, .handle = 7, .size = 1ull << 50},
+        {.op = ECCL_CONN_ZC_IMPORT, .key = 3, .mode = 0, .handle = 7, .size = 4096},
+        {.op = ECCL_CONN_ZC_IMPORT, .key = 3, .mode = 9, .handle = 7, .size = 4096},
+        {.op = 77, .key = 3, .mode = cumem, .handle = 7, .size = 4096},
         {.op = ECCL_CONN_ZC_DROP, .key = 42},
     };
     int n = (int)(sizeof(bad) / sizeof(bad[0]));
@@ -136,6 +143,14 @@ static void test_bad_requests(void **s)
     assert_int_equal(read_answers(c, a, 8), n);
     for (int i = 0; i < n; i++)
         assert_int_equal(a[i].slot, -1);
+    /* A legacy IPC handle travels in the request itself: no proxy handle needed. */
+    struct eccl_conn_zc_req ipc = {
+        .op = ECCL_CONN_ZC_IMPORT, .key = 12, .mode = KERN_DEV_MEM_IPC, .size = 4096};
+    assert_true(core_reg_box_post(c, &ipc));
+    assert_int_equal(core_reg_box_serve(c, 2, 3, fake_import, fake_drop, &calls), 1);
+    assert_int_equal(calls.imports, 1);
+    assert_int_equal(read_answers(c, a, 8), 1);
+    assert_int_equal(a[0].slot, 12);
     free(c);
 }
 
