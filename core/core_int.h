@@ -357,6 +357,10 @@ ecclResult_t core_proto_parse(const char *s, uint32_t *mask);
  * step (docs/bench-gpu.md). */
 #define CORE_HOST_SLOT_BYTES (128u * 1024)
 #define CORE_CUDA_SLOT_BYTES (512u * 1024)
+/* The same for point-to-point connectors (ECCL_P2P_SLOT_BYTES): a GPU step pays about 12 us of
+ * hand-over, so CUDA communicators take larger steps (docs/bench-gpu.md). */
+#define CORE_HOST_P2P_SLOT_BYTES (128u * 1024)
+#define CORE_CUDA_P2P_SLOT_BYTES (512u * 1024)
 /* Whether exportable device memory may use cuMem (ECCL_CUMEM_ENABLE). */
 bool core_cumem_enabled(void);
 /* clean: a destroy, not an abort: first let posted network sends leave (bounded). */

@@ -36,7 +36,7 @@
 
 ECCL_PARAM_INT(shm_slots, "ECCL_SHM_SLOTS", 8)
 ECCL_PARAM_INT(shm_slot_bytes, "ECCL_SHM_SLOT_BYTES", 0)
-ECCL_PARAM_INT(p2p_slot_bytes, "ECCL_P2P_SLOT_BYTES", 128 * 1024)
+ECCL_PARAM_INT(p2p_slot_bytes, "ECCL_P2P_SLOT_BYTES", 0)
 ECCL_PARAM_INT(shm_disable, "ECCL_SHM_DISABLE", 0)
 ECCL_PARAM_INT(p2p_disable, "ECCL_P2P_DISABLE", 0)
 ECCL_PARAM_INT(cumem_enable, "ECCL_CUMEM_ENABLE", 1)
@@ -551,6 +551,8 @@ ecclResult_t core_transport_init(struct ecclComm *comm)
     int64_t p2p_bytes = eccl_param_p2p_slot_bytes();
     if (slot_bytes == 0) /* automatic */
         slot_bytes = comm->dev ? CORE_CUDA_SLOT_BYTES : CORE_HOST_SLOT_BYTES;
+    if (p2p_bytes == 0)
+        p2p_bytes = comm->dev ? CORE_CUDA_P2P_SLOT_BYTES : CORE_HOST_P2P_SLOT_BYTES;
     if (slots < 2 || slots > ECCL_CONN_MAX_SLOTS || slot_bytes < 4096 || slot_bytes > (64 << 20) ||
         p2p_bytes < 4096 || p2p_bytes > (64 << 20)) {
         WARN("ECCL_SHM_SLOTS must be 2..%d and ECCL_SHM_SLOT_BYTES, ECCL_P2P_SLOT_BYTES "

@@ -1310,6 +1310,8 @@ __device__ inline void block_copy(char *dst, const char *src, size_t n, bool vol
         block_copy_t<false>(dst, src, n);
 }
 
+#define KERN_DEV_P2P_CONNS 32 /* point-to-point connectors whose state a block keeps */
+
 struct p2p_shared {
     int pick; /* work index, -1: none ready */
     uint32_t err;
@@ -1441,8 +1443,16 @@ __device__ inline uint32_t p2p_run(blk &b, const eccl_work *works, int n)
     __syncthreads();
     uint64_t start = 0;
     conn_end picked = conn_end_of(0, 0, -1); /* thread 0: the connector of the picked work */
-    if (threadIdx.x == 0)
+    int picked_ci = -1;                      /* its place in s_ce, -1: not kept */
+    /* The connectors' state between steps (thread 0), keyed by peer * 2 + (send): read from
+     * mapped host memory once, not at every look (each read is a trip over the bus). */
+    __shared__ conn_end s_ce[KERN_DEV_P2P_CONNS];
+    __shared__ int s_ce_key[KERN_DEV_P2P_CONNS];
+    __shared__ int s_nce;
+    if (threadIdx.x == 0) {
         sh.zc_sent = false;
+        s_nce = 0;
+    }
     for (;;) {
         if (threadIdx.x == 0) {
             sh.pick = -1;
@@ -1465,23 +1475,42 @@ __device__ inline uint32_t p2p_run(blk &b, const eccl_work *works, int n)
                     continue;
                 left = true;
                 bool is_send = w.func == ECCL_FUNC_SEND;
-                uint64_t c = is_send ? sendc[w.root] : recvc[w.root];
-                if (!c) {
-                    b.func = w.func;
-                    fail(b, KERN_DEV_BAD_WORK, w.root);
-                    sh.err = KERN_DEV_BAD_WORK;
-                    break;
+                int key = w.root * 2 + (is_send ? 1 : 0), ci = -1;
+                for (int k = 0; k < s_nce && ci < 0; k++)
+                    if (s_ce_key[k] == key)
+                        ci = k;
+                conn_end ce;
+                if (ci >= 0) {
+                    ce = s_ce[ci];
+                } else {
+                    uint64_t c = is_send ? sendc[w.root] : recvc[w.root];
+                    if (!c) {
+                        b.func = w.func;
+                        fail(b, KERN_DEV_BAD_WORK, w.root);
+                        sh.err = KERN_DEV_BAD_WORK;
+                        break;
+                    }
+                    ce = conn_end_of(c, is_send ? sendd[w.root] : recvd[w.root], w.root);
+                    conn_load(ce, is_send);
+                    if (s_nce < KERN_DEV_P2P_CONNS) {
+                        ci = s_nce++;
+                        s_ce_key[ci] = key;
+                        s_ce[ci] = ce;
+                    }
                 }
-                conn_end ce = conn_end_of(c, is_send ? sendd[w.root] : recvd[w.root], w.root);
-                conn_load(ce, is_send);
+                uint64_t c = ce.ctrl;
                 size_t bytes = min((size_t)ce.slot_bytes, total - (size_t)done[i]);
                 if (is_send) {
-                    if (conn_has_space(ce)) {
+                    bool room = conn_has_space(ce);
+                    if (ci >= 0)
+                        s_ce[ci] = ce; /* the head it may have read */
+                    if (room) {
                         sh.pick = i;
                         sh.slot = conn_slot(ce, ce.data != 0, ce.mine);
                         sh.bytes = bytes;
                         sh.zc = (w.flags & ECCL_WORK_FLAG_ZC) != 0;
                         picked = ce;
+                        picked_ci = ci;
                     }
                 } else if (conn_has_data(ce)) {
                     b.func = w.func;
@@ -1506,6 +1535,7 @@ __device__ inline uint32_t p2p_run(blk &b, const eccl_work *works, int n)
                     sh.slot = slot;
                     sh.bytes = bytes;
                     picked = ce;
+                    picked_ci = ci;
                 }
                 if (sh.pick < 0 && !wait_conn) {
                     wait_conn = c;
@@ -1555,6 +1585,8 @@ __device__ inline uint32_t p2p_run(blk &b, const eccl_work *works, int n)
                 d[2] = total;
                 __threadfence_system();
                 post_send(picked, ECCL_CONN_ZC_DESC | ECCL_CONN_SIZE_ZC);
+                if (picked_ci >= 0)
+                    s_ce[picked_ci] = picked;
                 done[pick] = total;
                 sh.zc_sent = true;
             }
@@ -1572,6 +1604,8 @@ __device__ inline uint32_t p2p_run(blk &b, const eccl_work *works, int n)
                 post_send(picked, bytes);
             else
                 post_recv(picked);
+            if (picked_ci >= 0)
+                s_ce[picked_ci] = picked;
             done[pick] += bytes;
         }
         __syncthreads();
