@@ -155,6 +155,8 @@ ECCL_API ecclResult_t ecclCommRegister(const ecclComm_t comm, void *buff, size_t
     if (zc_enabled(comm) && buff && size) {
         r->um = core_mem_ref(buff, size);
         r->mem = r->um ? core_mem_dev(r->um) : NULL;
+        /* PyTorch's allocator may register memory while a graph is being captured. */
+        int mode = kern_dev_capture_relax();
         if (!r->mem &&
             kern_dev_mem_wrap(comm->cuda_dev, buff, size, &r->view, &r->buffer_id) == ecclSuccess)
             r->mem = r->view;
@@ -168,6 +170,7 @@ ECCL_API ecclResult_t ecclCommRegister(const ecclComm_t comm, void *buff, size_t
             r->view = NULL;
             r->mem = NULL;
         }
+        kern_dev_capture_restore(mode);
     }
     pthread_mutex_lock(&comm->reg_lock);
     if (r->mem) {
@@ -426,6 +429,9 @@ void core_reg_p2p_prepare(struct ecclComm *comm, const struct eccl_queue *tasks)
 {
     if (!zc_enabled(comm))
         return;
+    /* Exports, imports and the executor's table are not stream work: a capture under way (the
+     * caller's, or another thread's in global mode) must not see them. */
+    int mode = kern_dev_capture_relax();
     pthread_mutex_lock(&comm->reg_lock);
     for (struct eccl_qnode *q = tasks->head; q; q = q->next) {
         struct core_task *t = eccl_container_of(q, struct core_task, node);
@@ -449,6 +455,7 @@ void core_reg_p2p_prepare(struct ecclComm *comm, const struct eccl_queue *tasks)
             announce(comm, r, t->root, c);
     }
     pthread_mutex_unlock(&comm->reg_lock);
+    kern_dev_capture_restore(mode);
 }
 
 void core_reg_p2p_work(struct ecclComm *comm, struct eccl_work *w, size_t bytes)
@@ -463,8 +470,13 @@ void core_reg_p2p_work(struct ecclComm *comm, struct eccl_work *w, size_t bytes)
     pthread_mutex_lock(&comm->reg_lock);
     struct core_reg *r = reg_holding(comm, (uintptr_t)w->sendbuff, bytes);
     struct reg_peer *p = r ? reg_peer_of(r, w->root) : NULL;
-    if (p && p->state == REG_READY && r->view &&
-        kern_dev_mem_buffer_id((const void *)(uintptr_t)w->sendbuff) != r->buffer_id) {
+    uint64_t id = 0;
+    if (p && p->state == REG_READY && r->view) {
+        int mode = kern_dev_capture_relax();
+        id = kern_dev_mem_buffer_id((const void *)(uintptr_t)w->sendbuff);
+        kern_dev_capture_restore(mode);
+    }
+    if (p && p->state == REG_READY && r->view && id != r->buffer_id) {
         /* Freed and allocated again under the registration: its peers' mappings are of the old
          * memory. */
         if (!r->stale_warned)

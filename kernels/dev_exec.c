@@ -995,6 +995,25 @@ ecclResult_t kern_dev_status(struct kern_dev *d)
     return code == KERN_DEV_OK ? ecclSuccess : code_result(code);
 }
 
+int kern_dev_capture_relax(void)
+{
+    enum cudaStreamCaptureMode mode = cudaStreamCaptureModeRelaxed;
+    if (cudaThreadExchangeStreamCaptureMode(&mode) != cudaSuccess) {
+        (void)cudaGetLastError();
+        return -1;
+    }
+    return (int)mode;
+}
+
+void kern_dev_capture_restore(int mode)
+{
+    if (mode < 0)
+        return;
+    enum cudaStreamCaptureMode m = (enum cudaStreamCaptureMode)mode;
+    if (cudaThreadExchangeStreamCaptureMode(&m) != cudaSuccess)
+        (void)cudaGetLastError();
+}
+
 bool kern_dev_idle(struct kern_dev *d)
 {
     for (int i = 0; i < KERN_DEV_SLOTS; i++) {
@@ -1223,6 +1242,16 @@ ecclResult_t kern_dev_conn_attach(struct kern_dev *d, const struct eccl_conn_ctr
     (void)d, (void)c;
     kern_dev_mem_free(mem);
     return ecclInvalidUsage;
+}
+
+int kern_dev_capture_relax(void)
+{
+    return -1;
+}
+
+void kern_dev_capture_restore(int mode)
+{
+    (void)mode;
 }
 
 bool kern_dev_idle(struct kern_dev *d)

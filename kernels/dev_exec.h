@@ -91,6 +91,13 @@ struct kern_dev_mem;
 ecclResult_t kern_dev_conn_attach(struct kern_dev *d, const struct eccl_conn_ctrl *c,
                                   struct kern_dev_mem *mem);
 
+/* Lets this thread make CUDA calls that are not stream work (allocating, mapping, exporting
+ * memory) while a graph capture is under way in it or in another thread: a capture in global
+ * mode would otherwise be invalidated by them. Returns the thread's mode, for
+ * kern_dev_capture_restore. */
+int kern_dev_capture_relax(void);
+void kern_dev_capture_restore(int mode);
+
 /* Whether no kernel queued by kern_dev_launch is still running (kernels replayed from CUDA
  * graphs are not counted). */
 bool kern_dev_idle(struct kern_dev *d);

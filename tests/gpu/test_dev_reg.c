@@ -213,6 +213,46 @@ static int pair_main(int rank, int nranks, const ecclUniqueId *id, void *arg)
         cudaGraphExecDestroy(exec);
         cudaGraphDestroy(graph);
     }
+    /* A graph captured in global mode, from a cudaMalloc buffer registered during the capture:
+     * the registration, its announcement and the peer's mapping happen while both ranks capture
+     * and must not invalidate the captures. */
+    void *gb = NULL, *hg = NULL;
+    if (!bad) {
+        if (cudaMalloc(&gb, gn) != cudaSuccess || mp_barrier_wait(&sh->barrier, 60000) != 0 ||
+            cudaStreamBeginCapture(st, cudaStreamCaptureModeGlobal) != cudaSuccess)
+            return 1;
+        ecclResult_t e = ecclCommRegister(comm, gb, gn, &hg);
+        ecclResult_t g = ecclGroupStart();
+        if (e == ecclSuccess)
+            e = ecclSend(gb, gn, ecclUint8, peer, comm, st);
+        if (e == ecclSuccess)
+            e = ecclRecv(rbuf, gn, ecclUint8, peer, comm, st);
+        g = ecclGroupEnd();
+        cudaError_t ce = cudaStreamEndCapture(st, &graph);
+        if (ce != cudaSuccess || e != ecclSuccess || g != ecclSuccess ||
+            cudaGraphInstantiate(&exec, graph, 0) != cudaSuccess) {
+            printf("rank %d: capture in global mode: %s; %s\n", rank, cudaGetErrorString(ce),
+                   ecclGetLastError(comm));
+            return 1;
+        }
+        for (int rep = 0; rep < 2 && !bad; rep++, round++) {
+            fill(host, gn, rank, round);
+            if (gpu_upload(gb, host, gn, st) != 0 || mp_barrier_wait(&sh->barrier, 60000) != 0 ||
+                cudaGraphLaunch(exec, st) != cudaSuccess ||
+                gpu_stream_wait(comm, st, 60000) != ecclSuccess ||
+                cudaMemcpy(host, rbuf, gn, cudaMemcpyDeviceToHost) != cudaSuccess) {
+                printf("rank %d: global-mode replay %d: %s\n", rank, rep, ecclGetLastError(comm));
+                return 1;
+            }
+            bad |= check(host, gn, peer, round, rank, "global-mode graph replay");
+            bad |= mp_barrier_wait(&sh->barrier, 60000);
+        }
+        cudaGraphExecDestroy(exec);
+        cudaGraphDestroy(graph);
+        if (ecclCommDeregister(comm, hg) != ecclSuccess)
+            bad = 1;
+        cudaFree(gb);
+    }
 
     /* Deregistered: the peer unmaps it at its next receive, and sends go by copies. */
     if (ecclCommDeregister(comm, hs) != ecclSuccess ||
