@@ -131,6 +131,53 @@ static int exchange(ecclComm_t comm, cudaStream_t st, uint8_t *sbuf, size_t soff
     return check(host, n, peer, round, me, what);
 }
 
+/* Captures a send of n bytes from `src` and a receive into `rbuf` (in `mode`; with `reg`, src is
+ * registered inside the capture, the handle in *reg), then replays the graph `reps` times, each
+ * with new data, checking what arrives. */
+static int graph_rounds(struct shared *sh, ecclComm_t comm, cudaStream_t st,
+                        enum cudaStreamCaptureMode mode, void *src, void **reg, uint8_t *rbuf,
+                        size_t n, int reps, int rank, int peer, int *round, uint8_t *host)
+{
+    cudaGraph_t graph = NULL;
+    cudaGraphExec_t exec = NULL;
+    if (mp_barrier_wait(&sh->barrier, 60000) != 0 ||
+        cudaStreamBeginCapture(st, mode) != cudaSuccess)
+        return 1;
+    ecclResult_t e = reg ? ecclCommRegister(comm, src, n, reg) : ecclSuccess;
+    if (e == ecclSuccess)
+        e = ecclGroupStart();
+    if (e == ecclSuccess)
+        e = ecclSend(src, n, ecclUint8, peer, comm, st);
+    if (e == ecclSuccess)
+        e = ecclRecv(rbuf, n, ecclUint8, peer, comm, st);
+    ecclResult_t g = ecclGroupEnd();
+    cudaError_t ce = cudaStreamEndCapture(st, &graph);
+    if (ce != cudaSuccess || e != ecclSuccess || g != ecclSuccess ||
+        cudaGraphInstantiate(&exec, graph, 0) != cudaSuccess) {
+        printf("rank %d: capture (mode %d): %s; %s\n", rank, (int)mode, cudaGetErrorString(ce),
+               ecclGetLastError(comm));
+        return 1;
+    }
+    int bad = 0;
+    for (int rep = 0; rep < reps && !bad; rep++, (*round)++) {
+        fill(host, n, rank, *round);
+        if (gpu_upload(src, host, n, st) != 0 || mp_barrier_wait(&sh->barrier, 60000) != 0 ||
+            cudaGraphLaunch(exec, st) != cudaSuccess ||
+            gpu_stream_wait(comm, st, 60000) != ecclSuccess ||
+            cudaMemcpy(host, rbuf, n, cudaMemcpyDeviceToHost) != cudaSuccess) {
+            printf("rank %d: replay %d (mode %d): %s\n", rank, rep, (int)mode,
+                   ecclGetLastError(comm));
+            bad = 1;
+            break;
+        }
+        bad |= check(host, n, peer, *round, rank, "graph replay");
+        bad |= mp_barrier_wait(&sh->barrier, 60000);
+    }
+    cudaGraphExecDestroy(exec);
+    cudaGraphDestroy(graph);
+    return bad;
+}
+
 static int pair_main(int rank, int nranks, const ecclUniqueId *id, void *arg)
 {
     struct shared *sh = arg;
@@ -181,74 +228,19 @@ static int pair_main(int rank, int nranks, const ecclUniqueId *id, void *arg)
     bad |= mp_barrier_wait(&sh->barrier, 60000);
 
     /* Captured into a graph and replayed with new data each time. */
-    cudaGraph_t graph = NULL;
-    cudaGraphExec_t exec = NULL;
     size_t gn = quick ? 2u << 20 : 6u << 20;
-    if (!bad) {
-        if (cudaStreamBeginCapture(st, cudaStreamCaptureModeThreadLocal) != cudaSuccess)
-            return 1;
-        ecclResult_t e = ecclGroupStart();
-        if (e == ecclSuccess)
-            e = ecclSend(sbuf, gn, ecclUint8, peer, comm, st);
-        if (e == ecclSuccess)
-            e = ecclRecv(rbuf, gn, ecclUint8, peer, comm, st);
-        ecclResult_t g = ecclGroupEnd();
-        if (cudaStreamEndCapture(st, &graph) != cudaSuccess || e != ecclSuccess ||
-            g != ecclSuccess || cudaGraphInstantiate(&exec, graph, 0) != cudaSuccess) {
-            printf("rank %d: capture: %s\n", rank, ecclGetLastError(comm));
-            return 1;
-        }
-        for (int rep = 0; rep < 3 && !bad; rep++, round++) {
-            fill(host, gn, rank, round);
-            if (gpu_upload(sbuf, host, gn, st) != 0 || mp_barrier_wait(&sh->barrier, 60000) != 0 ||
-                cudaGraphLaunch(exec, st) != cudaSuccess ||
-                gpu_stream_wait(comm, st, 60000) != ecclSuccess ||
-                cudaMemcpy(host, rbuf, gn, cudaMemcpyDeviceToHost) != cudaSuccess) {
-                printf("rank %d: replay %d: %s\n", rank, rep, ecclGetLastError(comm));
-                return 1;
-            }
-            bad |= check(host, gn, peer, round, rank, "graph replay");
-            bad |= mp_barrier_wait(&sh->barrier, 60000);
-        }
-        cudaGraphExecDestroy(exec);
-        cudaGraphDestroy(graph);
-    }
+    if (!bad)
+        bad |= graph_rounds(sh, comm, st, cudaStreamCaptureModeThreadLocal, sbuf, NULL, rbuf, gn, 3,
+                            rank, peer, &round, host);
     /* A graph captured in global mode, from a cudaMalloc buffer registered during the capture:
      * the registration, its announcement and the peer's mapping happen while both ranks capture
      * and must not invalidate the captures. */
     void *gb = NULL, *hg = NULL;
     if (!bad) {
-        if (cudaMalloc(&gb, gn) != cudaSuccess || mp_barrier_wait(&sh->barrier, 60000) != 0 ||
-            cudaStreamBeginCapture(st, cudaStreamCaptureModeGlobal) != cudaSuccess)
+        if (cudaMalloc(&gb, gn) != cudaSuccess)
             return 1;
-        ecclResult_t e = ecclCommRegister(comm, gb, gn, &hg);
-        ecclResult_t g = ecclGroupStart();
-        if (e == ecclSuccess)
-            e = ecclSend(gb, gn, ecclUint8, peer, comm, st);
-        if (e == ecclSuccess)
-            e = ecclRecv(rbuf, gn, ecclUint8, peer, comm, st);
-        g = ecclGroupEnd();
-        cudaError_t ce = cudaStreamEndCapture(st, &graph);
-        if (ce != cudaSuccess || e != ecclSuccess || g != ecclSuccess ||
-            cudaGraphInstantiate(&exec, graph, 0) != cudaSuccess) {
-            printf("rank %d: capture in global mode: %s; %s\n", rank, cudaGetErrorString(ce),
-                   ecclGetLastError(comm));
-            return 1;
-        }
-        for (int rep = 0; rep < 2 && !bad; rep++, round++) {
-            fill(host, gn, rank, round);
-            if (gpu_upload(gb, host, gn, st) != 0 || mp_barrier_wait(&sh->barrier, 60000) != 0 ||
-                cudaGraphLaunch(exec, st) != cudaSuccess ||
-                gpu_stream_wait(comm, st, 60000) != ecclSuccess ||
-                cudaMemcpy(host, rbuf, gn, cudaMemcpyDeviceToHost) != cudaSuccess) {
-                printf("rank %d: global-mode replay %d: %s\n", rank, rep, ecclGetLastError(comm));
-                return 1;
-            }
-            bad |= check(host, gn, peer, round, rank, "global-mode graph replay");
-            bad |= mp_barrier_wait(&sh->barrier, 60000);
-        }
-        cudaGraphExecDestroy(exec);
-        cudaGraphDestroy(graph);
+        bad |= graph_rounds(sh, comm, st, cudaStreamCaptureModeGlobal, gb, &hg, rbuf, gn, 2, rank,
+                            peer, &round, host);
         if (ecclCommDeregister(comm, hg) != ecclSuccess)
             bad = 1;
         cudaFree(gb);
@@ -283,13 +275,14 @@ static int pair_main(int rank, int nranks, const ecclUniqueId *id, void *arg)
     return bad;
 }
 
-static void run_pair(bool zc)
+/* Runs `fn` on nranks processes sharing a struct shared. */
+static void run_shared(int nranks, mp_rank_fn fn, bool zc)
 {
     struct shared *sh = mp_shm_alloc(sizeof(*sh));
     assert_non_null(sh);
-    mp_barrier_init(&sh->barrier, 2);
+    mp_barrier_init(&sh->barrier, nranks);
     sh->zc_expected = zc;
-    int rc = mp_run(2, pair_main, sh, 240000);
+    int rc = mp_run(nranks, fn, sh, 240000);
     mp_shm_free(sh, sizeof(*sh));
     assert_int_equal(rc, 0);
 }
@@ -297,14 +290,14 @@ static void run_pair(bool zc)
 static void test_reg_pair(void **state)
 {
     (void)state;
-    run_pair(true);
+    run_shared(2, pair_main, true);
 }
 
 static void test_reg_pair_off(void **state)
 {
     (void)state;
     setenv("ECCL_LOCAL_REGISTER", "0", 1);
-    run_pair(false);
+    run_shared(2, pair_main, false);
     unsetenv("ECCL_LOCAL_REGISTER");
 }
 
@@ -372,13 +365,7 @@ static int cudamalloc_main(int rank, int nranks, const ecclUniqueId *id, void *a
 static void test_reg_cudamalloc(void **state)
 {
     (void)state;
-    struct shared *sh = mp_shm_alloc(sizeof(*sh));
-    assert_non_null(sh);
-    mp_barrier_init(&sh->barrier, 2);
-    sh->zc_expected = true;
-    int rc = mp_run(2, cudamalloc_main, sh, 240000);
-    mp_shm_free(sh, sizeof(*sh));
-    assert_int_equal(rc, 0);
+    run_shared(2, cudamalloc_main, true);
 }
 
 /* A rank dies while its peer's kernel waits for it to copy a zero-copy send: the sender's call
@@ -528,13 +515,7 @@ static int a2a_main(int rank, int nranks, const ecclUniqueId *id, void *arg)
 static void test_reg_alltoall(void **state)
 {
     (void)state;
-    struct shared *sh = mp_shm_alloc(sizeof(*sh));
-    assert_non_null(sh);
-    mp_barrier_init(&sh->barrier, A2A_RANKS);
-    sh->zc_expected = true;
-    int rc = mp_run(A2A_RANKS, a2a_main, sh, 240000);
-    mp_shm_free(sh, sizeof(*sh));
-    assert_int_equal(rc, 0);
+    run_shared(A2A_RANKS, a2a_main, true);
 }
 
 #endif
