@@ -6,12 +6,12 @@
 #ifndef ECCL_KERNELS_CONN_LAYOUT_H
 #define ECCL_KERNELS_CONN_LAYOUT_H
 
-#define ECCL_CONN_OFF_TAIL       0   /* uint32_t: steps posted by the sender */
-#define ECCL_CONN_OFF_HEAD       64  /* uint32_t: steps consumed by the receiver */
-#define ECCL_CONN_OFF_NSLOTS     132 /* uint32_t */
-#define ECCL_CONN_OFF_SLOT_BYTES 136 /* uint32_t */
-#define ECCL_CONN_OFF_CLOSED     140 /* uint32_t: nonzero once either side gave up */
-#define ECCL_CONN_OFF_SIZES      144 /* uint32_t[ECCL_CONN_MAX_SLOTS]: bytes of each slot's step */
+#define ECCL_CONN_OFF_TAIL       0    /* uint32_t: steps posted by the sender */
+#define ECCL_CONN_OFF_HEAD       64   /* uint32_t: steps consumed by the receiver */
+#define ECCL_CONN_OFF_NSLOTS     132  /* uint32_t */
+#define ECCL_CONN_OFF_SLOT_BYTES 136  /* uint32_t */
+#define ECCL_CONN_OFF_CLOSED     140  /* uint32_t: nonzero once either side gave up */
+#define ECCL_CONN_OFF_SIZES      144  /* uint32_t[ECCL_CONN_MAX_SLOTS]: bytes of each slot's step */
 #define ECCL_CONN_DATA_OFF       1216 /* the first slot */
 
 /* Set in a step's size word when the sender wrote the step into the connector's device-memory
