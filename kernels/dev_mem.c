@@ -375,6 +375,19 @@ ecclResult_t kern_dev_mem_import(int cuda_dev, enum kern_dev_mem_mode mode, int 
             res = rt_fail("cudaIpcOpenMemHandle", e);
             goto err_device;
         }
+        /* The handle maps the whole allocation: it must be as large as the peer says, or the
+         * kernels' bounds would let them read past it. */
+        CUdeviceptr base = 0;
+        size_t size = 0;
+        if (driver() &&
+            (drv.address_range(&base, &size, (CUdeviceptr)(uintptr_t)m->ptr) != CUDA_SUCCESS ||
+             size - ((uintptr_t)m->ptr - base) < bytes)) {
+            WARN("device memory: the peer's IPC handle maps %zu bytes, not the %zu it claims", size,
+                 bytes);
+            cudaIpcCloseMemHandle(m->ptr);
+            res = ecclRemoteError;
+            goto err_device;
+        }
     } else {
         WARN("device connector memory: unknown sharing mode %d", (int)mode);
         res = ecclInternalError;
